@@ -1,0 +1,168 @@
+"""The ``ubenchai`` command: the same core as the pytest plugin, outside pytest.
+
+Exit codes (documented in the README): 0 every SLO passed; 1 an SLO failed; 2 usage or recipe
+error; 3 the target could not be reached or the service failed; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from loguru import logger
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import logs
+from ._version import __version__
+from .orchestrators import registry
+from .orchestrators.base import ServiceError
+from .recipes import loader
+from .recipes.sweep import expand
+from .session import CaseResult, Services, TargetUnreachable, default_output_root, run_case
+
+EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ubenchai", description="Benchmark AI-factory services from recipes.")
+    ap.add_argument("--version", action="version", version=f"ubenchai {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging (else UBENCHAI_LOG_LEVEL or INFO)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{recipe,client}")
+
+    recipe = sub.add_parser("recipe", help="list and validate recipes")
+    rsub = recipe.add_subparsers(dest="action", required=True)
+    rsub.add_parser("list", help="recipes on the search path (UBENCHAI_CONFIG_DIR, ./recipes)")
+    validate = rsub.add_parser("validate", help="check recipe files; one line per problem")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
+
+    client = sub.add_parser("client", help="run benchmark workloads")
+    csub = client.add_subparsers(dest="action", required=True)
+    run = csub.add_parser("run", help="run a recipe's workload (every sweep point) and write results")
+    run.add_argument("--recipe", required=True, metavar="NAME|PATH")
+    run.add_argument("--target", metavar="URL", help="benchmark this running service instead of starting one")
+    run.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
+    run.add_argument("--output", type=Path, metavar="DIR", help="default: ubench-results/<timestamp>")
+    run.add_argument("--orchestrator", default="local", choices=registry.names())
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure(verbose=args.verbose)
+    # SIGTERM takes the Ctrl-C path: services are stopped and partial results written.
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        if args.command == "recipe":
+            return _recipe_list() if args.action == "list" else _recipe_validate(args.paths, args.overrides)
+        return _client_run(args)
+    except (loader.RecipeError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted; services stopped, results gathered so far were written")
+        return EXIT_INTERRUPTED
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _recipe_list() -> int:
+    table = Table("name", "protocol", "load", "file")
+    for path in loader.available():
+        try:
+            r = loader.load(path).recipe
+            table.add_row(r.name, r.workload.protocol, r.workload.load.mode, str(path))
+        except loader.RecipeError:
+            table.add_row(path.stem, "[red]invalid[/red]", "", str(path))
+    out.print(table)
+    return EXIT_OK
+
+
+def _recipe_validate(paths: list[str], overrides: list[Path]) -> int:
+    bad = 0
+    for p in paths:
+        try:
+            loaded = loader.load(p, overrides)
+            cases = expand(loaded)
+            print(f"{p}: ok ({len(cases)} case{'s' if len(cases) != 1 else ''})")
+        except (loader.RecipeError, ValueError) as exc:
+            bad += 1
+            _err(str(exc))
+    return EXIT_USAGE if bad else EXIT_OK
+
+
+def _client_run(args: argparse.Namespace) -> int:
+    loaded = loader.load(args.recipe, args.overrides)
+    cases = expand(loaded)
+    root = args.output or default_output_root()
+    results: list[CaseResult] = []
+    code = EXIT_OK
+    with Services(root, args.orchestrator, args.target) as services:
+        for case in cases:
+            try:
+                results.append(_run_with_progress(case, services))
+            except TargetUnreachable as exc:
+                _err(str(exc))
+                return EXIT_TARGET
+            except ServiceError as exc:
+                _err(str(exc))
+                code = EXIT_TARGET
+                break
+    for res in results:
+        _print_result(res)
+        if res.service_failure:
+            code = EXIT_TARGET
+        elif not res.passed and code == EXIT_OK:
+            code = EXIT_SLO
+    print(f"results: {root}")
+    return code
+
+
+def _run_with_progress(case, services: Services) -> CaseResult:  # type: ignore[no-untyped-def]
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(case.id, total=None, counts="")
+
+        def tick(elapsed: float, total: float, done: int, failed: int) -> None:
+            progress.update(task, completed=min(elapsed, total), total=total, counts=f"{done} ok, {failed} failed")
+
+        return run_case(case, services, tick)
+
+
+def _print_result(res: CaseResult) -> None:
+    table = Table(title=f"{res.case_id}  ({'PASS' if res.passed else 'FAIL'})", title_justify="left")
+    table.add_column("metric")
+    for col in ("count", "mean", "p50", "p90", "p99", "max"):
+        table.add_column(col, justify="right")
+    for name, s in res.result["metrics"].items():
+        table.add_row(name, *(("-" if s.get(c) is None else f"{s[c]:.2f}") if c != "count" else str(s[c])
+                              for c in ("count", "mean", "p50", "p90", "p99", "max")))
+    out.print(table)
+    print(res.key_figures())
+    if res.service_failure:
+        _err(res.service_failure)
+    for v in res.verdicts:
+        print(f"  {v.describe()}")
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,145 @@
+"""OpenAI-compatible chat and completions: request bodies and incremental response parsing.
+
+Token counts come from the server's ``usage`` wherever it is sent (llama.cpp and vLLM put it in
+different chunks: both are read); counting content chunks is the labelled fallback. A stream that
+ends without ``[DONE]`` or a finish reason is an error, not a short success.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..metrics.records import Record
+
+PATHS = {"openai-chat": "/v1/chat/completions", "openai-completions": "/v1/completions"}
+
+
+def request_body(
+    protocol: str, model: str, prompt: str, max_tokens: int, stream: bool, params: dict[str, Any]
+) -> bytes:
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": stream}
+    if protocol == "openai-chat":
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    body.update(params)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _take_usage(rec: Record, usage: dict[str, Any]) -> None:
+    if usage.get("completion_tokens") is not None:
+        rec.output_tokens = int(usage["completion_tokens"])
+        rec.tokens_from = "usage"
+    if usage.get("prompt_tokens") is not None:
+        rec.prompt_tokens = int(usage["prompt_tokens"])
+
+
+class _Base:
+    __slots__ = ("body", "rec", "status")
+
+    def __init__(self, rec: Record) -> None:
+        self.rec = rec
+        self.status = 0
+        self.body = b""
+
+    def on_status(self, status: int, t: float) -> None:
+        self.status = status
+        self.rec.status = status
+
+    def _http_error(self) -> bool:
+        if self.status != 200:
+            self.rec.error = f"http_{self.status}"
+            return True
+        return False
+
+
+class StreamSink(_Base):
+    """Parses Server-Sent Events as bytes arrive; each content chunk is stamped with its read time."""
+
+    __slots__ = ("finished",)
+
+    def __init__(self, rec: Record) -> None:
+        super().__init__(rec)
+        self.finished = False
+
+    def on_body(self, data: bytes, t: float) -> None:
+        if self.status != 200:
+            self.body += data[: 512 - len(self.body)]
+            return
+        buf = self.body + data if self.body else data
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        start = 0
+        while (end := buf.find(b"\n\n", start)) >= 0:
+            self._event(buf[start:end], t)
+            start = end + 2
+        self.body = buf[start:]
+
+    def _event(self, event: bytes, t: float) -> None:
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue  # comments, event names, ids
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.finished = True
+                continue
+            try:
+                obj = json.loads(payload)
+            except ValueError:
+                self.rec.error = "malformed_stream"
+                continue
+            if "error" in obj:
+                self.rec.error = "stream_error"
+            for choice in obj.get("choices") or ():
+                delta = choice.get("delta")
+                text = (delta.get("content") or delta.get("reasoning_content")) if delta else choice.get("text")
+                if text:
+                    self.rec.chunks.append(t)
+                if choice.get("finish_reason"):
+                    self.finished = True
+            usage = obj.get("usage")
+            if usage:
+                _take_usage(self.rec, usage)
+
+    def finish(self) -> None:
+        rec = self.rec
+        if self._http_error():
+            return
+        if rec.error is None and (not self.finished or self.body.strip()):
+            rec.error = "malformed_stream"
+        if rec.chunks:
+            rec.first = rec.chunks[0]
+        if rec.output_tokens is None:
+            rec.output_tokens = len(rec.chunks)
+            rec.tokens_from = "chunks"
+
+
+class JsonSink(_Base):
+    """A non-streaming response: the whole body is parsed when it has arrived."""
+
+    __slots__ = ()
+
+    def on_body(self, data: bytes, t: float) -> None:
+        self.body += data
+
+    def finish(self) -> None:
+        rec = self.rec
+        if self._http_error():
+            return
+        try:
+            obj = json.loads(self.body)
+            _take_usage(rec, obj.get("usage") or {})
+            choices = obj["choices"]
+        except (ValueError, KeyError, TypeError):
+            rec.error = "malformed_response"
+            return
+        if rec.output_tokens is None:
+            rec.output_tokens = sum(1 for c in choices if (c.get("message") or {}).get("content") or c.get("text"))
+            rec.tokens_from = "chunks"
+
+
+def sink_for(stream: bool, rec: Record) -> StreamSink | JsonSink:
+    return StreamSink(rec) if stream else JsonSink(rec)

@@ -1,0 +1,23 @@
+"""The one list of metric names; recipes, SLOs, results and docs all use these spellings."""
+
+from __future__ import annotations
+
+# Per-request latency metrics (milliseconds); each is summarised with STATS.
+LATENCY_METRICS: tuple[str, ...] = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "send_lag_ms")
+STATS: tuple[str, ...] = ("count", "mean", "min", "p50", "p90", "p95", "p99", "p99_9", "max")
+PERCENTILES: dict[str, float] = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99_9": 99.9}
+THROUGHPUT: tuple[str, ...] = (
+    "requests_per_s",
+    "output_tokens_per_s",
+    "goodput_requests_per_s",
+)
+REQUEST_COUNTS: tuple[str, ...] = ("total", "ok", "failed")
+
+
+def known_paths() -> set[str]:
+    """Every dotted name an SLO expression may refer to."""
+    paths = {f"{m}.{s}" for m in LATENCY_METRICS for s in STATS}
+    paths |= {f"throughput.{t}" for t in THROUGHPUT}
+    paths |= {f"requests.{c}" for c in REQUEST_COUNTS}
+    paths.add("error_rate")
+    return paths

@@ -1,0 +1,97 @@
+"""Per-request records and their compact on-disk form (JSON Lines), re-readable for re-analysis.
+
+All times are ``perf_counter`` seconds while a run is live; on disk they become milliseconds
+relative to the run's start so files from different runs can be merged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+NAN = math.nan
+
+
+class Record:
+    """One request, as the client saw it."""
+
+    __slots__ = (
+        "chunks",
+        "end",
+        "error",
+        "first",
+        "intended",
+        "output_tokens",
+        "prompt_tokens",
+        "start",
+        "status",
+        "tokens_from",
+        "warmup",
+    )
+
+    def __init__(self, intended: float, warmup: bool = False) -> None:
+        self.intended = intended
+        self.start = NAN
+        self.first = NAN  # first content-bearing chunk
+        self.chunks: list[float] = []  # arrival time of every content-bearing chunk
+        self.end = NAN
+        self.status = 0
+        self.error: str | None = None
+        self.prompt_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.tokens_from = ""  # "usage" (server-reported) or "chunks" (counted by the client)
+        self.warmup = warmup
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_row(self, t0: float) -> dict[str, Any]:
+        def ms(t: float) -> float | None:
+            return None if math.isnan(t) else round((t - t0) * 1000.0, 4)
+
+        return {
+            "intended_ms": ms(self.intended),
+            "start_ms": ms(self.start),
+            "end_ms": ms(self.end),
+            "chunk_ms": [ms(c) for c in self.chunks],
+            "status": self.status,
+            "error": self.error,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "tokens_from": self.tokens_from,
+            "warmup": self.warmup,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Record:
+        def s(v: float | None) -> float:
+            return NAN if v is None else v / 1000.0
+
+        rec = cls(s(row["intended_ms"]), row.get("warmup", False))
+        rec.start, rec.end = s(row["start_ms"]), s(row["end_ms"])
+        rec.chunks = [s(c) for c in row["chunk_ms"]]
+        rec.first = rec.chunks[0] if rec.chunks else NAN
+        rec.status, rec.error = row["status"], row["error"]
+        rec.prompt_tokens, rec.output_tokens = row["prompt_tokens"], row["output_tokens"]
+        rec.tokens_from = row["tokens_from"]
+        return rec
+
+
+def write_jsonl(path: Path, records: Iterable[Record], t0: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec.to_row(t0), separators=(",", ":")))
+            fh.write("\n")
+    tmp.replace(path)
+
+
+def read_jsonl(path: Path) -> Iterator[Record]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield Record.from_row(json.loads(line))

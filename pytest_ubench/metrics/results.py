@@ -1,0 +1,46 @@
+"""results.json: the published record of one case (schema in docs/results-schema.json).
+
+Files are written to a temporary name and renamed, so an interrupted run never leaves half a file,
+and each case writes its own directory, so parallel workers never share a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = "ubench.results/1"
+
+
+def provenance(tool_version: str, started: str, finished: str, command: list[str] | None) -> dict[str, Any]:
+    return {
+        "tool": "pytest-ubench",
+        "tool_version": tool_version,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "started": started,
+        "finished": finished,
+        "service_command": command,
+    }
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, allow_nan=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))

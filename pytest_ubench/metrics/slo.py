@@ -1,0 +1,95 @@
+"""SLO expressions: ``<metric path> <op> <number>``, parsed once and judged against a summary.
+
+Parsing happens when the recipe is loaded, so an unknown metric is a recipe error rather than a
+silent pass at the end of a long run.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .names import LATENCY_METRICS, known_paths
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+_EXPR = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+class SLOSyntaxError(ValueError):
+    """An SLO expression that cannot be parsed or names an unknown metric."""
+
+
+@dataclass(frozen=True)
+class SLO:
+    expression: str
+    path: str
+    op: str
+    threshold: float
+
+    def holds(self, value: float) -> bool:
+        return _OPS[self.op](value, self.threshold)
+
+    @property
+    def per_request_bound(self) -> tuple[str, float] | None:
+        """A latency ceiling (``ttft_ms.p95 < 500``) also bounds each request for goodput."""
+        metric = self.path.split(".", 1)[0]
+        if metric in LATENCY_METRICS and self.op in ("<", "<="):
+            return metric, self.threshold
+        return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    expression: str
+    measured: float | None
+    allowed: str
+    passed: bool
+
+    def describe(self) -> str:
+        mark = "PASS" if self.passed else "FAIL"
+        shown = "n/a (no successful requests)" if self.measured is None else f"{self.measured:.4g}"
+        return f"{mark} {self.expression}: measured {shown}, allowed {self.allowed}"
+
+
+def parse(expression: str) -> SLO:
+    match = _EXPR.match(expression)
+    if not match:
+        raise SLOSyntaxError(
+            f"cannot parse SLO {expression!r}; expected '<metric> <op> <number>', e.g. 'ttft_ms.p95 < 500'"
+        )
+    path, op, number = match.groups()
+    if path not in known_paths():
+        hint = ", ".join(sorted({p.split(".")[0] for p in known_paths()}))
+        raise SLOSyntaxError(f"unknown metric {path!r} in SLO {expression!r}; known metrics: {hint}")
+    return SLO(expression.strip(), path, op, float(number))
+
+
+def lookup(summary: Mapping[str, Any], path: str) -> float | None:
+    """Find a dotted path in a results summary (``metrics`` are searched for latency names)."""
+    head, _, rest = path.partition(".")
+    if head in LATENCY_METRICS:
+        node: Any = summary["metrics"].get(head, {})
+        value = node.get(rest)
+    elif head == "error_rate":
+        value = summary["requests"]["error_rate"]
+    else:
+        value = summary[head][rest]
+    return None if value is None else float(value)
+
+
+def judge(slos: list[SLO], summary: Mapping[str, Any]) -> list[Verdict]:
+    verdicts = []
+    for slo in slos:
+        measured = lookup(summary, slo.path)
+        passed = measured is not None and slo.holds(measured)
+        verdicts.append(Verdict(slo.expression, measured, f"{slo.op} {slo.threshold:g}", passed))
+    return verdicts

@@ -1,0 +1,108 @@
+"""From records to the published figures; formulas are documented in docs/metrics.md.
+
+Percentiles use linear interpolation between closest ranks (numpy's default, "type 7"), the same
+definition as most tools, so figures can be compared across tools without a footnote.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .names import LATENCY_METRICS, PERCENTILES
+from .records import Record
+
+
+def summarize(values: Sequence[float] | np.ndarray) -> dict[str, float | int | None]:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return {"count": 0} | dict.fromkeys(("mean", "min", *PERCENTILES, "max"))
+    qs = np.percentile(arr, list(PERCENTILES.values()))
+    out: dict[str, float | int | None] = {"count": int(arr.size), "mean": float(arr.mean()), "min": float(arr.min())}
+    out |= {name: float(q) for name, q in zip(PERCENTILES, qs, strict=True)}
+    out["max"] = float(arr.max())
+    return out
+
+
+def request_values(rec: Record) -> dict[str, Any]:
+    """Per-request figures in ms; ``itl_ms`` is a list (one gap per pair of chunks)."""
+    base = rec.intended
+    e2e = (rec.end - base) * 1000.0
+    ttft = (rec.first - base) * 1000.0 if not math.isnan(rec.first) else None
+    chunks = rec.chunks
+    itl = [(b - a) * 1000.0 for a, b in itertools.pairwise(chunks)]
+    tpot = None
+    if ttft is not None and rec.output_tokens and rec.output_tokens > 1:
+        tpot = (e2e - ttft) / (rec.output_tokens - 1)
+    lag = (rec.start - rec.intended) * 1000.0 if not math.isnan(rec.start) else None
+    return {"ttft_ms": ttft, "itl_ms": itl, "tpot_ms": tpot, "e2e_ms": e2e, "send_lag_ms": lag}
+
+
+def latency_metrics(records: Iterable[Record]) -> dict[str, dict[str, float | int | None]]:
+    series: dict[str, list[float]] = {m: [] for m in LATENCY_METRICS}
+    for rec in records:
+        values = request_values(rec)
+        for name in LATENCY_METRICS:
+            v = values[name]
+            if isinstance(v, list):
+                series[name].extend(v)
+            elif v is not None:
+                series[name].append(v)
+    return {name: summarize(vals) for name, vals in series.items()}
+
+
+def meets(rec: Record, bounds: Sequence[tuple[str, float]]) -> bool:
+    """Whether one request met every per-request latency bound (for goodput)."""
+    if not rec.ok:
+        return False
+    values = request_values(rec)
+    for metric, limit in bounds:
+        v = values[metric]
+        if isinstance(v, list):
+            v = max(v) if v else None  # a request meets an ITL bound when its worst gap does
+        if v is None or v > limit:
+            return False
+    return True
+
+
+def summary(
+    records: Sequence[Record], window_start: float, window_end: float, bounds: Sequence[tuple[str, float]] = ()
+) -> dict[str, Any]:
+    """The ``requests``, ``metrics`` and ``throughput`` parts of a result.
+
+    ``records`` are the measured ones (warm-up excluded). Throughput divides by the time from the
+    window start to the later of the window end and the last measured completion, since requests
+    sent inside the window are all awaited.
+    """
+    ok = [r for r in records if r.ok]
+    failed = [r for r in records if not r.ok]
+    last = max((r.end for r in records if not math.isnan(r.end)), default=window_end)
+    elapsed = max(window_end, last) - window_start
+    out_tokens = sum(r.output_tokens or 0 for r in ok)
+    good = sum(1 for r in records if meets(r, bounds))
+    total = len(records)
+    sources = Counter(r.tokens_from for r in ok)
+    return {
+        "requests": {
+            "total": total,
+            "ok": len(ok),
+            "failed": len(failed),
+            "error_rate": (len(failed) / total) if total else 0.0,
+            "errors": dict(Counter(r.error for r in failed)),
+            "output_tokens_from": dict(sources),
+        },
+        "metrics": latency_metrics(ok),
+        "failed_metrics": latency_metrics(failed),
+        "throughput": {
+            "elapsed_s": elapsed,
+            "requests_per_s": len(ok) / elapsed if elapsed > 0 else 0.0,
+            "output_tokens_per_s": out_tokens / elapsed if elapsed > 0 else 0.0,
+            "goodput_requests_per_s": good / elapsed if elapsed > 0 else 0.0,
+            "output_tokens": out_tokens,
+        },
+    }

@@ -1,0 +1,71 @@
+"""The orchestrator contract: deploy a service, report its state and logs, stop it.
+
+Every backend (local processes now, Slurm next) writes the same endpoint file into the run
+directory, so the load engine and later tools only ever read that file to find a service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..recipes.schema import ServiceSpec
+
+
+class ServiceError(Exception):
+    """A service that could not be started, became unhealthy, or could not be reached."""
+
+
+class ServiceState(StrEnum):
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    url: str
+    pid: int | None = None
+    job_id: str | None = None
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> Endpoint:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+@dataclass
+class Deployment:
+    """A deployed (or attached) service; ``handle`` is backend-private."""
+
+    name: str
+    endpoint: Endpoint
+    run_dir: Path
+    log_path: Path | None
+    command: list[str] | None
+    handle: Any = field(default=None, repr=False)
+    exit_code: int | None = None
+
+
+class Orchestrator(Protocol):
+    name: str
+
+    def deploy(self, spec: ServiceSpec, name: str, run_dir: Path) -> Deployment: ...
+
+    def status(self, dep: Deployment) -> ServiceState: ...
+
+    def logs(self, dep: Deployment, lines: int = 40) -> str: ...
+
+    def stop(self, dep: Deployment) -> None: ...

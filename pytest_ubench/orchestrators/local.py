@@ -1,0 +1,132 @@
+"""Local orchestrator: the service is a child process in its own process group.
+
+Stopping signals the whole group, so helpers the service spawned go too. Every live service is
+also tracked in this module so an interpreter exit (normal, Ctrl-C, SIGTERM turned into an
+exception) tears it down, and on Linux the child asks the kernel for SIGTERM if we die hard.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import string
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+from loguru import logger
+
+from ..recipes.schema import ServiceSpec
+from .base import Deployment, Endpoint, ServiceError, ServiceState
+
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def free_port(host: str) -> int:
+    """Ask the kernel for a free port; the short race until the service binds it is accepted."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def expand(template: str, values: dict[str, str]) -> str:
+    """Fill ``{port}``-style placeholders; ``${VAR}`` comes from the environment (secrets stay out of recipes)."""
+    try:
+        text = template.format_map(values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ServiceError(
+            f"command argument {template!r}: unknown placeholder {exc}; known: {sorted(values)}"
+        ) from None
+    return string.Template(text).safe_substitute(os.environ)
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class LocalOrchestrator:
+    name = "local"
+
+    def __init__(self, stop_timeout_s: float = 10.0) -> None:
+        self.stop_timeout_s = stop_timeout_s
+
+    def deploy(self, spec: ServiceSpec, name: str, run_dir: Path) -> Deployment:
+        assert spec.command is not None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port(spec.host) if spec.port == "auto" else int(spec.port)
+        values = {"host": spec.host, "port": str(port), "python": sys.executable, "run_dir": str(run_dir)}
+        argv = [expand(a, values) for a in spec.command]
+        env = os.environ.copy()
+        env.update({k: expand(v, values) for k, v in spec.env.items()})
+        log_path = run_dir / "service.log"
+        logger.info("starting {} on {}:{}: {}", name, spec.host, port, " ".join(spec.command))
+        with log_path.open("ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=spec.workdir or None,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise ServiceError(f"{name}: cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+        _LIVE[proc.pid] = proc
+        host = f"[{spec.host}]" if ":" in spec.host else spec.host
+        endpoint = Endpoint(spec.host, port, f"http://{host}:{port}", pid=proc.pid)
+        endpoint.write(run_dir / "endpoint.json")
+        # The recipe's command (placeholders, not expanded secrets) is what goes into results.
+        return Deployment(name, endpoint, run_dir, log_path, list(spec.command), handle=proc)
+
+    def status(self, dep: Deployment) -> ServiceState:
+        proc: subprocess.Popen[bytes] = dep.handle
+        code = proc.poll()
+        if code is None:
+            return ServiceState.RUNNING
+        dep.exit_code = code
+        return ServiceState.STOPPED if code == 0 else ServiceState.FAILED
+
+    def logs(self, dep: Deployment, lines: int = 40) -> str:
+        if dep.log_path is None or not dep.log_path.exists():
+            return ""
+        with dep.log_path.open(encoding="utf-8", errors="replace") as fh:
+            return "".join(deque(fh, maxlen=lines))
+
+    def stop(self, dep: Deployment) -> None:
+        proc: subprocess.Popen[bytes] = dep.handle
+        _terminate(proc, self.stop_timeout_s)
+        dep.exit_code = proc.returncode
+        logger.info("stopped {} (pid {}, exit {})", dep.name, proc.pid, proc.returncode)
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    _LIVE.pop(proc.pid, None)
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            logger.warning("pid {} ignored {}; escalating", proc.pid, sig.name)
+    # Members of the group may outlive the leader; make sure none is left.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@atexit.register
+def stop_all() -> None:
+    """Last line of defence: nothing this process started may outlive it."""
+    for proc in list(_LIVE.values()):
+        _terminate(proc, 5.0)

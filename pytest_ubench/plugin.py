@@ -1,0 +1,197 @@
+"""The pytest face of pytest-ubench: options, fixtures and report hooks only.
+
+Each recipe named by ``--ubench-recipe`` (or by a test's ``ubench`` marker) and each point of its
+sweep becomes one parametrized case of any test that asks for the ``ubench_case`` fixture. The
+work itself is done by :mod:`pytest_ubench.session`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import logs
+from .orchestrators import registry
+from .orchestrators.base import ServiceError
+from .recipes import loader
+from .recipes.sweep import Case, expand
+from .session import CaseResult, Services, default_output_root, run_case
+
+_services_key = pytest.StashKey[Services]()
+_result_key = pytest.StashKey[CaseResult]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ubench", "pytest-ubench: benchmark services from recipes")
+    group.addoption(
+        "--ubench-recipe",
+        action="append",
+        default=[],
+        metavar="NAME|PATH",
+        help="recipe to run (repeatable); each sweep point becomes a test case",
+    )
+    group.addoption(
+        "--ubench-override",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML merged over every recipe (repeatable, later wins)",
+    )
+    group.addoption(
+        "--ubench-output", default=None, metavar="DIR", help="results directory (default: ubench-results/<timestamp>)"
+    )
+    group.addoption(
+        "--ubench-orchestrator",
+        default="local",
+        choices=registry.names(),
+        help="where services are deployed (default: local processes)",
+    )
+    group.addoption(
+        "--ubench-target",
+        default=None,
+        metavar="URL",
+        help="benchmark an already running service instead of starting the recipe's",
+    )
+    parser.addini("ubench_recipe_dirs", "directories searched for recipe names", type="paths", default=[])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ubench(*recipes): recipes a test runs when --ubench-recipe is not given")
+    logs.configure(verbose=config.option.verbose > 1, console=False)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM takes the Ctrl-C path, so fixtures tear services down and partial results are kept.
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+
+def _recipe_dirs(config: pytest.Config) -> list[Path]:
+    return [Path(p) for p in config.getini("ubench_recipe_dirs")]
+
+
+def _cases(config: pytest.Config, names: list[str]) -> list[Case]:
+    overrides = [Path(p) for p in config.getoption("ubench_override")]
+    cases: list[Case] = []
+    for name in names:
+        cases += expand(loader.load(name, overrides, _recipe_dirs(config)))
+    return cases
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "ubench_case" not in metafunc.fixturenames:
+        return
+    names = list(metafunc.config.getoption("ubench_recipe"))
+    if not names:
+        for marker in metafunc.definition.iter_markers("ubench"):
+            names += list(marker.args)
+    if not names:
+        names = [p.stem for p in loader.available(_recipe_dirs(metafunc.config))]
+    try:
+        cases = _cases(metafunc.config, names)
+    except loader.RecipeError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    metafunc.parametrize("ubench_case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def ubench_services(request: pytest.FixtureRequest) -> Iterator[Services]:
+    """Services deployed for this session's recipes; all stopped at the end, whatever happens."""
+    config = request.config
+    root = Path(config.getoption("ubench_output") or default_output_root())
+    services = Services(root, config.getoption("ubench_orchestrator"), config.getoption("ubench_target"))
+    config.stash[_services_key] = services
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+class Ubench:
+    """What a benchmark test calls: ``ubench.run(ubench_case)`` runs it and judges the SLOs."""
+
+    def __init__(self, item: pytest.Item, services: Services) -> None:
+        self._item = item
+        self._services = services
+
+    def run(self, case: Case, fail_on_slo: bool = True) -> CaseResult:
+        try:
+            result = run_case(case, self._services)
+        except ServiceError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        self._item.stash[_result_key] = result
+        self._item.user_properties.append(("ubench", json.dumps(_compact(result))))
+        if fail_on_slo and not result.passed:
+            pytest.fail(result.failure_message(), pytrace=False)
+        return result
+
+
+@pytest.fixture
+def ubench(request: pytest.FixtureRequest, ubench_services: Services) -> Ubench:
+    return Ubench(request.node, ubench_services)
+
+
+def _compact(result: CaseResult) -> dict[str, Any]:
+    return {
+        "case": result.case_id,
+        "figures": result.key_figures(),
+        "results": str(result.run_dir / "results.json"),
+        "slo": [v.describe() for v in result.verdicts],
+    }
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    result = item.stash.get(_result_key, None)
+    if report.when != "call" or result is None:
+        return
+    try:
+        from pytest_html import extras  # optional: richer reports come with pytest-html installed
+    except ImportError:
+        return
+    report.extras = [*getattr(report, "extras", []), extras.html(_html_table(result))]
+
+
+def _html_table(result: CaseResult) -> str:
+    from html import escape
+
+    rows = []
+    for name, stats in result.result["metrics"].items():
+        cells = "".join(
+            f"<td>{'' if stats.get(k) is None else f'{stats[k]:.2f}'}</td>" for k in ("p50", "p90", "p95", "p99", "max")
+        )
+        rows.append(f"<tr><th>{escape(name)}</th><td>{stats['count']}</td>{cells}</tr>")
+    verdicts = "".join(
+        f"<li style='color:{'green' if v.passed else 'red'}'>{escape(v.describe())}</li>" for v in result.verdicts
+    )
+    return (
+        f"<div class='ubench'><p>{escape(result.key_figures())}</p>"
+        "<table border='1'><tr><th>metric</th><th>count</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th>"
+        f"<th>max</th></tr>{''.join(rows)}</table><ul>{verdicts}</ul></div>"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    lines = []
+    for key in ("passed", "failed"):
+        for report in terminalreporter.stats.get(key, []):
+            for name, value in getattr(report, "user_properties", []):
+                if name == "ubench":
+                    data = json.loads(value)
+                    lines.append(f"{key.upper():6} {data['case']}: {data['figures']}")
+    if lines:
+        terminalreporter.write_sep("=", "ubench summary")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Runs even after Ctrl-C, when fixture teardown may not have: stop whatever is still up."""
+    services = session.config.stash.get(_services_key, None)
+    if services is not None:
+        services.close()

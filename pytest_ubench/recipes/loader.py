@@ -1,0 +1,209 @@
+"""Find, read, merge and validate recipe files; every error names file, line and field.
+
+YAML is read with the safe loader only. The composed node tree is kept beside the data so a
+validation error at ``workload.load.rate[1]`` can be traced back to its line in the file the user
+edited (the override file first, when the value came from there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .schema import Recipe
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+class RecipeError(Exception):
+    """A recipe that cannot be used; the message is one line per problem, ready for the user."""
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    recipe: Recipe
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        blob = json.dumps(self.data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path
+    data: Any
+    node: yaml.Node | None
+
+
+def search_path(extra: Iterable[Path] = ()) -> list[Path]:
+    """Where recipe names are looked up: explicit dirs, ``UBENCHAI_CONFIG_DIR``, ./recipes."""
+    dirs = list(extra)
+    env = os.environ.get("UBENCHAI_CONFIG_DIR")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "recipes")
+    return dirs
+
+
+def find(name_or_path: str, extra_dirs: Iterable[Path] = ()) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in RECIPE_SUFFIXES or os.sep in name_or_path:
+        if candidate.is_file():
+            return candidate
+        raise RecipeError(f"{name_or_path}: recipe file not found")
+    dirs = search_path(extra_dirs)
+    for d in dirs:
+        for suffix in RECIPE_SUFFIXES:
+            path = d / f"{name_or_path}{suffix}"
+            if path.is_file():
+                return path
+    where = ", ".join(str(d) for d in dirs)
+    raise RecipeError(f"recipe {name_or_path!r} not found in {where} (set UBENCHAI_CONFIG_DIR or give a path)")
+
+
+def available(extra_dirs: Iterable[Path] = ()) -> list[Path]:
+    """Every recipe file on the search path; earlier directories shadow later ones by name."""
+    seen: dict[str, Path] = {}
+    for d in search_path(extra_dirs):
+        if d.is_dir():
+            for path in sorted(d.iterdir()):
+                if path.suffix in RECIPE_SUFFIXES and path.stem not in seen:
+                    seen[path.stem] = path
+    return list(seen.values())
+
+
+def _read(path: Path) -> _Source:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"{path}{line}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}:1: a recipe must be a YAML mapping, got {type(data).__name__}")
+    return _Source(path, data, node)
+
+
+def _node_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
+    """Walk the YAML node tree along a pydantic error location; stop at the deepest match."""
+    found = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == key), None)
+            if nxt is None:
+                # An unknown key: point at the key itself.
+                nxt = next((k for k, _ in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            nxt = node.value[key]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node = found = nxt
+    return found
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _is_branch_tag(part: int | str) -> bool:
+    return isinstance(part, str) and (
+        "[" in part or part.startswith(("constrained-", "function-")) or part in {"int", "float", "str", "bool"}
+    )
+
+
+# Errors that only say "this union branch had the wrong type"; shown only when nothing better exists.
+_TYPE_MISMATCH = {
+    "list_type",
+    "int_type",
+    "int_parsing",
+    "float_type",
+    "float_parsing",
+    "literal_error",
+    "string_type",
+    "bool_type",
+    "bool_parsing",
+    "dict_type",
+    "model_type",
+}
+
+
+def _useful_errors(errors: list[Any]) -> list[tuple[tuple[int | str, ...], str]]:
+    """Collapse pydantic's one-error-per-union-branch into what a user needs to read."""
+    items = [(tuple(p for p in e["loc"] if not _is_branch_tag(p)), e) for e in errors]
+    kept: dict[tuple[int | str, ...], list[str]] = {}
+    for loc, err in items:
+        if err["type"] in _TYPE_MISMATCH and any(
+            other["type"] not in _TYPE_MISMATCH and oloc[: len(loc)] == loc for oloc, other in items
+        ):
+            continue
+        kept.setdefault(loc, []).append(_message(err))
+    return [(loc, " or ".join(dict.fromkeys(msgs))) for loc, msgs in kept.items()]
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    msg = msg[:1].lower() + msg[1:]
+    if err["type"] not in ("missing", "value_error") and "input" in err:
+        value = err["input"]
+        if not isinstance(value, dict | list):
+            msg += f", got {value!r}"
+    return msg
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge mappings; anything else in ``over`` replaces the base value."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(name_or_path: str | Path, overrides: Iterable[Path] = (), extra_dirs: Iterable[Path] = ()) -> LoadedRecipe:
+    path = find(str(name_or_path), extra_dirs)
+    sources = [_read(path)] + [_read(Path(o)) for o in overrides]
+    data: dict[str, Any] = {}
+    for src in sources:
+        data = merge(data, src.data)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for loc, message in _useful_errors(exc.errors(include_url=False)):
+            where = f"{path}"
+            for src in reversed(sources):  # the last file that set the value wins, so name it
+                node = _node_at(src.node, loc)
+                if node is not None and (src is sources[0] or _node_at(src.node, loc[:1]) is not None):
+                    where = f"{src.path}:{node.start_mark.line + 1}"
+                    break
+            lines.append(f"{where}: {_format_loc(loc)}: {message}")
+        raise RecipeError("\n".join(dict.fromkeys(lines))) from None
+    return LoadedRecipe(recipe, path, data)

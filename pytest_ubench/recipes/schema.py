@@ -1,0 +1,131 @@
+"""Typed recipe models; validation errors name the field path, the loader adds file and line.
+
+A list where a scalar is expected in ``workload.load`` marks a sweep; the models accept both so one
+schema validates the recipe as written, and ``sweep.expand`` turns it into one point per case.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..metrics import slo
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+def _check_slo(expr: str) -> str:
+    slo.parse(expr)
+    return expr
+
+
+SLOExpression = Annotated[str, AfterValidator(_check_slo)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a recipe must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HealthCheck(_Strict):
+    path: str = "/health"
+    timeout_s: PositiveFloat = 60.0
+    interval_s: PositiveFloat = 0.2
+
+
+class ServiceSpec(_Strict):
+    """How to start the service under test (or where it already runs, with ``url``)."""
+
+    command: list[str] | None = None
+    url: str | None = None
+    runtime: Literal["process"] = "process"
+    host: str = "127.0.0.1"
+    port: int | Literal["auto"] = "auto"
+    env: dict[str, str] = Field(default_factory=dict)
+    health: HealthCheck = Field(default_factory=HealthCheck)
+    metrics_path: str | None = None
+    workdir: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of_command_or_url(self) -> ServiceSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of 'command' (start a service) or 'url' (use a running one)")
+        if self.command is not None and not self.command:
+            raise ValueError("'command' must not be empty")
+        return self
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 0 < v < 65536:
+            raise ValueError(f"must be between 1 and 65535, got {v}")
+        return v
+
+
+class Dataset(_Strict):
+    kind: Literal["synthetic"] = "synthetic"
+    prompt_tokens: PositiveInt = 128
+    output_tokens: PositiveInt = 64
+    seed: int = 1
+    prompts: PositiveInt = 1024
+
+
+class Load(_Strict):
+    """Closed loop (``concurrency`` users) or open loop (``rate`` arrivals per second)."""
+
+    mode: Literal["closed", "open"] = "closed"
+    concurrency: PositiveInt | list[PositiveInt] | None = None
+    rate: PositiveFloat | list[PositiveFloat] | None = None
+    arrival: Literal["poisson", "constant"] = "poisson"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fields_match_mode(self) -> Load:
+        if self.mode == "closed":
+            if self.concurrency is None:
+                raise ValueError("closed loop needs 'concurrency'")
+            if self.rate is not None:
+                raise ValueError("'rate' is for open loop; closed loop uses 'concurrency'")
+        else:
+            if self.rate is None:
+                raise ValueError("open loop needs 'rate' (requests per second)")
+            if self.concurrency is not None:
+                raise ValueError("'concurrency' is for closed loop; open loop uses 'rate'")
+        for name in ("concurrency", "rate"):
+            value = getattr(self, name)
+            if isinstance(value, list) and not value:
+                raise ValueError(f"'{name}' sweep list must not be empty")
+        return self
+
+
+class Timeouts(_Strict):
+    connect_s: PositiveFloat = 5.0
+    request_s: PositiveFloat = 120.0
+
+
+class Workload(_Strict):
+    protocol: Literal["openai-chat", "openai-completions"] = "openai-chat"
+    model: str = "default"
+    stream: bool = True
+    dataset: Dataset = Field(default_factory=Dataset)
+    load: Load
+    duration_s: PositiveFloat = 20.0
+    warmup_s: Annotated[float, Field(ge=0)] = 0.0
+    max_requests: PositiveInt | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    params: dict[str, object] = Field(default_factory=dict)
+    api_key_env: str | None = None
+
+
+class Recipe(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    service: ServiceSpec
+    workload: Workload
+    slo: list[SLOExpression] = Field(default_factory=list)
+
+    def slos(self) -> list[slo.SLO]:
+        return [slo.parse(e) for e in self.slo]

@@ -1,0 +1,47 @@
+"""Turn a recipe into its cases: one per point of the sweep written as lists in ``workload.load``."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from .loader import LoadedRecipe
+from .schema import Load, Recipe
+
+SWEEPABLE = ("concurrency", "rate")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark point: a recipe with every sweep list resolved to a single value."""
+
+    loaded: LoadedRecipe
+    load: Load
+    point: dict[str, Any]
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.loaded.recipe
+
+    @property
+    def id(self) -> str:
+        """Readable and stable, used as the pytest id and the run-directory name."""
+        parts = [self.recipe.name] + [f"{k}={_fmt(v)}" for k, v in self.point.items()]
+        return "-".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def expand(loaded: LoadedRecipe) -> list[Case]:
+    load = loaded.recipe.workload.load
+    axes = {name: getattr(load, name) for name in SWEEPABLE if getattr(load, name) is not None}
+    names = list(axes)
+    values = [v if isinstance(v, list) else [v] for v in axes.values()]
+    cases = []
+    for combo in itertools.product(*values):
+        point = dict(zip(names, combo, strict=True))
+        cases.append(Case(loaded, load.model_copy(update=point), point))
+    return cases

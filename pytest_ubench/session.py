@@ -1,0 +1,257 @@
+"""The one place that runs a case: deploy, wait healthy, drive load, judge, write results.
+
+``plugin.py`` and ``cli.py`` both call this module; neither repeats any of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from loguru import logger
+
+from ._version import __version__
+from .load import engine
+from .load.dataset import synthetic_prompts
+from .load.http import build_request
+from .load.openai import PATHS, request_body
+from .metrics import results, slo, stats
+from .metrics.records import write_jsonl
+from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
+from .orchestrators.health import probe, wait_healthy
+from .orchestrators.registry import get_orchestrator
+from .recipes.loader import LoadedRecipe
+from .recipes.sweep import Case
+
+
+class TargetUnreachable(ServiceError):
+    """The service to benchmark could not be reached at all (CLI exit code 3)."""
+
+
+def default_output_root() -> Path:
+    return Path("ubench-results") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Services:
+    """Deploys each recipe's service once and tears every one of them down on close.
+
+    Sweep points of one recipe share a deployment: restarting a server between points would
+    measure start-up, not load.
+    """
+
+    def __init__(self, root: Path, orchestrator: Orchestrator | str = "local", target_url: str | None = None) -> None:
+        self.root = root
+        self.orchestrator = get_orchestrator(orchestrator) if isinstance(orchestrator, str) else orchestrator
+        self.target_url = target_url
+        self._deployed: dict[str, Deployment] = {}
+        self._failed: dict[str, ServiceError] = {}
+
+    def get(self, loaded: LoadedRecipe) -> Deployment:
+        """The recipe's deployment, started on first use; a failed start is not retried per case."""
+        key = loaded.recipe.name
+        if key in self._failed:
+            raise self._failed[key]
+        if key not in self._deployed:
+            try:
+                self._deployed[key] = self._deploy(loaded)
+            except ServiceError as exc:
+                self._failed[key] = exc
+                raise
+        return self._deployed[key]
+
+    def _deploy(self, loaded: LoadedRecipe) -> Deployment:
+        spec = loaded.recipe.service
+        run_dir = self.root / "services" / loaded.recipe.name
+        url = self.target_url or spec.url
+        if url is not None:
+            parts = urlsplit(url)
+            if not parts.hostname or (not parts.port and parts.scheme not in ("http", "https")):
+                raise TargetUnreachable(f"{url}: not an http(s) URL with a host")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            problem = probe(url.rstrip("/") + spec.health.path, timeout_s=min(10.0, spec.health.timeout_s))
+            if problem:
+                raise TargetUnreachable(f"{loaded.recipe.name}: cannot reach {url}: {problem}")
+            endpoint = Endpoint(parts.hostname, port, url.rstrip("/"))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            endpoint.write(run_dir / "endpoint.json")
+            return Deployment(loaded.recipe.name, endpoint, run_dir, None, None)
+        dep = self.orchestrator.deploy(spec, loaded.recipe.name, run_dir)
+        try:
+            wait_healthy(self.orchestrator, dep, spec.health)
+        except BaseException:
+            self.orchestrator.stop(dep)
+            raise
+        return dep
+
+    def alive(self, dep: Deployment) -> bool:
+        return dep.handle is None or self.orchestrator.status(dep) == ServiceState.RUNNING
+
+    def close(self) -> None:
+        while self._deployed:
+            _, dep = self._deployed.popitem()
+            if dep.handle is not None:
+                try:
+                    self.orchestrator.stop(dep)
+                except Exception as exc:  # keep stopping the others
+                    logger.error("failed to stop {}: {}", dep.name, exc)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    run_dir: Path
+    result: dict[str, Any]
+    verdicts: list[slo.Verdict]
+    service_failure: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def slo_passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+    @property
+    def passed(self) -> bool:
+        return self.slo_passed and self.service_failure is None
+
+    def failure_message(self) -> str:
+        lines = [f"{self.case_id}: benchmark failed (results: {self.run_dir / 'results.json'})"]
+        if self.service_failure:
+            lines.append(self.service_failure)
+        lines += ["  " + v.describe() for v in self.verdicts]
+        return "\n".join(lines)
+
+    def key_figures(self) -> str:
+        m, t, r = self.result["metrics"], self.result["throughput"], self.result["requests"]
+
+        def f(metric: str, stat: str) -> str:
+            v = m[metric][stat]
+            return "n/a" if v is None else f"{v:.1f}"
+
+        return (
+            f"{r['ok']}/{r['total']} ok, ttft p50 {f('ttft_ms', 'p50')} p95 {f('ttft_ms', 'p95')} ms, "
+            f"itl p50 {f('itl_ms', 'p50')} ms, e2e p95 {f('e2e_ms', 'p95')} ms, "
+            f"{t['requests_per_s']:.2f} req/s, {t['output_tokens_per_s']:.1f} tok/s"
+        )
+
+
+def plan_for(case: Case, endpoint: Endpoint) -> engine.LoadPlan:
+    w = case.recipe.workload
+    prompts = synthetic_prompts(w.dataset.prompts, w.dataset.prompt_tokens, w.dataset.seed)
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if w.stream else "application/json"}
+    if w.api_key_env:
+        key = os.environ.get(w.api_key_env)
+        if not key:
+            raise ServiceError(f"{case.recipe.name}: workload.api_key_env names {w.api_key_env}, which is not set")
+        headers["Authorization"] = f"Bearer {key}"
+    base = urlsplit(endpoint.url).path.rstrip("/")
+    path = base + PATHS[w.protocol]
+    reqs = [
+        build_request(
+            "POST",
+            endpoint.host,
+            endpoint.port,
+            path,
+            request_body(w.protocol, w.model, p, w.dataset.output_tokens, w.stream, w.params),
+            headers,
+        )
+        for p in prompts
+    ]
+    load = case.load
+    return engine.LoadPlan(
+        requests=reqs,
+        stream=w.stream,
+        mode=load.mode,
+        concurrency=int(load.concurrency or 1),  # type: ignore[arg-type]  # sweep resolved in Case
+        rate=float(load.rate or 1.0),  # type: ignore[arg-type]
+        arrival=load.arrival,
+        seed=load.seed,
+        duration_s=w.duration_s,
+        warmup_s=w.warmup_s,
+        max_requests=w.max_requests,
+        connect_timeout_s=w.timeouts.connect_s,
+        request_timeout_s=w.timeouts.request_s,
+    )
+
+
+def run_case(case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
+    """Run one case against its (possibly already deployed) service and write its results."""
+    dep = services.get(case.loaded)
+    run_dir = services.root / case.id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_for(case, dep.endpoint)
+    started = _now()
+    logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
+    run = engine.run(engine.Target(dep.endpoint.host, dep.endpoint.port), plan, progress)
+    finished = _now()
+
+    service_failure = None
+    if not services.alive(dep):
+        service_failure = (
+            f"service {dep.name} exited (code {dep.exit_code}) during the run\n"
+            f"--- last lines of {dep.log_path} ---\n{services.orchestrator.logs(dep)}"
+        )
+    slos = case.recipe.slos()
+    bounds = [b for s in slos if (b := s.per_request_bound) is not None]
+    summary = stats.summary(run.measured, run.window_start, run.window_end, bounds)
+    verdicts = slo.judge(slos, summary)
+    result = {
+        "schema": results.SCHEMA_VERSION,
+        "case_id": case.id,
+        "recipe": {
+            "name": case.recipe.name,
+            "path": str(case.loaded.path),
+            "sha256": case.loaded.sha256,
+            "resolved": case.recipe.model_dump(mode="json"),
+        },
+        "provenance": results.provenance(__version__, started, finished, dep.command),
+        "endpoint": dep.endpoint.url,
+        "load": {"mode": case.load.mode, **case.point, "warmup_requests": len(run.records) - len(run.measured)},
+        **summary,
+        "slo": [
+            {"expression": v.expression, "measured": v.measured, "allowed": v.allowed, "passed": v.passed}
+            for v in verdicts
+        ],
+        "passed": all(v.passed for v in verdicts) and service_failure is None,
+        "aborted": run.aborted,
+        "service_failure": service_failure,
+        "records_file": "records.jsonl",
+    }
+    _scrub_nan(result)
+    write_jsonl(run_dir / "records.jsonl", run.records, run.t0)
+    results.write_json(run_dir / "results.json", result)
+    if run.aborted == "interrupted":
+        raise KeyboardInterrupt
+    return CaseResult(case.id, run_dir, result, verdicts, service_failure)
+
+
+def _scrub_nan(obj: Any) -> None:
+    """JSON has no NaN: a figure that does not exist is null."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        if isinstance(v, float) and not math.isfinite(v):
+            obj[k] = None
+        else:
+            _scrub_nan(v)
+
+
+@contextlib.contextmanager
+def services(root: Path, orchestrator: str = "local", target_url: str | None = None) -> Iterator[Services]:
+    with Services(root, orchestrator, target_url) as s:
+        yield s

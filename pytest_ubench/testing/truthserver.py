@@ -1,0 +1,150 @@
+"""A ground-truth OpenAI-style stream server: it records the time it writes every chunk.
+
+A measuring instrument needs a reference. This server sleeps a known time before the first token and
+between tokens, stamps each write with ``perf_counter()`` (CLOCK_MONOTONIC, shared by processes on
+one machine), and serves those stamps at ``GET /truth`` so tests and the perf script can compare the
+client's TTFT and ITL with what really happened. Run it in its own process, so the client's event
+loop cannot delay it:
+
+    python -m pytest_ubench.testing.truthserver --port 8011 --ttft-ms 40 --itl-ms 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from time import perf_counter
+from typing import Any
+
+import httptools
+
+
+class _Request:
+    def __init__(self) -> None:
+        self.url = b""
+        self.body = b""
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class TruthServer:
+    def __init__(self, ttft_ms: float, itl_ms: float, usage: str, die_after: int | None) -> None:
+        self.ttft = ttft_ms / 1000.0
+        self.itl = itl_ms / 1000.0
+        self.usage = usage  # "separate" (OpenAI/vLLM), "final" (with finish_reason), "none"
+        self.die_after = die_after
+        self.served = 0
+        self.truth: list[dict[str, Any]] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                req = _Request()
+                parser = httptools.HttpRequestParser(req)
+                while not req.complete:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    parser.feed_data(data)
+                received = perf_counter()
+                path = req.url.split(b"?")[0]
+                if path == b"/health":
+                    await self._send(writer, 200, b'{"status":"ok"}')
+                elif path == b"/truth":
+                    await self._send(writer, 200, json.dumps(self.truth).encode())
+                elif path == b"/truth/reset":
+                    self.truth.clear()
+                    await self._send(writer, 200, b"{}")
+                elif path in (b"/v1/chat/completions", b"/v1/completions"):
+                    self.served += 1
+                    if self.die_after is not None and self.served > self.die_after:
+                        raise SystemExit(3)  # a server dying mid-run, for failure tests
+                    await self._complete(writer, json.loads(req.body or b"{}"), received, path)
+                else:
+                    await self._send(writer, 404, b'{"error":"not found"}')
+        except (ConnectionError, httptools.HttpParserError):
+            pass
+        finally:
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
+        head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+
+    async def _complete(self, writer: asyncio.StreamWriter, body: dict[str, Any], received: float, path: bytes) -> None:
+        n = int(body.get("max_tokens", 16))
+        chat = path == b"/v1/chat/completions"
+        usage = {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}
+        writes: list[float] = []
+        if not body.get("stream"):
+            await asyncio.sleep(self.ttft + self.itl * max(n - 1, 0))
+            choice = {"index": 0, "finish_reason": "length"}
+            choice |= {"message": {"role": "assistant", "content": "x" * n}} if chat else {"text": "x" * n}
+            writes.append(perf_counter())
+            await self._send(writer, 200, json.dumps({"choices": [choice], "usage": usage}).encode())
+            self.truth.append({"received": received, "writes": writes})
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+        def chunk(obj: dict[str, Any] | str) -> bytes:
+            data = b"data: " + (obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()) + b"\n\n"
+            return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+        deadline = received + self.ttft
+        for i in range(n):
+            delay = deadline - perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            last = i == n - 1
+            delta = {"content": "x"}
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
+            choice |= {"delta": delta} if chat else {"text": "x"}
+            obj: dict[str, Any] = {"choices": [choice]}
+            if last and self.usage == "final":
+                obj["usage"] = usage
+            writes.append(perf_counter())
+            writer.write(chunk(obj))
+            deadline += self.itl
+        if self.usage == "separate":
+            writer.write(chunk({"choices": [], "usage": usage}))
+        writer.write(chunk("[DONE]") + b"0\r\n\r\n")
+        await writer.drain()
+        self.truth.append({"received": received, "writes": writes})
+
+
+async def serve(host: str, port: int, server: TruthServer) -> None:
+    srv = await asyncio.start_server(server.handle, host, port, backlog=1024)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"truthserver listening on {host}:{port}", flush=True)
+    async with srv:
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ttft-ms", type=float, default=40.0)
+    ap.add_argument("--itl-ms", type=float, default=8.0)
+    ap.add_argument("--usage", choices=["separate", "final", "none"], default="separate")
+    ap.add_argument("--die-after", type=int, default=None, help="exit after serving N completions")
+    args = ap.parse_args(argv)
+    asyncio.run(serve(args.host, args.port, TruthServer(args.ttft_ms, args.itl_ms, args.usage, args.die_after)))
+
+
+if __name__ == "__main__":
+    main()
