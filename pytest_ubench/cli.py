@@ -11,7 +11,6 @@ import signal
 import sys
 from pathlib import Path
 
-from loguru import logger
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -150,8 +149,13 @@ def _print_result(res: CaseResult) -> None:
     for col in ("count", "mean", "p50", "p90", "p99", "max"):
         table.add_column(col, justify="right")
     for name, s in res.result["metrics"].items():
-        table.add_row(name, *(("-" if s.get(c) is None else f"{s[c]:.2f}") if c != "count" else str(s[c])
-                              for c in ("count", "mean", "p50", "p90", "p99", "max")))
+        table.add_row(
+            name,
+            *(
+                ("-" if s.get(c) is None else f"{s[c]:.2f}") if c != "count" else str(s[c])
+                for c in ("count", "mean", "p50", "p90", "p99", "max")
+            ),
+        )
     out.print(table)
     print(res.key_figures())
     if res.service_failure:

@@ -25,6 +25,7 @@ from .session import CaseResult, Services, default_output_root, run_case
 
 _services_key = pytest.StashKey[Services]()
 _result_key = pytest.StashKey[CaseResult]()
+_cases_key = pytest.StashKey[list[Case]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,6 +65,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ubench(*recipes): recipes a test runs when --ubench-recipe is not given")
     logs.configure(verbose=config.option.verbose > 1, console=False)
+    names = config.getoption("ubench_recipe")
+    if names:
+        # Loaded once, up front: a broken recipe is a usage error (one line, exit 4), not a traceback.
+        try:
+            config.stash[_cases_key] = _cases(config, names)
+        except loader.RecipeError as exc:
+            raise pytest.UsageError(str(exc)) from None
     if threading.current_thread() is threading.main_thread():
         # SIGTERM takes the Ctrl-C path, so fixtures tear services down and partial results are kept.
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
@@ -84,16 +92,15 @@ def _cases(config: pytest.Config, names: list[str]) -> list[Case]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "ubench_case" not in metafunc.fixturenames:
         return
-    names = list(metafunc.config.getoption("ubench_recipe"))
-    if not names:
-        for marker in metafunc.definition.iter_markers("ubench"):
-            names += list(marker.args)
-    if not names:
-        names = [p.stem for p in loader.available(_recipe_dirs(metafunc.config))]
-    try:
-        cases = _cases(metafunc.config, names)
-    except loader.RecipeError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    cases = metafunc.config.stash.get(_cases_key, None)
+    if cases is None:
+        names = [name for marker in metafunc.definition.iter_markers("ubench") for name in marker.args]
+        if not names:
+            names = [p.stem for p in loader.available(_recipe_dirs(metafunc.config))]
+        try:
+            cases = _cases(metafunc.config, names)
+        except loader.RecipeError as exc:
+            pytest.fail(str(exc), pytrace=False)
     metafunc.parametrize("ubench_case", cases, ids=[c.id for c in cases])
 
 

@@ -88,6 +88,10 @@ class _Engine:
         except RequestFailed as exc:
             rec.end = perf_counter()
             rec.error = exc.kind
+        except asyncio.CancelledError:
+            rec.end = perf_counter()
+            rec.error = "interrupted"  # cut short by Ctrl-C: recorded, never counted as a success
+            raise
         if rec.error is None:
             self.completed += 1
         else:

@@ -11,9 +11,9 @@ import atexit
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import socket
-import string
 import subprocess
 import sys
 from collections import deque
@@ -35,15 +35,28 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}|\{(\w+)\}")
+
+
 def expand(template: str, values: dict[str, str]) -> str:
-    """Fill ``{port}``-style placeholders; ``${VAR}`` comes from the environment (secrets stay out of recipes)."""
-    try:
-        text = template.format_map(values)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ServiceError(
-            f"command argument {template!r}: unknown placeholder {exc}; known: {sorted(values)}"
-        ) from None
-    return string.Template(text).safe_substitute(os.environ)
+    """Fill ``{port}``-style placeholders and ``${VAR}`` from the environment, in one pass.
+
+    Secrets stay out of recipes (``${HF_TOKEN}``) and a substituted value is never re-expanded.
+    """
+
+    def sub(m: re.Match[str]) -> str:
+        env_name, name = m.groups()
+        if env_name is not None:
+            if env_name not in os.environ:
+                raise ServiceError(f"command argument {template!r}: environment variable {env_name} is not set")
+            return os.environ[env_name]
+        if name not in values:
+            raise ServiceError(
+                f"command argument {template!r}: unknown placeholder {{{name}}}; known: {sorted(values)}"
+            )
+        return values[name]
+
+    return _PLACEHOLDER.sub(sub, template)
 
 
 def _die_with_parent() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 from time import perf_counter
 from typing import Any
@@ -38,13 +39,17 @@ class _Request:
 
 
 class TruthServer:
-    def __init__(self, ttft_ms: float, itl_ms: float, usage: str, die_after: int | None) -> None:
+    def __init__(
+        self, ttft_ms: float, itl_ms: float, usage: str = "separate", die_after: int | None = None, serial: bool = False
+    ) -> None:
         self.ttft = ttft_ms / 1000.0
         self.itl = itl_ms / 1000.0
         self.usage = usage  # "separate" (OpenAI/vLLM), "final" (with finish_reason), "none"
         self.die_after = die_after
         self.served = 0
         self.truth: list[dict[str, Any]] = []
+        # serial: one completion at a time, like an overloaded single-slot server (queueing tests)
+        self.lock: asyncio.Lock | None = asyncio.Lock() if serial else None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -68,8 +73,13 @@ class TruthServer:
                 elif path in (b"/v1/chat/completions", b"/v1/completions"):
                     self.served += 1
                     if self.die_after is not None and self.served > self.die_after:
-                        raise SystemExit(3)  # a server dying mid-run, for failure tests
-                    await self._complete(writer, json.loads(req.body or b"{}"), received, path)
+                        os._exit(3)  # a server crashing mid-run, for failure tests
+                    body = json.loads(req.body or b"{}")
+                    if self.lock is None:
+                        await self._complete(writer, body, received, path)
+                    else:
+                        async with self.lock:
+                            await self._complete(writer, body, perf_counter(), path)
                 else:
                     await self._send(writer, 404, b'{"error":"not found"}')
         except (ConnectionError, httptools.HttpParserError):
@@ -142,8 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--itl-ms", type=float, default=8.0)
     ap.add_argument("--usage", choices=["separate", "final", "none"], default="separate")
     ap.add_argument("--die-after", type=int, default=None, help="exit after serving N completions")
+    ap.add_argument("--serial", action="store_true", help="serve one completion at a time")
     args = ap.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, TruthServer(args.ttft_ms, args.itl_ms, args.usage, args.die_after)))
+
+    async def start() -> None:
+        server = TruthServer(args.ttft_ms, args.itl_ms, args.usage, args.die_after, args.serial)
+        await serve(args.host, args.port, server)
+
+    asyncio.run(start())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,25 @@
+"""Helpers shared by the test modules (importable because pyproject sets pythonpath = tests)."""
+
+from __future__ import annotations
+
+TRUTH = ["{python}", "-m", "pytest_ubench.testing.truthserver", "--port", "{port}"]
+LLAMA = ["{python}", "-m", "pytest_ubench.servers.llamacpp", "--port", "{port}", "--size", "tiny", "--parallel", "4"]
+
+
+def truth_recipe(name: str = "truth", *server_args: str, **workload: object) -> dict:
+    """A recipe whose service is the truth server (fast and exact) started by the harness."""
+    wl: dict = {
+        "protocol": "openai-chat",
+        "model": "m",
+        "dataset": {"prompt_tokens": 16, "output_tokens": 8, "prompts": 8},
+        "load": {"mode": "closed", "concurrency": 2},
+        "duration_s": 1.0,
+        "warmup_s": 0.2,
+    }
+    wl.update(workload)
+    return {
+        "name": name,
+        "service": {"command": [*TRUTH, "--ttft-ms", "5", "--itl-ms", "1", *server_args]},
+        "workload": wl,
+        "slo": ["error_rate < 0.01", "ttft_ms.p50 < 1000"],
+    }

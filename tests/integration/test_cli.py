@@ -1,0 +1,145 @@
+"""``ubenchai`` end to end: real services started by the harness, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+from helpers import truth_recipe
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())
+
+
+def ubenchai(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_ubench", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"
+
+
+def validate(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    jsonschema.validate(data, SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return data
+
+
+def test_version_and_help():
+    assert ubenchai("--version").stdout.startswith("ubenchai ")
+    out = ubenchai("--help").stdout
+    assert "recipe" in out and "client" in out and "--verbose" in out
+
+
+def test_validate_reports_every_problem_on_one_line_each(write_recipe):
+    bad = write_recipe(
+        "name: x\nservice: {url: 'http://127.0.0.1:1'}\nworkload:\n  load: {mode: open, rate: -3}\n"
+        "slo: ['ttft_ms.p95 < 1', 'nonsense']\n"
+    )
+    res = ubenchai("recipe", "validate", str(bad))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert f"{bad}:4: workload.load.rate: input should be greater than 0, got -3" in res.stderr
+    assert f"{bad}:5: slo[1]: cannot parse SLO 'nonsense'" in res.stderr
+
+
+def test_client_run_passes_and_writes_valid_results(write_recipe, tmp_path):
+    recipe = write_recipe(truth_recipe("ok", load={"mode": "closed", "concurrency": [1, 2]}))
+    res = ubenchai("client", "run", "--recipe", str(recipe), "--output", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    assert "PASS error_rate < 0.01: measured 0" in res.stdout
+    for case in ("ok-concurrency=1", "ok-concurrency=2"):
+        data = validate(tmp_path / "out" / case / "results.json")
+        assert data["passed"] and data["requests"]["ok"] > 0
+        rows = (tmp_path / "out" / case / "records.jsonl").read_text().splitlines()
+        assert len(rows) == data["requests"]["total"] + data["load"]["warmup_requests"]
+    endpoint = json.loads((tmp_path / "out" / "services" / "ok" / "endpoint.json").read_text())
+    assert not pid_alive(endpoint["pid"])
+
+
+def test_failing_slo_exits_1_with_measured_and_allowed(write_recipe, tmp_path):
+    data = truth_recipe("slow")
+    data["slo"] = ["ttft_ms.p50 < 0.001", "error_rate < 0.5"]
+    res = ubenchai("client", "run", "--recipe", str(write_recipe(data)), "--output", str(tmp_path / "o"))
+    assert res.returncode == 1
+    assert "FAIL ttft_ms.p50 < 0.001: measured" in res.stdout and "allowed < 0.001" in res.stdout
+    assert "PASS error_rate < 0.5" in res.stdout
+
+
+def test_dead_port_exits_3(write_recipe, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = ubenchai(
+        "client",
+        "run",
+        "--recipe",
+        str(write_recipe(truth_recipe())),
+        "--target",
+        f"http://127.0.0.1:{port}",
+        "--output",
+        str(tmp_path / "o"),
+    )
+    assert res.returncode == 3
+    assert f"cannot reach http://127.0.0.1:{port}" in res.stderr and "Connection refused" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_service_dying_mid_run_exits_3_and_keeps_results(write_recipe, tmp_path):
+    recipe = write_recipe(truth_recipe("dies", "--die-after", "20", duration_s=2.0))
+    res = ubenchai("client", "run", "--recipe", str(recipe), "--output", str(tmp_path / "o"))
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "service dies exited (code 3) during the run" in res.stderr
+    data = validate(tmp_path / "o" / "dies-concurrency=2" / "results.json")
+    assert not data["passed"] and data["requests"]["failed"] > 0
+    assert data["service_failure"]
+
+
+def test_broken_service_fails_with_its_log(write_recipe, tmp_path):
+    data = truth_recipe("broken")
+    data["service"]["command"] = [sys.executable, "-c", "import sys; sys.exit('weights file is truncated')"]
+    res = ubenchai("client", "run", "--recipe", str(write_recipe(data)), "--output", str(tmp_path / "o"))
+    assert res.returncode == 3
+    assert "exited with code 1 before becoming healthy" in res.stderr
+    assert "weights file is truncated" in res.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_the_service_and_keeps_partial_results(write_recipe, tmp_path, sig):
+    recipe = write_recipe(truth_recipe("long", duration_s=60.0))
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_ubench", "client", "run", "--recipe", str(recipe), "--output", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    endpoint_file = out / "services" / "long" / "endpoint.json"
+    deadline = time.monotonic() + 30
+    while not endpoint_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # let load run
+    pid = json.loads(endpoint_file.read_text())["pid"]
+    assert pid_alive(pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not pid_alive(pid)
+    data = validate(out / "long-concurrency=2" / "results.json")
+    assert data["aborted"] == "interrupted" and data["requests"]["ok"] > 0

@@ -1,0 +1,149 @@
+"""The pytest face, exercised with pytester in subprocesses (real services, real signals)."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from helpers import truth_recipe
+
+pytestmark = pytest.mark.integration
+
+TEST_FILE = """
+def test_llm(ubench_case, ubench):
+    ubench.run(ubench_case)
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(test_bench=TEST_FILE)
+    pytester.makeini("[pytest]\nubench_recipe_dirs = recipes\n")
+    (pytester.path / "recipes").mkdir()
+    return pytester
+
+
+def add(pytester: pytest.Pytester, data: dict | str, name: str) -> None:
+    text = data if isinstance(data, str) else yaml.safe_dump(data)
+    (pytester.path / "recipes" / f"{name}.yaml").write_text(text)
+
+
+def test_recipe_selection_and_sweep_ids(project):
+    add(project, truth_recipe("alpha", load={"mode": "closed", "concurrency": [1, 4]}), "alpha")
+    add(project, truth_recipe("beta", load={"mode": "open", "rate": [5, 2.5]}), "beta")
+    res = project.runpytest_subprocess("--collect-only", "-q", "--ubench-recipe=alpha")
+    res.stdout.fnmatch_lines(
+        ["test_bench.py::test_llm[[]alpha-concurrency=1[]]", "test_bench.py::test_llm[[]alpha-concurrency=4[]]"]
+    )
+    assert "beta" not in res.stdout.str()
+    res = project.runpytest_subprocess("--collect-only", "-q", "--ubench-recipe=recipes/beta.yaml")
+    res.stdout.fnmatch_lines(["*test_llm[[]beta-rate=5[]]", "*test_llm[[]beta-rate=2.5[]]"])
+
+
+def test_pass_and_fail_outcomes_with_measured_vs_allowed(project):
+    add(project, truth_recipe("good"), "good")
+    bad = truth_recipe("bad")
+    bad["slo"] = ["ttft_ms.p50 < 0.001"]
+    add(project, bad, "bad")
+    out = project.path / "out"
+    res = project.runpytest_subprocess(
+        "--ubench-recipe=good", "--ubench-recipe=bad", f"--ubench-output={out}", "-p", "no:cacheprovider"
+    )
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines(
+        [
+            "*FAIL ttft_ms.p50 < 0.001: measured *, allowed < 0.001*",
+            "*ubench summary*",
+            "PASSED good-concurrency=2: *ok, ttft p50 * ms*",
+        ]
+    )
+    assert json.loads((out / "good-concurrency=2" / "results.json").read_text())["passed"] is True
+    assert json.loads((out / "bad-concurrency=2" / "results.json").read_text())["passed"] is False
+
+
+def test_override_file(project):
+    add(project, truth_recipe("good"), "good")
+    over = project.path / "over.yaml"
+    over.write_text("workload:\n  load: {concurrency: [3, 5]}\n")
+    res = project.runpytest_subprocess("--collect-only", "-q", "--ubench-recipe=good", f"--ubench-override={over}")
+    res.stdout.fnmatch_lines(["*good-concurrency=3*", "*good-concurrency=5*"])
+
+
+def test_malformed_recipe_is_one_line_not_a_traceback(project):
+    add(
+        project,
+        "name: broken\nservice: {url: 'http://127.0.0.1:1'}\nworkload:\n  load: {mode: closed, concurrency: 0}\n",
+        "broken",
+    )
+    res = project.runpytest_subprocess("--ubench-recipe=broken")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    path = project.path / "recipes" / "broken.yaml"
+    res.stderr.fnmatch_lines([f"ERROR: {path}:4: workload.load.concurrency: input should be greater than 0, got 0"])
+    assert "Traceback" not in res.stdout.str() + res.stderr.str()
+
+
+def test_unreachable_target_fails_the_case_clearly(project):
+    add(project, truth_recipe("good"), "good")
+    res = project.runpytest_subprocess("--ubench-recipe=good", "--ubench-target=http://127.0.0.1:9")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines(["*cannot reach http://127.0.0.1:9*"])
+
+
+def test_html_report_carries_the_summary_table(project):
+    add(project, truth_recipe("good"), "good")
+    report = project.path / "report.html"
+    res = project.runpytest_subprocess("--ubench-recipe=good", f"--html={report}", "--self-contained-html")
+    res.assert_outcomes(passed=1)
+    # pytest-html 4 keeps results as an HTML-escaped JSON blob holding our (escaped) HTML table
+    text = html.unescape(html.unescape(report.read_text()))
+    assert "<th>ttft_ms</th>" in text and "PASS error_rate < 0.01: measured 0" in text
+
+
+def test_works_under_xdist(project):
+    add(project, truth_recipe("good", load={"mode": "closed", "concurrency": [1, 2]}), "good")
+    res = project.runpytest_subprocess("--ubench-recipe=good", "-n", "2")
+    res.assert_outcomes(passed=2)
+    res.stdout.fnmatch_lines(["*ubench summary*", "PASSED good-concurrency=*", "PASSED good-concurrency=*"])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_run_leaves_no_server_behind(project, sig):
+    add(project, truth_recipe("long", duration_s=60.0), "long")
+    out = project.path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--ubench-recipe=long", f"--ubench-output={out}", "-p", "no:cacheprovider"],
+        cwd=project.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    endpoint = out / "services" / "long" / "endpoint.json"
+    deadline = time.monotonic() + 30
+    while not endpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)
+    pid = json.loads(endpoint.read_text())["pid"]
+    assert pid_alive(pid)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in output
+    assert not pid_alive(pid)
+    data = json.loads((out / "long-concurrency=2" / "results.json").read_text())
+    assert data["aborted"] == "interrupted"

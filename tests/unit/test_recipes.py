@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_ubench.recipes import loader
+from pytest_ubench.recipes.sweep import expand
+
+GOOD = """\
+name: demo
+service:
+  url: http://127.0.0.1:8000
+workload:
+  protocol: openai-chat
+  model: tiny
+  load:
+    mode: open
+    rate: [2, 8]
+  duration_s: 5
+slo: ["ttft_ms.p95 < 500", "error_rate < 0.01"]
+"""
+
+
+def test_loads_a_valid_recipe(write_recipe):
+    loaded = loader.load(write_recipe(GOOD))
+    assert loaded.recipe.name == "demo"
+    assert loaded.recipe.workload.load.rate == [2.0, 8.0]
+    assert [s.path for s in loaded.recipe.slos()] == ["ttft_ms.p95", "error_rate"]
+    assert len(loaded.sha256) == 64
+
+
+def test_error_names_file_line_and_field(write_recipe):
+    path = write_recipe(GOOD.replace("rate: [2, 8]", "rate: -3"))
+    with pytest.raises(loader.RecipeError) as err:
+        loader.load(path)
+    assert str(err.value) == f"{path}:9: workload.load.rate: input should be greater than 0, got -3"
+
+
+def test_error_inside_a_sweep_list_names_the_element(write_recipe):
+    path = write_recipe(GOOD.replace("rate: [2, 8]", "rate:\n      - 2\n      - -3"))
+    with pytest.raises(loader.RecipeError) as err:
+        loader.load(path)
+    assert str(err.value) == f"{path}:11: workload.load.rate[1]: input should be greater than 0, got -3"
+
+
+def test_unknown_key_is_an_error_not_ignored(write_recipe):
+    path = write_recipe(GOOD.replace("  duration_s: 5", "  duration_s: 5\n  durration: 7"))
+    with pytest.raises(loader.RecipeError, match=r":11: workload.durration: extra inputs are not permitted"):
+        loader.load(path)
+
+
+def test_unknown_slo_metric_is_a_recipe_error(write_recipe):
+    path = write_recipe(GOOD.replace('"error_rate < 0.01"', '"ttft.p95 < 3"'))
+    with pytest.raises(loader.RecipeError, match=r":11: slo\[1\]: unknown metric 'ttft.p95'"):
+        loader.load(path)
+
+
+def test_invalid_yaml_names_the_line(write_recipe):
+    path = write_recipe(GOOD.replace("  model: tiny", "  model: [tiny"))
+    with pytest.raises(loader.RecipeError, match=rf"^{path}:\d+: invalid YAML"):
+        loader.load(path)
+
+
+def test_yaml_is_loaded_safely(write_recipe, tmp_path):
+    marker = tmp_path / "pwned"
+    path = write_recipe(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(loader.RecipeError, match="invalid YAML"):
+        loader.load(path)
+    assert not marker.exists()
+
+
+def test_service_needs_command_or_url(write_recipe):
+    path = write_recipe(GOOD.replace("  url: http://127.0.0.1:8000", "  port: auto"))
+    with pytest.raises(loader.RecipeError, match=r":3: service: give exactly one of 'command'"):
+        loader.load(path)
+
+
+def test_mode_and_load_fields_must_agree(write_recipe):
+    path = write_recipe(GOOD.replace("mode: open", "mode: closed"))
+    with pytest.raises(loader.RecipeError, match=r"workload.load: closed loop needs 'concurrency'"):
+        loader.load(path)
+
+
+def test_overrides_merge_and_errors_point_at_the_override_file(write_recipe, tmp_path):
+    base = write_recipe(GOOD)
+    over = tmp_path / "over.yaml"
+    over.write_text("workload:\n  duration_s: 2\n  load:\n    rate: 4\n")
+    loaded = loader.load(base, [over])
+    assert loaded.recipe.workload.duration_s == 2
+    assert loaded.recipe.workload.load.rate == 4
+    assert loaded.recipe.workload.load.mode == "open"  # untouched keys survive the merge
+    over.write_text("workload:\n  duration_s: -1\n")
+    with pytest.raises(loader.RecipeError) as err:
+        loader.load(base, [over])
+    assert str(err.value).startswith(f"{over}:2: workload.duration_s: input should be greater than 0")
+
+
+def test_found_by_name_on_the_config_dir(write_recipe, monkeypatch, tmp_path):
+    write_recipe(GOOD, name="demo")
+    monkeypatch.setenv("UBENCHAI_CONFIG_DIR", str(tmp_path / "recipes"))
+    assert loader.find("demo") == tmp_path / "recipes" / "demo.yaml"
+    assert loader.available()[0].stem == "demo"
+    with pytest.raises(loader.RecipeError, match="recipe 'nope' not found"):
+        loader.find("nope")
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(loader.RecipeError, match="recipe file not found"):
+        loader.load(tmp_path / "absent.yaml")
+
+
+def test_sweep_expands_to_readable_case_ids(write_recipe):
+    cases = expand(loader.load(write_recipe(GOOD)))
+    assert [c.id for c in cases] == ["demo-rate=2", "demo-rate=8"]
+    assert [c.load.rate for c in cases] == [2.0, 8.0]
+
+
+def test_a_single_point_is_one_case(write_recipe):
+    text = GOOD.replace("mode: open", "mode: closed").replace("rate: [2, 8]", "concurrency: 4")
+    (case,) = expand(loader.load(write_recipe(text)))
+    assert case.id == "demo-concurrency=4"
+    assert case.load.concurrency == 4
+
+
+def test_shipped_recipes_are_valid():
+    recipes = sorted(Path(__file__).parents[2].joinpath("recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        assert expand(loader.load(path))
