@@ -17,7 +17,7 @@ from time import perf_counter, time
 from loguru import logger
 
 from ..metrics.records import Record
-from .http import Pool, RequestFailed
+from .http import Connection, Pool, RequestFailed
 from .openai import JsonSink, StreamSink, sink_for
 from .schedule import arrivals
 
@@ -77,6 +77,7 @@ class _Engine:
         self.completed = 0
         self.failed = 0
         self.loop = asyncio.get_running_loop()
+        self.in_flight: dict[Connection, float] = {}  # connection -> send time of its request
 
     async def one(self, rec: Record) -> None:
         self.records.append(rec)
@@ -104,12 +105,12 @@ class _Engine:
         reused; no byte of the response has arrived then, so the request was never served.
         """
         for attempt in (0, 1):
-            conn = await self.pool.acquire()
+            conn = self.pool.take() or await self.pool.connect()
             reused = conn.served > 0
             if attempt == 0:
                 rec.start = perf_counter()
             done = conn.send(payload, sink)
-            timer = self.loop.call_at(rec.start + self.plan.request_timeout_s, conn.abort, "timeout")
+            self.in_flight[conn] = rec.start
             try:
                 rec.end = await done
                 return
@@ -120,8 +121,19 @@ class _Engine:
                     self.pool.reuse = False
                     logger.info("server closed a reused keep-alive connection: one connection per request from now on")
             finally:
-                timer.cancel()
+                del self.in_flight[conn]
                 self.pool.release(conn)
+
+    async def enforce_timeouts(self) -> None:
+        """One sweeper instead of a timer per request: timers cost ~12 % of the hot path."""
+        timeout = self.plan.request_timeout_s
+        tick = min(0.05, timeout / 10)
+        while True:
+            await asyncio.sleep(tick)
+            limit = perf_counter() - timeout
+            for conn, started in list(self.in_flight.items()):
+                if started <= limit:
+                    conn.abort("timeout")
 
     async def closed(self, t0: float, stop_at: float, measure_from: float) -> None:
         budget = itertools.count() if self.plan.max_requests is None else iter(range(self.plan.max_requests))
@@ -142,10 +154,13 @@ class _Engine:
         for offset in offsets.tolist():
             intended = t0 + offset
             delay = intended - perf_counter()
-            if delay > 0.0005:
-                await sleep(delay - 0.0005)  # the loop wakes up to ~1 ms late; wake early, then spin
+            if delay > 0.001:
+                # The loop's timers wake up to 1 ms late (epoll rounds up to whole milliseconds), so
+                # sleep to 1 ms before the send time, then yield to the loop until it is reached:
+                # responses keep being handled meanwhile, at the cost of polling for <= 1 ms.
+                await sleep(delay - 0.001)
             while perf_counter() < intended:
-                pass
+                await sleep(0)
             task = self.loop.create_task(self.one(Record(intended, warmup=intended < measure_from)))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -170,6 +185,7 @@ async def run_async(target: Target, plan: LoadPlan, progress: Progress | None = 
                 await asyncio.sleep(0.5)
 
         ticker = asyncio.create_task(tick())
+    sweeper = asyncio.create_task(engine.enforce_timeouts())
     driver = engine.closed if plan.mode == "closed" else engine.open
     drain = plan.drain_timeout_s if plan.drain_timeout_s is not None else plan.request_timeout_s
     try:
@@ -180,6 +196,7 @@ async def run_async(target: Target, plan: LoadPlan, progress: Progress | None = 
         # Ctrl-C: keep what was measured; the caller writes it and re-raises KeyboardInterrupt.
         run.aborted = "interrupted"
     finally:
+        sweeper.cancel()
         if ticker is not None:
             ticker.cancel()
         engine.pool.close()

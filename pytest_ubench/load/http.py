@@ -125,11 +125,15 @@ class Pool:
         self.reuse = True
         self._all: set[Connection] = set()
 
-    async def acquire(self) -> Connection:
+    def take(self) -> Connection | None:
+        """An idle open connection, if there is one (no await on the hot path)."""
         while self._idle:
             conn = self._idle.pop()
             if conn.open:
                 return conn
+        return None
+
+    async def connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(

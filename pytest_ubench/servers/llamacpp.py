@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--alias", default="tiny", help="model name the server answers to")
     ap.add_argument("--parallel", type=int, default=8, help="concurrent slots (continuous batching)")
     ap.add_argument("--ctx-per-slot", type=int, default=1024)
-    ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    # One core is left for the HTTP thread and a load client on the same machine: on 2 cores with 2
+    # compute threads the HTTP thread starved and whole streams arrived in one burst (measured).
+    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     args = ap.parse_args(argv)
 
     import xllamacpp  # imported late: a missing extra should fail with the message below

@@ -40,7 +40,8 @@ def test_ttft_and_itl_match_the_servers_clock(truth_server, streams, ttft_tol_ms
     true_ttft = statistics.median((x["writes"][0] - x["received"]) * 1000 for x in t)
     true_itl = statistics.median((b - a) * 1000 for x in t for a, b in itertools.pairwise(x["writes"]))
     # The client can only be later than the server's write, never earlier.
-    assert 0 <= s["metrics"]["ttft_ms"]["p50"] - true_ttft < ttft_tol_ms
+    error = s["metrics"]["ttft_ms"]["p50"] - true_ttft
+    assert 0 <= error < ttft_tol_ms, f"TTFT p50 off by {error:.2f} ms at {streams} streams"
     assert abs(s["metrics"]["itl_ms"]["p50"] - true_itl) < 0.3
 
 
@@ -93,8 +94,9 @@ def test_server_dying_mid_run_is_recorded_not_hidden(truth_server):
         plan(dep.endpoint.port, tokens=4, mode="closed", concurrency=2, duration_s=1.0),
     )
     s = summary(r.measured, r.window_start, r.window_end)
-    assert s["requests"]["ok"] == 10
-    assert s["requests"]["failed"] > 0
+    # The 11th request kills the server; the 10th may still be streaming at that moment.
+    assert s["requests"]["ok"] in (9, 10)
+    assert s["requests"]["failed"] > 0 and s["requests"]["total"] == s["requests"]["ok"] + s["requests"]["failed"]
     assert set(s["requests"]["errors"]) <= {"disconnected", "connect"}
 
 
