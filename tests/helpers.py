@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 TRUTH = ["{python}", "-m", "pytest_ubench.testing.truthserver", "--port", "{port}"]
-LLAMA = ["{python}", "-m", "pytest_ubench.servers.llamacpp", "--port", "{port}", "--size", "tiny", "--parallel", "4", "--threads", "1"]
+LLAMA = [
+    "{python}",
+    "-m",
+    "pytest_ubench.servers.llamacpp",
+    "--port",
+    "{port}",
+    "--size",
+    "tiny",
+    "--parallel",
+    "4",
+    "--threads",
+    "1",
+]
 
 
 def truth_recipe(name: str = "truth", *server_args: str, **workload: object) -> dict:
