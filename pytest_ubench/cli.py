@@ -1,7 +1,8 @@
 """The ``ubenchai`` command: the same core as the pytest plugin, outside pytest.
 
 Exit codes (documented in the README): 0 every SLO passed; 1 an SLO failed; 2 usage or recipe
-error; 3 the target could not be reached or the service failed; 130 interrupted.
+error; 3 the target could not be reached or the service failed; 4 results could not be written (disk
+full, read-only); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from .orchestrators import registry
 from .orchestrators.base import ServiceError
 from .recipes import loader
 from .recipes.sweep import expand
-from .session import CaseResult, Services, TargetUnreachable, default_output_root, run_case
+from .session import CaseResult, ResultsError, Services, TargetUnreachable, default_output_root, run_case
 
-EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET, EXIT_RESULTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 console = Console(stderr=True)
 out = Console()
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except (loader.RecipeError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
+    except ResultsError as exc:
+        _err(str(exc))
+        return EXIT_RESULTS
     except KeyboardInterrupt:
         _err("interrupted; services stopped, results gathered so far were written")
         return EXIT_INTERRUPTED

@@ -21,7 +21,7 @@ from .orchestrators import registry
 from .orchestrators.base import ServiceError
 from .recipes import loader
 from .recipes.sweep import Case, expand
-from .session import CaseResult, Services, default_output_root, run_case
+from .session import CaseResult, ResultsError, Services, default_output_root, run_case
 
 _services_key = pytest.StashKey[Services]()
 _result_key = pytest.StashKey[CaseResult]()
@@ -127,7 +127,7 @@ class Ubench:
     def run(self, case: Case, fail_on_slo: bool = True) -> CaseResult:
         try:
             result = run_case(case, self._services)
-        except ServiceError as exc:
+        except (ServiceError, ResultsError) as exc:
             pytest.fail(str(exc), pytrace=False)
         self._item.stash[_result_key] = result
         self._item.user_properties.append(("ubench", json.dumps(_compact(result))))

@@ -35,6 +35,10 @@ class TargetUnreachable(ServiceError):
     """The service to benchmark could not be reached at all (CLI exit code 3)."""
 
 
+class ResultsError(Exception):
+    """Results could not be written (a full or read-only disk); CLI exit code 4."""
+
+
 def default_output_root() -> Path:
     return Path("ubench-results") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -194,7 +198,10 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
     """Run one case against its (possibly already deployed) service and write its results."""
     dep = services.get(case.loaded)
     run_dir = services.root / case.id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
     plan = plan_for(case, dep.endpoint)
     started = _now()
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
@@ -234,8 +241,11 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         "records_file": "records.jsonl",
     }
     _scrub_nan(result)
-    write_jsonl(run_dir / "records.jsonl", run.records, run.t0)
-    results.write_json(run_dir / "results.json", result)
+    try:
+        results.write_json(run_dir / "results.json", result)
+        write_jsonl(run_dir / "records.jsonl", run.records, run.t0)
+    except OSError as exc:
+        raise ResultsError(f"{case.id}: cannot write results to {run_dir}: {exc.strerror or exc}") from None
     if run.aborted == "interrupted":
         raise KeyboardInterrupt
     return CaseResult(case.id, run_dir, result, verdicts, service_failure)

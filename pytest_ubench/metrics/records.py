@@ -10,7 +10,9 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from .results import write_atomic
 
 NAN = math.nan
 
@@ -82,12 +84,12 @@ class Record:
 
 
 def write_jsonl(path: Path, records: Iterable[Record], t0: float) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    def dump(fh: TextIO) -> None:
         for rec in records:
             fh.write(json.dumps(rec.to_row(t0), separators=(",", ":")))
             fh.write("\n")
-    tmp.replace(path)
+
+    write_atomic(path, dump)
 
 
 def read_jsonl(path: Path) -> Iterator[Record]:

@@ -11,8 +11,9 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 SCHEMA_VERSION = "ubench.results/1"
 
@@ -31,15 +32,30 @@ def provenance(tool_version: str, started: str, finished: str, command: list[str
     }
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
+    """Write through a temporary file and rename: readers see the old file or the whole new one.
+
+    On failure (a full disk) the temporary file is removed, so no partial file is left behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    def dump(fh: TextIO) -> None:
         json.dump(obj, fh, indent=2, allow_nan=False)
         fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+    write_atomic(path, dump)
 
 
 def read_json(path: Path) -> Any:

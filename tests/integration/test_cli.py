@@ -143,3 +143,55 @@ def test_interrupt_stops_the_service_and_keeps_partial_results(write_recipe, tmp
     assert not pid_alive(pid)
     data = validate(out / "long-concurrency=2" / "results.json")
     assert data["aborted"] == "interrupted" and data["requests"]["ok"] > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tiny tmpfs (a real full disk) needs root")
+def test_full_disk_is_a_clear_error_and_leaves_no_partial_file(write_recipe, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(disk)], check=True)
+    try:
+        recipe = write_recipe(truth_recipe("full", duration_s=2.0, dataset={"prompt_tokens": 8, "output_tokens": 64}))
+        res = ubenchai("client", "run", "--recipe", str(recipe), "--output", str(disk / "out"))
+        assert res.returncode == 4, res.stderr
+        assert "cannot write results to" in res.stderr and "No space left on device" in res.stderr
+        assert "Traceback" not in res.stderr
+        case = disk / "out" / "full-concurrency=2"
+        assert not list(case.glob("*.tmp*"))  # no partial file left behind
+        validate(case / "results.json")  # what fitted was written whole
+        endpoint = json.loads((disk / "out" / "services" / "full" / "endpoint.json").read_text())
+        assert not pid_alive(endpoint["pid"])
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_secrets_stay_out_of_results_logs_and_records(write_recipe, tmp_path, monkeypatch):
+    secret = "s3cret-token-do-not-leak"
+    data = truth_recipe("secret", api_key_env="UB_TEST_SECRET")
+    data["service"]["env"] = {"UPSTREAM_TOKEN": "${UB_TEST_SECRET}"}
+    recipe = write_recipe(data)
+    env = dict(os.environ, UB_TEST_SECRET=secret, UBENCHAI_LOG_DIR=str(tmp_path / "logs"))
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_ubench",
+            "-v",
+            "client",
+            "run",
+            "--recipe",
+            str(recipe),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert secret not in res.stdout + res.stderr
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "results.json" for p in files) and any(p.suffix == ".log" for p in files)
+    for path in files:
+        assert secret not in path.read_text(errors="replace"), path
