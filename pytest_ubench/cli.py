@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import logs
+from . import logs, manager
 from ._version import __version__
-from .orchestrators import registry
+from .orchestrators import backends, registry
 from .orchestrators.base import ServiceError
 from .recipes import loader
 from .recipes.sweep import expand
@@ -27,14 +27,26 @@ from .session import CaseResult, ResultsError, Services, TargetUnreachable, defa
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET, EXIT_RESULTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 console = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 200)  # tables are not cut short in pipes and logs
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ubenchai", description="Benchmark AI-factory services from recipes.")
     ap.add_argument("--version", action="version", version=f"ubenchai {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging (else UBENCHAI_LOG_LEVEL or INFO)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{recipe,client}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{server,client,recipe}")
+
+    server = sub.add_parser("server", help="start, list, check and stop long-lived services")
+    ssub = server.add_subparsers(dest="action", required=True)
+    start = ssub.add_parser("start", help="start a recipe's service, wait until healthy, leave it running")
+    start.add_argument("--recipe", required=True, metavar="NAME|PATH")
+    start.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
+    start.add_argument("--output", type=Path, metavar="DIR", help="logs and endpoint file (default: ubench-results/)")
+    start.add_argument("--orchestrator", default="local", choices=backends.names())
+    ssub.add_parser("list", help="services started by 'server start' and their state")
+    for verb, text in (("status", "state, health and log tail of a service"), ("stop", "stop a service")):
+        p = ssub.add_parser(verb, help=text)
+        p.add_argument("service_id", metavar="ID")
 
     recipe = sub.add_parser("recipe", help="list and validate recipes")
     rsub = recipe.add_subparsers(dest="action", required=True)
@@ -50,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--target", metavar="URL", help="benchmark this running service instead of starting one")
     run.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
     run.add_argument("--output", type=Path, metavar="DIR", help="default: ubench-results/<timestamp>")
-    run.add_argument("--orchestrator", default="local", choices=registry.names())
+    run.add_argument("--orchestrator", default="local", choices=backends.names())
     return ap
 
 
@@ -62,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "recipe":
             return _recipe_list() if args.action == "list" else _recipe_validate(args.paths, args.overrides)
+        if args.command == "server":
+            return _server(args)
         return _client_run(args)
     except (loader.RecipeError, ValueError) as exc:
         _err(str(exc))
@@ -101,6 +115,38 @@ def _recipe_validate(paths: list[str], overrides: list[Path]) -> int:
             bad += 1
             _err(str(exc))
     return EXIT_USAGE if bad else EXIT_OK
+
+
+def _server(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        loaded = loader.load(args.recipe, args.overrides)
+        try:
+            entry = manager.start(loaded, args.output or Path("ubench-results"), args.orchestrator)
+        except ServiceError as exc:
+            _err(str(exc))
+            return EXIT_TARGET
+        print(f"{entry.id} {entry.endpoint.url}")
+        return EXIT_OK
+    if args.action == "list":
+        table = Table("id", "recipe", "url", "state", "started")
+        for entry in registry.all_entries():
+            st = manager.status(entry)
+            table.add_row(entry.id, entry.recipe, entry.endpoint.url, st.state.value, entry.started)
+        out.print(table)
+        return EXIT_OK
+    try:
+        entry = registry.load(args.service_id)
+    except KeyError:
+        _err(f"no service {args.service_id!r}; see 'ubenchai server list'")
+        return EXIT_USAGE
+    if args.action == "stop":
+        manager.stop(entry.id)
+        print(f"stopped {entry.id}")
+        return EXIT_OK
+    st = manager.status(entry)
+    print(f"{entry.id}: {st.state.value}, health {'ok' if st.health is None else st.health}, {entry.endpoint.url}")
+    print(manager.logs(entry, 20), end="")
+    return EXIT_OK if st.state.value == "running" and st.health is None else EXIT_TARGET
 
 
 def _client_run(args: argparse.Namespace) -> int:

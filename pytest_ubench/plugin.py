@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from . import logs
-from .orchestrators import registry
+from .orchestrators import backends
 from .orchestrators.base import ServiceError
 from .recipes import loader
 from .recipes.sweep import Case, expand
@@ -50,7 +50,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--ubench-orchestrator",
         default="local",
-        choices=registry.names(),
+        choices=backends.names(),
         help="where services are deployed (default: local processes)",
     )
     group.addoption(

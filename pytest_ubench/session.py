@@ -24,9 +24,9 @@ from .load.http import build_request
 from .load.openai import PATHS, request_body
 from .metrics import results, slo, stats
 from .metrics.records import write_jsonl
+from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
 from .orchestrators.health import probe, wait_healthy
-from .orchestrators.registry import get_orchestrator
 from .recipes.loader import LoadedRecipe
 from .recipes.sweep import Case
 
@@ -45,6 +45,18 @@ def default_output_root() -> Path:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def deploy(orchestrator: Orchestrator, loaded: LoadedRecipe, run_dir: Path, detach: bool = False) -> Deployment:
+    """Start a recipe's service and wait until it is healthy; on any failure nothing is left running."""
+    spec = loaded.recipe.service
+    dep = orchestrator.deploy(spec, loaded.recipe.name, run_dir, detach=detach)
+    try:
+        wait_healthy(orchestrator, dep, spec.health)
+    except BaseException:
+        orchestrator.stop(dep)
+        raise
+    return dep
 
 
 class Services:
@@ -90,13 +102,7 @@ class Services:
             run_dir.mkdir(parents=True, exist_ok=True)
             endpoint.write(run_dir / "endpoint.json")
             return Deployment(loaded.recipe.name, endpoint, run_dir, None, None)
-        dep = self.orchestrator.deploy(spec, loaded.recipe.name, run_dir)
-        try:
-            wait_healthy(self.orchestrator, dep, spec.health)
-        except BaseException:
-            self.orchestrator.stop(dep)
-            raise
-        return dep
+        return deploy(self.orchestrator, loaded, run_dir)
 
     def alive(self, dep: Deployment) -> bool:
         return dep.handle is None or self.orchestrator.status(dep) == ServiceState.RUNNING

@@ -62,7 +62,17 @@ class Deployment:
 class Orchestrator(Protocol):
     name: str
 
-    def deploy(self, spec: ServiceSpec, name: str, run_dir: Path) -> Deployment: ...
+    def deploy(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
+        """Start the service; ``detach`` lets it outlive this process (``ubenchai server start``)."""
+        ...
+
+    def describe(self, dep: Deployment) -> dict[str, Any]:
+        """JSON-able data that lets a later process find the service again (see ``attach``)."""
+        ...
+
+    def attach(self, dep: Deployment, data: dict[str, Any]) -> Deployment:
+        """Give a deployment rebuilt from the registry its backend handle."""
+        ...
 
     def status(self, dep: Deployment) -> ServiceState: ...
 

@@ -42,11 +42,17 @@ def wait_healthy(orch: Orchestrator, dep: Deployment, health: HealthCheck) -> fl
             time.sleep(health.interval_s)
 
 
-def probe(url: str, timeout_s: float = 5.0) -> str | None:
-    """One reachability check of an already running service; returns the problem, or None."""
+def probe(url: str, timeout_s: float = 5.0, require_ok: bool = False) -> str | None:
+    """One check of an already running service; returns the problem, or None.
+
+    By default any HTTP answer counts (a service without a health path is still reachable);
+    ``require_ok`` asks for a 200, as a health check does.
+    """
     try:
         with httpx.Client(timeout=timeout_s, trust_env=False) as client:
-            client.get(url)
+            resp = client.get(url)
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"
+    if require_ok and resp.status_code != 200:
+        return f"HTTP {resp.status_code}"
     return None

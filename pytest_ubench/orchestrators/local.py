@@ -3,6 +3,8 @@
 Stopping signals the whole group, so helpers the service spawned go too. Every live service is
 also tracked in this module so an interpreter exit (normal, Ctrl-C, SIGTERM turned into an
 exception) tears it down, and on Linux the child asks the kernel for SIGTERM if we die hard.
+A *detached* service (``ubenchai server start``) is exempt from both: it outlives the command and
+is found again by pid and start time, so a recycled pid is never mistaken for it.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psutil
 from loguru import logger
 
 from ..recipes.schema import ServiceSpec
 from .base import Deployment, Endpoint, ServiceError, ServiceState
 
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+_LIVE: dict[int, LocalProcess] = {}
 
 
 def free_port(host: str) -> int:
@@ -65,13 +71,53 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+@dataclass
+class LocalProcess:
+    """The service's process-group leader: our child, or a pid recorded by an earlier command."""
+
+    pid: int
+    create_time: float
+    popen: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def attach(cls, pid: int, create_time: float) -> LocalProcess:
+        """A process started by an earlier command: known by pid and start time, not as a child."""
+        return cls(pid, create_time)
+
+    def exit_code(self) -> int | None:
+        """None while running; the exit code (or -1 when not our child) once it has gone."""
+        if self.popen is not None:
+            return self.popen.poll()
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.NoSuchProcess:
+            pass
+        return -1
+
+    def wait(self, timeout: float) -> bool:
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while self.exit_code() is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
 class LocalOrchestrator:
     name = "local"
 
     def __init__(self, stop_timeout_s: float = 10.0) -> None:
         self.stop_timeout_s = stop_timeout_s
 
-    def deploy(self, spec: ServiceSpec, name: str, run_dir: Path) -> Deployment:
+    def deploy(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
         assert spec.command is not None
         run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port(spec.host) if spec.port == "auto" else int(spec.port)
@@ -83,7 +129,7 @@ class LocalOrchestrator:
         logger.info("starting {} on {}:{}: {}", name, spec.host, port, " ".join(spec.command))
         with log_path.open("ab") as log:
             try:
-                proc = subprocess.Popen(
+                popen = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -91,20 +137,33 @@ class LocalOrchestrator:
                     env=env,
                     cwd=spec.workdir or None,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=None if detach else _die_with_parent,
                 )
             except OSError as exc:
                 raise ServiceError(f"{name}: cannot start {argv[0]!r}: {exc.strerror or exc}") from None
-        _LIVE[proc.pid] = proc
+        try:
+            created = psutil.Process(popen.pid).create_time()
+        except psutil.NoSuchProcess:  # exited at once; readiness reports it with its log
+            created = 0.0
+        proc = LocalProcess(popen.pid, created, popen)
+        if not detach:
+            _LIVE[proc.pid] = proc
         host = f"[{spec.host}]" if ":" in spec.host else spec.host
         endpoint = Endpoint(spec.host, port, f"http://{host}:{port}", pid=proc.pid)
         endpoint.write(run_dir / "endpoint.json")
         # The recipe's command (placeholders, not expanded secrets) is what goes into results.
         return Deployment(name, endpoint, run_dir, log_path, list(spec.command), handle=proc)
 
+    def describe(self, dep: Deployment) -> dict[str, Any]:
+        proc: LocalProcess = dep.handle
+        return {"pid": proc.pid, "create_time": proc.create_time}
+
+    def attach(self, dep: Deployment, data: dict[str, Any]) -> Deployment:
+        dep.handle = LocalProcess.attach(int(data["pid"]), float(data["create_time"]))
+        return dep
+
     def status(self, dep: Deployment) -> ServiceState:
-        proc: subprocess.Popen[bytes] = dep.handle
-        code = proc.poll()
+        code = dep.handle.exit_code()
         if code is None:
             return ServiceState.RUNNING
         dep.exit_code = code
@@ -117,29 +176,30 @@ class LocalOrchestrator:
             return "".join(deque(fh, maxlen=lines))
 
     def stop(self, dep: Deployment) -> None:
-        proc: subprocess.Popen[bytes] = dep.handle
+        proc: LocalProcess = dep.handle
         _terminate(proc, self.stop_timeout_s)
-        dep.exit_code = proc.returncode
-        logger.info("stopped {} (pid {}, exit {})", dep.name, proc.pid, proc.returncode)
+        dep.exit_code = proc.exit_code()
+        logger.info("stopped {} (pid {}, exit {})", dep.name, proc.pid, dep.exit_code)
 
 
-def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _terminate(proc: LocalProcess, timeout: float) -> None:
     _LIVE.pop(proc.pid, None)
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait)
-            break
-        except subprocess.TimeoutExpired:
+    if proc.exit_code() is None:
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            if proc.wait(wait):
+                break
             logger.warning("pid {} ignored {}; escalating", proc.pid, sig.name)
-    # Members of the group may outlive the leader; make sure none is left.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    # Members of the group may outlive the leader; make sure none is left. Only our own group: a
+    # recycled pid (leader gone long ago, not our child) is left alone.
+    if proc.popen is not None or proc.create_time:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @atexit.register
 def stop_all() -> None:
-    """Last line of defence: nothing this process started may outlive it."""
+    """Last line of defence: nothing this process started (undetached) may outlive it."""
     for proc in list(_LIVE.values()):
         _terminate(proc, 5.0)

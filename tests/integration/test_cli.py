@@ -195,3 +195,42 @@ def test_secrets_stay_out_of_results_logs_and_records(write_recipe, tmp_path, mo
     assert any(p.name == "results.json" for p in files) and any(p.suffix == ".log" for p in files)
     for path in files:
         assert secret not in path.read_text(errors="replace"), path
+
+
+def test_server_start_list_status_stop(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UBENCHAI_STATE_DIR", str(tmp_path / "state"))
+    recipe = write_recipe(truth_recipe("svc"))
+    res = ubenchai("server", "start", "--recipe", str(recipe), "--output", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    service_id, url = res.stdout.split()
+    entry = json.loads((tmp_path / "state" / "services" / f"{service_id}.json").read_text())
+    pid = entry["endpoint"]["pid"]
+    try:
+        assert pid_alive(pid)  # outlives the command that started it
+        listing = ubenchai("server", "list").stdout
+        assert service_id in listing and "running" in listing
+        status = ubenchai("server", "status", service_id)
+        assert status.returncode == 0 and "running, health ok" in status.stdout
+        run = ubenchai("client", "run", "--recipe", str(recipe), "--target", url, "--output", str(tmp_path / "r"))
+        assert run.returncode == 0, run.stderr
+    finally:
+        stop = ubenchai("server", "stop", service_id)
+    assert stop.returncode == 0 and f"stopped {service_id}" in stop.stdout
+    assert not pid_alive(pid)
+    assert service_id not in ubenchai("server", "list").stdout
+    missing = ubenchai("server", "status", service_id)
+    assert missing.returncode == 2 and "no service" in missing.stderr
+
+
+def test_server_status_reports_a_dead_service(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UBENCHAI_STATE_DIR", str(tmp_path / "state"))
+    res = ubenchai(
+        "server", "start", "--recipe", str(write_recipe(truth_recipe("svc"))), "--output", str(tmp_path / "out")
+    )
+    service_id = res.stdout.split()[0]
+    pid = json.loads((tmp_path / "state" / "services" / f"{service_id}.json").read_text())["endpoint"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    status = ubenchai("server", "status", service_id)
+    assert status.returncode == 3 and "failed" in status.stdout
+    assert ubenchai("server", "stop", service_id).returncode == 0
