@@ -21,7 +21,7 @@ from ._version import __version__
 from .orchestrators import backends, registry
 from .orchestrators.base import ServiceError
 from .recipes import loader
-from .recipes.sweep import expand
+from .recipes.sweep import Case, expand
 from .session import CaseResult, ResultsError, Services, TargetUnreachable, default_output_root, run_case
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET, EXIT_RESULTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -176,7 +176,7 @@ def _client_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_with_progress(case, services: Services) -> CaseResult:  # type: ignore[no-untyped-def]
+def _run_with_progress(case: Case, services: Services) -> CaseResult:
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from .orchestrators import backends
 from .orchestrators.base import ServiceError
 from .recipes import loader
 from .recipes.sweep import Case, expand
+from .report.summary import summary_html
 from .session import CaseResult, ResultsError, Services, default_output_root, run_case
 
 _services_key = pytest.StashKey[Services]()
@@ -150,37 +151,20 @@ def _compact(result: CaseResult) -> dict[str, Any]:
     }
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     result = item.stash.get(_result_key, None)
     if report.when != "call" or result is None:
-        return
+        return report
     try:
         from pytest_html import extras  # optional: richer reports come with pytest-html installed
     except ImportError:
-        return
-    report.extras = [*getattr(report, "extras", []), extras.html(_html_table(result))]
-
-
-def _html_table(result: CaseResult) -> str:
-    from html import escape
-
-    rows = []
-    for name, stats in result.result["metrics"].items():
-        cells = "".join(
-            f"<td>{'' if stats.get(k) is None else f'{stats[k]:.2f}'}</td>" for k in ("p50", "p90", "p95", "p99", "max")
-        )
-        rows.append(f"<tr><th>{escape(name)}</th><td>{stats['count']}</td>{cells}</tr>")
-    verdicts = "".join(
-        f"<li style='color:{'green' if v.passed else 'red'}'>{escape(v.describe())}</li>" for v in result.verdicts
-    )
-    return (
-        f"<div class='ubench'><p>{escape(result.key_figures())}</p>"
-        "<table border='1'><tr><th>metric</th><th>count</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th>"
-        f"<th>max</th></tr>{''.join(rows)}</table><ul>{verdicts}</ul></div>"
-    )
+        return report
+    report.extras = [*getattr(report, "extras", []), extras.html(summary_html(result))]  # type: ignore[attr-defined]
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

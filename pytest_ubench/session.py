@@ -5,10 +5,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,12 +182,13 @@ def plan_for(case: Case, endpoint: Endpoint) -> engine.LoadPlan:
         for p in prompts
     ]
     load = case.load
+    assert not isinstance(load.concurrency, list) and not isinstance(load.rate, list)  # resolved by the sweep
     return engine.LoadPlan(
         requests=reqs,
         stream=w.stream,
         mode=load.mode,
-        concurrency=int(load.concurrency or 1),  # type: ignore[arg-type]  # sweep resolved in Case
-        rate=float(load.rate or 1.0),  # type: ignore[arg-type]
+        concurrency=load.concurrency or 1,
+        rate=load.rate or 1.0,
         arrival=load.arrival,
         seed=load.seed,
         duration_s=w.duration_s,
@@ -265,9 +264,3 @@ def _scrub_nan(obj: Any) -> None:
             obj[k] = None
         else:
             _scrub_nan(v)
-
-
-@contextlib.contextmanager
-def services(root: Path, orchestrator: str = "local", target_url: str | None = None) -> Iterator[Services]:
-    with Services(root, orchestrator, target_url) as s:
-        yield s

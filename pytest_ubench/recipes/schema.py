@@ -10,14 +10,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..metrics import slo
+from ..metrics import slo as slo_expr
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
 def _check_slo(expr: str) -> str:
-    slo.parse(expr)
+    slo_expr.parse(expr)
     return expr
 
 
@@ -127,5 +127,5 @@ class Recipe(_Strict):
     workload: Workload
     slo: list[SLOExpression] = Field(default_factory=list)
 
-    def slos(self) -> list[slo.SLO]:
-        return [slo.parse(e) for e in self.slo]
+    def slos(self) -> list[slo_expr.SLO]:
+        return [slo_expr.parse(e) for e in self.slo]

@@ -99,10 +99,10 @@ class TruthServer:
         writes: list[float] = []
         if not body.get("stream"):
             await asyncio.sleep(self.ttft + self.itl * max(n - 1, 0))
-            choice = {"index": 0, "finish_reason": "length"}
-            choice |= {"message": {"role": "assistant", "content": "x" * n}} if chat else {"text": "x" * n}
+            whole: dict[str, Any] = {"index": 0, "finish_reason": "length"}
+            whole |= {"message": {"role": "assistant", "content": "x" * n}} if chat else {"text": "x" * n}
             writes.append(perf_counter())
-            await self._send(writer, 200, json.dumps({"choices": [choice], "usage": usage}).encode())
+            await self._send(writer, 200, json.dumps({"choices": [whole], "usage": usage}).encode())
             self.truth.append({"received": received, "writes": writes})
             return
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
