@@ -31,7 +31,7 @@ def start(loaded: LoadedRecipe, root: Path, orchestrator: str = "local") -> regi
         raise ValueError(f"{loaded.recipe.name}: the recipe gives a url, not a command: nothing to start")
     orch = get_orchestrator(orchestrator)
     service_id = registry.new_id(loaded.recipe.name)
-    dep = deploy(orch, loaded, root / "services" / service_id, detach=True)
+    dep = deploy(orch, loaded.recipe.service, loaded.recipe.name, root / "services" / service_id, detach=True)
     entry = registry.Entry(
         id=service_id,
         recipe=loaded.recipe.name,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
 from .orchestrators.health import probe, wait_healthy
 from .recipes.loader import LoadedRecipe
+from .recipes.schema import ServiceSpec
 from .recipes.sweep import Case
 
 
@@ -45,10 +46,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def deploy(orchestrator: Orchestrator, loaded: LoadedRecipe, run_dir: Path, detach: bool = False) -> Deployment:
-    """Start a recipe's service and wait until it is healthy; on any failure nothing is left running."""
-    spec = loaded.recipe.service
-    dep = orchestrator.deploy(spec, loaded.recipe.name, run_dir, detach=detach)
+def deploy(orchestrator: Orchestrator, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
+    """Start a service and wait until it is healthy; on any failure nothing is left running."""
+    dep = orchestrator.deploy(spec, name, run_dir, detach=detach)
     try:
         wait_healthy(orchestrator, dep, spec.health)
     except BaseException:
@@ -100,7 +100,7 @@ class Services:
             run_dir.mkdir(parents=True, exist_ok=True)
             endpoint.write(run_dir / "endpoint.json")
             return Deployment(loaded.recipe.name, endpoint, run_dir, None, None)
-        return deploy(self.orchestrator, loaded, run_dir)
+        return deploy(self.orchestrator, spec, loaded.recipe.name, run_dir)
 
     def alive(self, dep: Deployment) -> bool:
         return dep.handle is None or self.orchestrator.status(dep) == ServiceState.RUNNING
@@ -128,7 +128,6 @@ class CaseResult:
     result: dict[str, Any]
     verdicts: list[slo.Verdict]
     service_failure: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def slo_passed(self) -> bool:

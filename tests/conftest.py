@@ -10,21 +10,13 @@ import yaml
 from helpers import LLAMA, TRUTH
 
 from pytest_ubench.orchestrators.base import Deployment
-from pytest_ubench.orchestrators.health import wait_healthy
 from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.recipes.schema import ServiceSpec
+from pytest_ubench.session import deploy
 
 
 def start(command: list[str], run_dir: Path, name: str = "svc") -> Deployment:
-    orch = LocalOrchestrator()
-    spec = ServiceSpec(command=command)
-    dep = orch.deploy(spec, name, run_dir)
-    try:
-        wait_healthy(orch, dep, spec.health)
-    except BaseException:
-        orch.stop(dep)
-        raise
-    return dep
+    return deploy(LocalOrchestrator(), ServiceSpec(command=command), name, run_dir)
 
 
 @pytest.fixture

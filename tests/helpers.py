@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from pathlib import Path
+
 TRUTH = ["{python}", "-m", "pytest_ubench.testing.truthserver", "--port", "{port}"]
 LLAMA = [
     "{python}",
@@ -35,3 +40,23 @@ def truth_recipe(name: str = "truth", *server_args: str, **workload: object) -> 
         "workload": wl,
         "slo": ["error_rate < 0.01", "ttft_ms.p50 < 1000"],
     }
+
+
+def pid_alive(pid: int) -> bool:
+    """Running, not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"
+
+
+def service_pid(endpoint_file: Path, timeout_s: float = 30.0) -> int:
+    """Wait for a harness to write a service's endpoint file; return the service's pid."""
+    deadline = time.monotonic() + timeout_s
+    while not endpoint_file.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{endpoint_file} was not written")
+        time.sleep(0.1)
+    return int(json.loads(endpoint_file.read_text())["pid"])

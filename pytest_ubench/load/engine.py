@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import perf_counter, time
 
 from loguru import logger
@@ -58,7 +58,6 @@ class Run:
     window_end: float
     wall_t1: float = 0.0
     aborted: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def measured(self) -> list[Record]:

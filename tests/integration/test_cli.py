@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import truth_recipe
+from helpers import pid_alive, service_pid, truth_recipe
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +24,6 @@ def ubenchai(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [sys.executable, "-m", "pytest_ubench", *args], capture_output=True, text=True, timeout=timeout
     )
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split()[2] != "Z"
 
 
 def validate(path: Path) -> dict:
@@ -130,12 +121,8 @@ def test_interrupt_stops_the_service_and_keeps_partial_results(write_recipe, tmp
         stderr=subprocess.PIPE,
         text=True,
     )
-    endpoint_file = out / "services" / "long" / "endpoint.json"
-    deadline = time.monotonic() + 30
-    while not endpoint_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    pid = service_pid(out / "services" / "long" / "endpoint.json")
     time.sleep(2.0)  # let load run
-    pid = json.loads(endpoint_file.read_text())["pid"]
     assert pid_alive(pid)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)

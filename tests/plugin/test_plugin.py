@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 
 import pytest
 import yaml
-from helpers import truth_recipe
+from helpers import pid_alive, service_pid, truth_recipe
 
 pytestmark = pytest.mark.integration
 
@@ -113,15 +112,6 @@ def test_works_under_xdist(project):
     res.stdout.fnmatch_lines(["*ubench summary*", "PASSED good-concurrency=*", "PASSED good-concurrency=*"])
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split()[2] != "Z"
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_run_leaves_no_server_behind(project, sig):
     add(project, truth_recipe("long", duration_s=60.0), "long")
@@ -133,12 +123,8 @@ def test_signal_mid_run_leaves_no_server_behind(project, sig):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    endpoint = out / "services" / "long" / "endpoint.json"
-    deadline = time.monotonic() + 30
-    while not endpoint.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.5)
-    pid = json.loads(endpoint.read_text())["pid"]
+    pid = service_pid(out / "services" / "long" / "endpoint.json")
+    time.sleep(1.5)  # let load run
     assert pid_alive(pid)
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)

@@ -5,21 +5,12 @@ import sys
 import time
 
 import pytest
+from helpers import pid_alive
 
 from pytest_ubench.orchestrators.base import Endpoint, ServiceError, ServiceState
 from pytest_ubench.orchestrators.health import wait_healthy
 from pytest_ubench.orchestrators.local import LocalOrchestrator, expand
 from pytest_ubench.recipes.schema import HealthCheck, ServiceSpec
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is not running
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split()[2] != "Z"
 
 
 def test_placeholders_and_environment(monkeypatch):
@@ -55,8 +46,8 @@ def test_group_is_stopped_and_endpoint_written(tmp_path):
     assert Endpoint.read(tmp_path / "endpoint.json") == dep.endpoint
     orch.stop(dep)
     time.sleep(0.2)
-    assert not alive(dep.endpoint.pid)
-    assert not any(alive(c) for c in children)
+    assert not pid_alive(dep.endpoint.pid)
+    assert not any(pid_alive(c) for c in children)
 
 
 def test_service_that_exits_fails_readiness_with_its_log(tmp_path):
@@ -76,7 +67,7 @@ def test_service_that_never_answers_times_out(tmp_path):
             wait_healthy(orch, dep, spec.health)
     finally:
         orch.stop(dep)
-    assert not alive(dep.endpoint.pid)
+    assert not pid_alive(dep.endpoint.pid)
 
 
 def test_missing_binary_is_a_clear_error(tmp_path):
