@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from . import logs
+from .load.engine import Progress
 from .orchestrators import backends
 from .orchestrators.base import ServiceError
 from .recipes import loader
@@ -127,7 +128,7 @@ class Ubench:
 
     def run(self, case: Case, fail_on_slo: bool = True) -> CaseResult:
         try:
-            result = run_case(case, self._services)
+            result = run_case(case, self._services, _progress(self._item.config, case.id))
         except (ServiceError, ResultsError) as exc:
             pytest.fail(str(exc), pytrace=False)
         self._item.stash[_result_key] = result
@@ -135,6 +136,23 @@ class Ubench:
         if fail_on_slo and not result.passed:
             pytest.fail(result.failure_message(), pytrace=False)
         return result
+
+
+def _progress(config: pytest.Config, case_id: str) -> Progress | None:
+    """A line every 5 s on the terminal while a case runs, so long runs are visibly alive."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or hasattr(config, "workerinput"):  # no terminal under xdist
+        return None
+    last = [0.0]
+
+    def tick(elapsed: float, total: float, done: int, failed: int) -> None:
+        if elapsed - last[0] >= 5.0:
+            last[0] = elapsed
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"  {case_id}: {elapsed:.0f}/{total:.0f} s, {done} ok, {failed} failed")
+
+    return tick
 
 
 @pytest.fixture

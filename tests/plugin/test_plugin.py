@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -112,7 +113,7 @@ def test_works_under_xdist(project):
     res.stdout.fnmatch_lines(["*ubench summary*", "PASSED good-concurrency=*", "PASSED good-concurrency=*"])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_signal_mid_run_leaves_no_server_behind(project, sig):
     add(project, truth_recipe("long", duration_s=60.0), "long")
     out = project.path / "out"
@@ -124,12 +125,20 @@ def test_signal_mid_run_leaves_no_server_behind(project, sig):
         text=True,
     )
     pid = service_pid(out / "services" / "long" / "endpoint.json")
-    time.sleep(1.5)  # let load run
+    time.sleep(6.5)  # let load run past the first progress line
     assert pid_alive(pid)
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
+    if sig == signal.SIGKILL:
+        # No cleanup code runs; the kernel's parent-death signal still stops the service.
+        deadline = time.monotonic() + 15
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_alive(pid)
+        return
     assert "KeyboardInterrupt" in output
+    assert re.search(r"long-concurrency=2: 5/60 s, \d+ ok, 0 failed", output)  # progress while it runs
     assert not pid_alive(pid)
     data = json.loads((out / "long-concurrency=2" / "results.json").read_text())
     assert data["aborted"] == "interrupted"
