@@ -160,7 +160,7 @@ class CaseResult:
 
 def plan_for(case: Case, endpoint: Endpoint) -> engine.LoadPlan:
     w = case.recipe.workload
-    prompts = synthetic_prompts(w.dataset.prompts, w.dataset.prompt_tokens, w.dataset.seed)
+    prompts = synthetic_prompts(w.dataset.prompts, w.dataset.prompt_tokens, w.dataset.seed, case.id)
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if w.stream else "application/json"}
     if w.api_key_env:
         key = os.environ.get(w.api_key_env)

@@ -128,3 +128,12 @@ def test_shipped_recipes_are_valid():
     assert recipes
     for path in recipes:
         assert expand(loader.load(path))
+
+
+def test_each_sweep_point_gets_its_own_reproducible_prompts():
+    from pytest_ubench.load.dataset import synthetic_prompts
+
+    a = synthetic_prompts(8, 32, seed=1, stream="x-concurrency=1")
+    assert a == synthetic_prompts(8, 32, seed=1, stream="x-concurrency=1")
+    assert not set(a) & set(synthetic_prompts(8, 32, seed=1, stream="x-concurrency=4"))
+    assert all(len(p) == 32 for p in a)
