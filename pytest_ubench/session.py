@@ -218,6 +218,8 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
             f"service {dep.name} exited (code {dep.exit_code}) during the run\n"
             f"--- last lines of {dep.log_path} ---\n{services.orchestrator.logs(dep)}"
         )
+    elif run.aborted and run.aborted.startswith("target unreachable"):
+        service_failure = f"{dep.endpoint.url}: {run.aborted}; the run was stopped early"
     slos = case.recipe.slos()
     bounds = [b for s in slos if (b := s.per_request_bound) is not None]
     summary = stats.summary(run.measured, run.window_start, run.window_end, bounds)

@@ -66,6 +66,10 @@ class Run:
 
 Progress = Callable[[float, float, int, int], None]  # elapsed, total, completed, failed
 
+# A dead target makes every request fail at once; hammering it for the rest of the run would only
+# fill the records with thousands of identical failures, so the run stops after this many in a row.
+UNREACHABLE_AFTER = 50
+
 
 class _Engine:
     def __init__(self, target: Target, plan: LoadPlan) -> None:
@@ -77,6 +81,8 @@ class _Engine:
         self.failed = 0
         self.loop = asyncio.get_running_loop()
         self.in_flight: dict[Connection, float] = {}  # connection -> send time of its request
+        self.refused = 0  # connection failures since the last success
+        self.stopped: str | None = None  # why the run stopped issuing requests early
 
     async def one(self, rec: Record) -> None:
         self.records.append(rec)
@@ -94,8 +100,13 @@ class _Engine:
             raise
         if rec.error is None:
             self.completed += 1
+            self.refused = 0
         else:
             self.failed += 1
+            if rec.error == "connect":
+                self.refused += 1
+                if self.refused >= UNREACHABLE_AFTER and self.stopped is None:
+                    self.stopped = f"target unreachable: {self.refused} connection attempts in a row failed"
 
     async def _exchange(self, rec: Record, sink: StreamSink | JsonSink, payload: bytes) -> None:
         """Send once; resend once if a reused keep-alive connection was closed under us.
@@ -138,7 +149,7 @@ class _Engine:
         budget = itertools.count() if self.plan.max_requests is None else iter(range(self.plan.max_requests))
 
         async def user() -> None:
-            while (now := perf_counter()) < stop_at and next(budget, None) is not None:
+            while (now := perf_counter()) < stop_at and self.stopped is None and next(budget, None) is not None:
                 await self.one(Record(now, warmup=now < measure_from))
 
         await asyncio.gather(*(user() for _ in range(self.plan.concurrency)))
@@ -151,6 +162,8 @@ class _Engine:
         tasks: set[asyncio.Task[None]] = set()
         sleep = asyncio.sleep
         for offset in offsets.tolist():
+            if self.stopped is not None:
+                break
             intended = t0 + offset
             delay = intended - perf_counter()
             if delay > 0.001:
@@ -194,6 +207,8 @@ async def run_async(target: Target, plan: LoadPlan, progress: Progress | None = 
     except asyncio.CancelledError:
         # Ctrl-C: keep what was measured; the caller writes it and re-raises KeyboardInterrupt.
         run.aborted = "interrupted"
+    else:
+        run.aborted = engine.stopped
     finally:
         sweeper.cancel()
         if ticker is not None:
