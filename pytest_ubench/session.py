@@ -42,8 +42,8 @@ def default_output_root() -> Path:
     return Path("ubench-results") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def deploy(orchestrator: Orchestrator, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
@@ -207,10 +207,9 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
     except OSError as exc:
         raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
     plan = plan_for(case, dep.endpoint)
-    started = _now()
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
-    run = engine.run(engine.Target(dep.endpoint.host, dep.endpoint.port), plan, progress)
-    finished = _now()
+    target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.url.startswith("https:"))
+    run = engine.run(target, plan, progress)
 
     service_failure = None
     if not services.alive(dep):
@@ -233,7 +232,7 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
             "sha256": case.loaded.sha256,
             "resolved": case.recipe.model_dump(mode="json"),
         },
-        "provenance": results.provenance(__version__, started, finished, dep.command),
+        "provenance": results.provenance(__version__, _iso(run.wall_t0), _iso(run.wall_t1), dep.command),
         "endpoint": dep.endpoint.url,
         "load": {"mode": case.load.mode, **case.point, "warmup_requests": len(run.records) - len(run.measured)},
         **summary,

@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import LLAMA, TRUTH
+from helpers import LLAMA, TRUTH, start
 
 from pytest_ubench.orchestrators.base import Deployment
 from pytest_ubench.orchestrators.local import LocalOrchestrator
-from pytest_ubench.recipes.schema import ServiceSpec
-from pytest_ubench.session import deploy
-
-
-def start(command: list[str], run_dir: Path, name: str = "svc") -> Deployment:
-    return deploy(LocalOrchestrator(), ServiceSpec(command=command), name, run_dir)
 
 
 @pytest.fixture

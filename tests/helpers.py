@@ -7,6 +7,11 @@ import os
 import time
 from pathlib import Path
 
+from pytest_ubench.orchestrators.base import Deployment
+from pytest_ubench.orchestrators.local import LocalOrchestrator
+from pytest_ubench.recipes.schema import ServiceSpec
+from pytest_ubench.session import deploy
+
 TRUTH = ["{python}", "-m", "pytest_ubench.testing.truthserver", "--port", "{port}"]
 LLAMA = [
     "{python}",
@@ -60,3 +65,8 @@ def service_pid(endpoint_file: Path, timeout_s: float = 30.0) -> int:
             raise TimeoutError(f"{endpoint_file} was not written")
         time.sleep(0.1)
     return int(json.loads(endpoint_file.read_text())["pid"])
+
+
+def start(command: list[str], run_dir: Path, name: str = "svc", tls: bool = False) -> Deployment:
+    """Start a service through the project's own harness (deploy + health check)."""
+    return deploy(LocalOrchestrator(), ServiceSpec(command=command, tls=tls), name, run_dir)

@@ -17,7 +17,7 @@ from time import perf_counter, time
 from loguru import logger
 
 from ..metrics.records import Record
-from .http import Connection, Pool, RequestFailed
+from .http import Connection, Pool, RequestFailed, tls_context
 from .openai import JsonSink, StreamSink, sink_for
 from .schedule import arrivals
 
@@ -26,6 +26,7 @@ from .schedule import arrivals
 class Target:
     host: str
     port: int
+    tls: bool = False  # HTTPS, verified against the system's CA store (SSL_CERT_FILE is honoured)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ UNREACHABLE_AFTER = 50
 class _Engine:
     def __init__(self, target: Target, plan: LoadPlan) -> None:
         self.plan = plan
-        self.pool = Pool(target.host, target.port, plan.connect_timeout_s)
+        self.pool = Pool(target.host, target.port, plan.connect_timeout_s, tls_context() if target.tls else None)
         self.records: list[Record] = []
         self.payloads = itertools.cycle(plan.requests)
         self.completed = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from time import perf_counter
 from typing import Protocol
 
@@ -115,10 +116,11 @@ class Connection(asyncio.Protocol):
 class Pool:
     """Idle keep-alive connections to one host; a new one is opened whenever none is free."""
 
-    def __init__(self, host: str, port: int, connect_timeout: float) -> None:
+    def __init__(self, host: str, port: int, connect_timeout: float, tls: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
+        self.tls = tls
         self._idle: list[Connection] = []
         # Cleared when the server turns out to close connections it announced as keep-alive
         # (llama.cpp's server does after every streamed response).
@@ -137,9 +139,12 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(Connection, self.host, self.port), self.connect_timeout
+                loop.create_connection(
+                    Connection, self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls else None
+                ),
+                self.connect_timeout,
             )
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             raise RequestFailed("connect", f"{self.host}:{self.port}: {exc}") from None
         self._all.add(conn)
         return conn
@@ -164,3 +169,8 @@ def build_request(method: str, host: str, port: int, path: str, body: bytes, hea
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def tls_context() -> ssl.SSLContext:
+    """One TLS policy for load and control-plane calls: the system CA store (or SSL_CERT_FILE)."""
+    return ssl.create_default_context()

@@ -7,6 +7,7 @@ import time
 import httpx
 from loguru import logger
 
+from ..load.http import tls_context
 from ..recipes.schema import HealthCheck
 from .base import Deployment, Orchestrator, ServiceError, ServiceState
 
@@ -17,7 +18,7 @@ def wait_healthy(orch: Orchestrator, dep: Deployment, health: HealthCheck) -> fl
     start = time.monotonic()
     deadline = start + health.timeout_s
     last = "no answer yet"
-    with httpx.Client(timeout=min(5.0, health.timeout_s), trust_env=False) as client:
+    with httpx.Client(timeout=min(5.0, health.timeout_s), trust_env=False, verify=tls_context()) as client:
         while True:
             state = orch.status(dep)
             if state in (ServiceState.FAILED, ServiceState.STOPPED):
@@ -49,7 +50,7 @@ def probe(url: str, timeout_s: float = 5.0, require_ok: bool = False) -> str | N
     ``require_ok`` asks for a 200, as a health check does.
     """
     try:
-        with httpx.Client(timeout=timeout_s, trust_env=False) as client:
+        with httpx.Client(timeout=timeout_s, trust_env=False, verify=tls_context()) as client:
             resp = client.get(url)
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"

@@ -149,7 +149,8 @@ class LocalOrchestrator:
         if not detach:
             _LIVE[proc.pid] = proc
         host = f"[{spec.host}]" if ":" in spec.host else spec.host
-        endpoint = Endpoint(spec.host, port, f"http://{host}:{port}", pid=proc.pid)
+        scheme = "https" if spec.tls else "http"
+        endpoint = Endpoint(spec.host, port, f"{scheme}://{host}:{port}", pid=proc.pid)
         endpoint.write(run_dir / "endpoint.json")
         # The recipe's command (placeholders, not expanded secrets) is what goes into results.
         return Deployment(name, endpoint, run_dir, log_path, list(spec.command), handle=proc)

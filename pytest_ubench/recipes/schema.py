@@ -44,6 +44,7 @@ class ServiceSpec(_Strict):
     runtime: Literal["process"] = "process"
     host: str = "127.0.0.1"
     port: int | Literal["auto"] = "auto"
+    tls: bool = False  # the service speaks HTTPS (certificates checked against the system CA store)
     env: dict[str, str] = Field(default_factory=dict)
     health: HealthCheck = Field(default_factory=HealthCheck)
     metrics_path: str | None = None

@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 from time import perf_counter
 from typing import Any
 
@@ -133,8 +134,8 @@ class TruthServer:
         self.truth.append({"received": received, "writes": writes})
 
 
-async def serve(host: str, port: int, server: TruthServer) -> None:
-    srv = await asyncio.start_server(server.handle, host, port, backlog=1024)
+async def serve(host: str, port: int, server: TruthServer, tls: ssl.SSLContext | None = None) -> None:
+    srv = await asyncio.start_server(server.handle, host, port, backlog=1024, ssl=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,11 +154,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--usage", choices=["separate", "final", "none"], default="separate")
     ap.add_argument("--die-after", type=int, default=None, help="exit after serving N completions")
     ap.add_argument("--serial", action="store_true", help="serve one completion at a time")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM) ...")
+    ap.add_argument("--tls-key", help="... and this key")
     args = ap.parse_args(argv)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
 
     async def start() -> None:
         server = TruthServer(args.ttft_ms, args.itl_ms, args.usage, args.die_after, args.serial)
-        await serve(args.host, args.port, server)
+        await serve(args.host, args.port, server, tls)
 
     asyncio.run(start())
 

@@ -15,6 +15,9 @@ import jsonschema
 import pytest
 from helpers import pid_alive, service_pid, truth_recipe
 
+from conftest import start
+from pytest_ubench.orchestrators.local import LocalOrchestrator
+
 pytestmark = pytest.mark.integration
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())
@@ -225,3 +228,35 @@ def test_server_status_reports_a_dead_service(write_recipe, tmp_path, monkeypatc
     status = ubenchai("server", "status", service_id)
     assert status.returncode == 3 and "failed" in status.stdout
     assert ubenchai("server", "stop", service_id).returncode == 0
+
+
+def test_https_service_and_target(write_recipe, tmp_path, monkeypatch):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    data = truth_recipe("tls")
+    data["service"]["command"] += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    data["service"]["tls"] = True
+    recipe = write_recipe(data)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    # The harness starts the HTTPS service (health check over TLS) and benchmarks it ...
+    started = ubenchai("client", "run", "--recipe", str(recipe), "--output", str(tmp_path / "s"))
+    assert started.returncode == 0, started.stderr
+    assert validate(tmp_path / "s" / "tls-concurrency=2" / "results.json")["endpoint"].startswith("https://")
+    # ... and benchmarks one that is already running, given as an https:// target.
+    dep = start(data["service"]["command"], tmp_path / "svc", tls=True)
+    url = dep.endpoint.url
+    try:
+        ok = ubenchai("client", "run", "--recipe", str(recipe), "--target", url, "--output", str(tmp_path / "o"))
+        assert ok.returncode == 0, ok.stderr
+        result = validate(tmp_path / "o" / "tls-concurrency=2" / "results.json")
+        assert result["endpoint"] == url and result["requests"]["ok"] > 0 and result["requests"]["failed"] == 0
+        # Without trusting the certificate, the target is refused, not silently accepted.
+        monkeypatch.delenv("SSL_CERT_FILE")
+        bad = ubenchai("client", "run", "--recipe", str(recipe), "--target", url, "--output", str(tmp_path / "b"))
+        assert bad.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in bad.stderr
+    finally:
+        LocalOrchestrator().stop(dep)
