@@ -67,6 +67,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ubench(*recipes): recipes a test runs when --ubench-recipe is not given")
     logs.configure(verbose=config.option.verbose > 1, console=False)
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:  # xdist: every worker writes under the controller's one results root
+        config.option.ubench_output = worker["ubench_output"]
+    elif not config.option.ubench_output:
+        config.option.ubench_output = str(default_output_root())
     names = config.getoption("ubench_recipe")
     if names:
         # Loaded once, up front: a broken recipe is a usage error (one line, exit 4), not a traceback.
@@ -77,6 +82,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if threading.current_thread() is threading.main_thread():
         # SIGTERM takes the Ctrl-C path, so fixtures tear services down and partial results are kept.
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: hand the results root to each worker."""
+    node.workerinput["ubench_output"] = node.config.option.ubench_output
 
 
 def _recipe_dirs(config: pytest.Config) -> list[Path]:
@@ -110,7 +121,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def ubench_services(request: pytest.FixtureRequest) -> Iterator[Services]:
     """Services deployed for this session's recipes; all stopped at the end, whatever happens."""
     config = request.config
-    root = Path(config.getoption("ubench_output") or default_output_root())
+    root = Path(config.getoption("ubench_output"))
     services = Services(root, config.getoption("ubench_orchestrator"), config.getoption("ubench_target"))
     config.stash[_services_key] = services
     try:

@@ -110,6 +110,8 @@ def test_works_under_xdist(project):
     add(project, truth_recipe("good", load={"mode": "closed", "concurrency": [1, 2]}), "good")
     res = project.runpytest_subprocess("--ubench-recipe=good", "-n", "2")
     res.assert_outcomes(passed=2)
+    (root,) = (project.path / "ubench-results").iterdir()  # one results root for the whole run
+    assert sorted(p.parent.name for p in root.glob("*/results.json")) == ["good-concurrency=1", "good-concurrency=2"]
     res.stdout.fnmatch_lines(["*ubench summary*", "PASSED good-concurrency=*", "PASSED good-concurrency=*"])
 
 
