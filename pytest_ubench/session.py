@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from .load.http import build_request
 from .load.openai import PATHS, request_body
 from .metrics import results, slo, stats
 from .metrics.records import write_jsonl
+from .monitor import prometheus, queries
 from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
 from .orchestrators.health import probe, wait_healthy
@@ -64,12 +66,22 @@ class Services:
     measure start-up, not load.
     """
 
-    def __init__(self, root: Path, orchestrator: Orchestrator | str = "local", target_url: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        orchestrator: Orchestrator | str = "local",
+        target_url: str | None = None,
+        monitoring: bool = True,
+    ) -> None:
         self.root = root
         self.orchestrator = get_orchestrator(orchestrator) if isinstance(orchestrator, str) else orchestrator
         self.target_url = target_url
+        self.monitoring = monitoring
         self._deployed: dict[str, Deployment] = {}
         self._failed: dict[str, ServiceError] = {}
+        self._prometheus: prometheus.Prometheus | None = None
+        self._monitored: set[str] = set()  # recipes whose targets Prometheus scrapes
+        self.monitoring_note: str | None = None  # why server-side metrics are off, said once
 
     def get(self, loaded: LoadedRecipe) -> Deployment:
         """The recipe's deployment, started on first use; a failed start is not retried per case."""
@@ -78,11 +90,90 @@ class Services:
             raise self._failed[key]
         if key not in self._deployed:
             try:
-                self._deployed[key] = self._deploy(loaded)
+                dep = self._deploy(loaded)
+            except ServiceError as exc:
+                self._failed[key] = exc
+                raise
+            self._deployed[key] = dep
+            try:
+                self._watch(loaded, dep)
             except ServiceError as exc:
                 self._failed[key] = exc
                 raise
         return self._deployed[key]
+
+    def _watch(self, loaded: LoadedRecipe, dep: Deployment) -> None:
+        """Have Prometheus scrape the recipe's targets, and wait for their first scrape."""
+        mon = loaded.recipe.monitor
+        if mon is None or not mon.enabled or not self.monitoring:
+            return
+        prom = self._ensure_prometheus(mon.interval_s, mon.retention)
+        if prom is None:
+            return
+        spec = loaded.recipe.service
+        name = loaded.recipe.name
+        targets: list[tuple[str, str, int, str, str]] = []
+        if spec.metrics_path:
+            scheme = "https" if dep.endpoint.url.startswith("https:") else "http"
+            targets.append((name, dep.endpoint.host, dep.endpoint.port, spec.metrics_path, scheme))
+        for extra in mon.targets:
+            extra_host, _, extra_port = extra.rpartition(":")
+            targets.append((f"{name}-{extra}", extra_host, int(extra_port), "/metrics", "http"))
+        for job, host, port, path, scheme in targets:
+            instance = prom.add_target(job, host, port, path, scheme)
+            prom.wait_scraped(job, instance, mon.target_timeout_s)
+        self._monitored.add(name)
+
+    def _ensure_prometheus(self, interval_s: float, retention: str) -> prometheus.Prometheus | None:
+        if self._prometheus is None and self.monitoring_note is None:
+            binary = prometheus.find_binary()
+            if binary is None:
+                self.monitoring_note = "no 'prometheus' binary on PATH: server-side metrics are off"
+                logger.warning(self.monitoring_note)
+                return None
+            self._prometheus = prometheus.deploy(self.orchestrator, self.root, interval_s, retention, binary)
+        return self._prometheus
+
+    def server_metrics(self, case: Case, run: engine.Run) -> dict[str, Any] | None:
+        """The recipe's queries over the case's load window, and the client/server cross-check."""
+        mon = case.recipe.monitor
+        prom = self._prometheus
+        if mon is None or prom is None or case.recipe.name not in self._monitored:
+            return None
+        wall = run.wall_t0 - run.t0  # perf_counter -> epoch seconds
+        last = max((r.end for r in run.measured if r.end == r.end), default=run.window_end)
+        start, end = run.window_start + wall, max(run.window_end, last) + wall
+        if not prom.alive():
+            note = f"Prometheus exited during the run (code {prom.deployment.exit_code}): no server-side data"
+            return {"prometheus": prom.url, "window": [start, end], "complete": False, "note": note, "queries": {}}
+        time.sleep(prom.interval_s * 1.5 + 0.2)  # let one more scrape land after the last request
+        named = queries.resolve(mon.query_sets, mon.queries, mon.interval_s)
+        values = prometheus.window_metrics(prom, named, start, end)
+        complete = all("error" not in v for v in values.values())
+        checks = {}
+        for set_name in mon.query_sets:
+            check = queries.CROSS_CHECKS.get(set_name)
+            if check is None:
+                continue
+            try:
+                before = prom.instant(check.counter, run.wall_t0)
+                after = prom.instant(check.counter, time.time())
+            except Exception as exc:
+                complete = False
+                logger.warning("cross-check {} failed: {}", set_name, exc)
+                continue
+            ok = [r for r in run.records if r.ok]
+            client = sum(r.output_tokens or 0 for r in ok) if check.client_field == "output_tokens" else len(ok)
+            server = None if before is None or after is None else after - before
+            checks[set_name] = {
+                "counter": check.counter,
+                "client_field": check.client_field,
+                "client": client,
+                "server": server,
+                "relative_difference": None if not server else abs(client - server) / server,
+            }
+        return {"prometheus": prom.url, "window": [start, end], "complete": complete, "queries": values,
+                "cross_check": checks}  # fmt: skip
 
     def _deploy(self, loaded: LoadedRecipe) -> Deployment:
         spec = loaded.recipe.service
@@ -106,6 +197,9 @@ class Services:
         return dep.handle is None or self.orchestrator.status(dep) == ServiceState.RUNNING
 
     def close(self) -> None:
+        if self._prometheus is not None:
+            prom, self._prometheus = self._prometheus, None
+            self.orchestrator.stop(prom.deployment)
         while self._deployed:
             _, dep = self._deployed.popitem()
             if dep.handle is not None:
@@ -222,6 +316,11 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
     slos = case.recipe.slos()
     bounds = [b for s in slos if (b := s.per_request_bound) is not None]
     summary = stats.summary(run.measured, run.window_start, run.window_end, bounds)
+    monitoring = None if run.aborted == "interrupted" else services.server_metrics(case, run)
+    if monitoring is not None:
+        summary["server_metrics"] = monitoring.pop("queries")
+    elif case.recipe.monitor is not None and case.recipe.monitor.enabled:
+        monitoring = {"note": services.monitoring_note or "server-side metrics were not collected"}
     verdicts = slo.judge(slos, summary)
     result = {
         "schema": results.SCHEMA_VERSION,
@@ -243,6 +342,7 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         "passed": all(v.passed for v in verdicts) and service_failure is None,
         "aborted": run.aborted,
         "service_failure": service_failure,
+        "monitoring": monitoring,
         "records_file": "records.jsonl",
     }
     _scrub_nan(result)

@@ -60,6 +60,15 @@ class Verdict:
         return f"{mark} {self.expression}: measured {shown}, allowed {self.allowed}"
 
 
+SERVER_STATS = ("min", "mean", "max", "last")
+
+
+def server_query(s: SLO) -> str | None:
+    """The named server-side query an SLO refers to (``server.kv_cache_usage.max``), if any."""
+    parts = s.path.split(".")
+    return parts[1] if parts[0] == "server" else None
+
+
 def parse(expression: str) -> SLO:
     match = _EXPR.match(expression)
     if not match:
@@ -67,6 +76,12 @@ def parse(expression: str) -> SLO:
             f"cannot parse SLO {expression!r}; expected '<metric> <op> <number>', e.g. 'ttft_ms.p95 < 500'"
         )
     path, op, number = match.groups()
+    parts = path.split(".")
+    if parts[0] == "server":
+        # Query names are checked against the recipe's monitor part, which this module cannot see.
+        if len(parts) != 3 or parts[2] not in SERVER_STATS:
+            raise SLOSyntaxError(f"server SLO {expression!r} must read 'server.<query>.<{'|'.join(SERVER_STATS)}>'")
+        return SLO(expression.strip(), path, op, float(number))
     if path not in known_paths():
         hint = ", ".join(sorted({p.split(".")[0] for p in known_paths()}))
         raise SLOSyntaxError(f"unknown metric {path!r} in SLO {expression!r}; known metrics: {hint}")
@@ -81,6 +96,9 @@ def lookup(summary: Mapping[str, Any], path: str) -> float | None:
         value = node.get(rest)
     elif head == "error_rate":
         value = summary["requests"]["error_rate"]
+    elif head == "server":
+        name, _, stat = rest.partition(".")
+        value = (summary.get("server_metrics") or {}).get(name, {}).get(stat)
     else:
         value = summary[head][rest]
     return None if value is None else float(value)

@@ -196,14 +196,23 @@ def load(name_or_path: str | Path, overrides: Iterable[Path] = (), extra_dirs: I
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for loc, message in _useful_errors(exc.errors(include_url=False)):
-            where = f"{path}"
-            for src in reversed(sources):  # the last file that set the value wins, so name it
-                node = _node_at(src.node, loc)
-                if node is not None and (src is sources[0] or _node_at(src.node, loc[:1]) is not None):
-                    where = f"{src.path}:{node.start_mark.line + 1}"
-                    break
-            lines.append(f"{where}: {_format_loc(loc)}: {message}")
-        raise RecipeError("\n".join(dict.fromkeys(lines))) from None
+        problems = _useful_errors(exc.errors(include_url=False))
+        raise RecipeError(_locate(sources, problems)) from None
+    problems = recipe.cross_field_problems()
+    if problems:
+        raise RecipeError(_locate(sources, problems))
     return LoadedRecipe(recipe, path, data)
+
+
+def _locate(sources: list[_Source], problems: list[tuple[tuple[int | str, ...], str]]) -> str:
+    """One line per problem: the file that set the value (the last override wins), its line, the field."""
+    lines = []
+    for loc, message in problems:
+        where = f"{sources[0].path}"
+        for src in reversed(sources):
+            node = _node_at(src.node, loc)
+            if node is not None and (src is sources[0] or _node_at(src.node, loc[:1]) is not None):
+                where = f"{src.path}:{node.start_mark.line + 1}"
+                break
+        lines.append(f"{where}: {_format_loc(loc)}: {message}")
+    return "\n".join(dict.fromkeys(lines))

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..metrics import slo as slo_expr
+from ..monitor import queries
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -121,12 +122,39 @@ class Workload(_Strict):
     api_key_env: str | None = None
 
 
+class Monitor(_Strict):
+    """Server-side metrics: Prometheus deployed with the service, queries evaluated per case window."""
+
+    enabled: bool = True
+    interval_s: PositiveFloat = 1.0
+    retention: str = "1d"
+    query_sets: list[Literal["llamacpp", "vllm", "node", "dcgm"]] = Field(default_factory=list)
+    queries: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], str] = Field(default_factory=dict)
+    targets: list[Annotated[str, Field(pattern=r"^[^\s/:]+:\d+$")]] = Field(default_factory=list)
+    target_timeout_s: PositiveFloat = 30.0
+
+    def query_names(self) -> set[str]:
+        return set(queries.resolve(self.query_sets, self.queries, self.interval_s))
+
+
 class Recipe(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
     service: ServiceSpec
     workload: Workload
+    monitor: Monitor | None = None
     slo: list[SLOExpression] = Field(default_factory=list)
+
+    def cross_field_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
+        """Checks that span parts of the recipe, as (field path, message) for the loader to locate."""
+        known = self.monitor.query_names() if self.monitor else set()
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        for i, expr in enumerate(self.slo):
+            name = slo_expr.server_query(slo_expr.parse(expr))
+            if name is not None and name not in known:
+                hint = ", ".join(sorted(known)) or "none (add a 'monitor' part with queries or query_sets)"
+                problems.append((("slo", i), f"unknown server metric {name!r} in SLO {expr!r}; known: {hint}"))
+        return problems
 
     def slos(self) -> list[slo_expr.SLO]:
         return [slo_expr.parse(e) for e in self.slo]

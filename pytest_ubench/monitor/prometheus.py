@@ -1,0 +1,154 @@
+"""Prometheus deployed by the harness, scraping the services under test.
+
+Targets go through file-based service discovery (one JSON file per target, written atomically),
+so a service deployed later is scraped without a restart. Readiness of the monitoring is not the
+server's ``/-/ready`` alone: load starts only once every target has been scraped successfully.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from loguru import logger
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
+
+from ..metrics.results import write_json
+from ..orchestrators.base import Deployment, Orchestrator, ServiceError, ServiceState
+from ..recipes.schema import HealthCheck, ServiceSpec
+
+
+class MonitoringError(ServiceError):
+    """Prometheus could not be started, or a target never became scrapeable."""
+
+
+def find_binary() -> str | None:
+    return shutil.which("prometheus")
+
+
+@dataclass
+class Prometheus:
+    deployment: Deployment
+    config_dir: Path
+    interval_s: float
+    orchestrator: Orchestrator
+
+    @property
+    def url(self) -> str:
+        return self.deployment.endpoint.url
+
+    def client(self) -> PrometheusConnect:
+        # Local and loopback: one quick retry, not the library's default backoff of many seconds.
+        return PrometheusConnect(url=self.url, disable_ssl=True, timeout=10, retry=Retry(total=1, backoff_factor=0.1))
+
+    def alive(self) -> bool:
+        return self.orchestrator.status(self.deployment) == ServiceState.RUNNING
+
+    def add_target(self, name: str, host: str, port: int, metrics_path: str = "/metrics", scheme: str = "http") -> str:
+        """Scrape ``host:port`` from now on; returns the instance label Prometheus will use."""
+        instance = f"{host}:{port}"
+        group = [{
+            "targets": [instance],
+            "labels": {"job": name, "__metrics_path__": metrics_path, "__scheme__": scheme},
+        }]  # fmt: skip
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{name}-{instance}")
+        write_json(self.config_dir / "targets" / f"{safe}.json", group)
+        return instance
+
+    def wait_scraped(self, job: str, instance: str, timeout_s: float) -> None:
+        """Block until the target has been scraped successfully; fail naming it otherwise."""
+        deadline = time.monotonic() + timeout_s
+        last = "not discovered yet"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise MonitoringError(f"monitoring: Prometheus exited (code {self.deployment.exit_code})")
+            try:
+                targets = self.client().get_targets()["activeTargets"]
+            except (PrometheusApiClientException, OSError, ValueError) as exc:
+                last = f"Prometheus API: {exc}"
+                targets = []
+            for t in targets:
+                if t["labels"].get("job") == job and t["labels"].get("instance") == instance:
+                    if t["health"] == "up":
+                        logger.info("prometheus scrapes {} ({})", job, instance)
+                        return
+                    last = f"{t['health']}: {t.get('lastError') or 'not scraped yet'}"
+            time.sleep(0.25)
+        raise MonitoringError(f"monitoring: target {job} ({instance}) not scraped within {timeout_s:g} s: {last}")
+
+    def range_series(self, query: str, start: float, end: float) -> list[tuple[float, float]]:
+        """One series (the first, if a query returns several) sampled every scrape interval."""
+        # The library rounds start and end to whole seconds; its params override them, so the
+        # window is queried to the millisecond.
+        data = self.client().custom_query_range(
+            query,
+            datetime.fromtimestamp(start, UTC),
+            datetime.fromtimestamp(end, UTC),
+            f"{self.interval_s:g}s",
+            params={"start": f"{start:.3f}", "end": f"{end:.3f}"},
+        )
+        if not data:
+            return []
+        return [(float(t), float(v)) for t, v in data[0]["values"] if math.isfinite(float(v))]
+
+    def instant(self, query: str, at: float) -> float | None:
+        data = self.client().custom_query(query, params={"time": f"{at:.3f}"})
+        if not data:
+            return None
+        value = float(data[0]["value"][1])
+        return value if math.isfinite(value) else None
+
+
+def deploy(orchestrator: Orchestrator, root: Path, interval_s: float, retention: str, binary: str) -> Prometheus:
+    """Start Prometheus (bound to loopback) with a generated config and an empty target directory."""
+    from ..session import deploy as deploy_service  # one deploy-and-wait path for every service
+
+    config_dir = root / "prometheus"
+    (config_dir / "targets").mkdir(parents=True, exist_ok=True)
+    config = {
+        "global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{interval_s:g}s",
+                   "evaluation_interval": f"{interval_s:g}s"},
+        "scrape_configs": [{
+            "job_name": "ubench",
+            "file_sd_configs": [{"files": [str(config_dir / "targets" / "*.json")], "refresh_interval": "1s"}],
+        }],
+    }  # fmt: skip
+    (config_dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    spec = ServiceSpec(
+        command=[binary, f"--config.file={config_dir / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={config_dir / 'data'}", "--web.listen-address={host}:{port}",
+                 f"--storage.tsdb.retention.time={retention}"],
+        health=HealthCheck(path="/-/ready", timeout_s=30),
+    )  # fmt: skip
+    dep = deploy_service(orchestrator, spec, "prometheus", config_dir)
+    return Prometheus(dep, config_dir, interval_s, orchestrator)
+
+
+def window_metrics(prom: Prometheus, queries: dict[str, str], start: float, end: float) -> dict[str, Any]:
+    """Evaluate each named query over [start, end]: min, mean, max, last and the series."""
+    out: dict[str, Any] = {}
+    for name, query in queries.items():
+        try:
+            series = prom.range_series(query, start, end)
+        except (PrometheusApiClientException, OSError, ValueError) as exc:
+            out[name] = {"query": query, "error": str(exc), "series": []} | dict.fromkeys(
+                ("min", "mean", "max", "last")
+            )
+            continue
+        values = [v for _, v in series]
+        out[name] = {
+            "query": query,
+            "min": min(values) if values else None,
+            "mean": sum(values) / len(values) if values else None,
+            "max": max(values) if values else None,
+            "last": values[-1] if values else None,
+            "series": [[round(t, 3), v] for t, v in series],
+        }
+    return out

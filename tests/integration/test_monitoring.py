@@ -1,0 +1,131 @@
+"""Server-side metrics from a real Prometheus that the harness deploys beside the service."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+from helpers import LLAMA, pid_alive, service_pid, truth_recipe
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def prometheus_installed():
+    assert shutil.which("prometheus"), (
+        "Prometheus is needed: ci/install-services installs it (apt-get install prometheus)"
+    )
+
+
+def ubenchai(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest_ubench", *args], capture_output=True, text=True, timeout=180,
+                          env=env)  # fmt: skip
+
+
+def llama_recipe(**over: object) -> dict:
+    data = {
+        "name": "mon",
+        "service": {"command": LLAMA, "metrics_path": "/metrics", "health": {"timeout_s": 60}},
+        "workload": {
+            "model": "tiny",
+            "dataset": {"prompt_tokens": 32, "output_tokens": 32},
+            "load": {"mode": "closed", "concurrency": 3},
+            "duration_s": 4.0,
+            "warmup_s": 1.0,
+        },
+        "monitor": {"query_sets": ["llamacpp"], "queries": {"slots_busy": "llamacpp:requests_processing"}},
+        "slo": ["error_rate < 0.01", "server.slots_busy.max <= 3", "server.output_tokens_per_s.mean > 1"],
+    }
+    data.update(over)
+    return data
+
+
+def test_results_carry_the_servers_series_and_they_agree_with_the_client(write_recipe, tmp_path):
+    res = ubenchai("client", "run", "--recipe", str(write_recipe(llama_recipe())), "--output", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "PASS server.slots_busy.max <= 3: measured 3" in res.stdout
+    data = json.loads((tmp_path / "o" / "mon-concurrency=3" / "results.json").read_text())
+    jsonschema.validate(data, json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text()))
+    metrics = data["server_metrics"]
+    assert set(metrics) >= {"slots_busy", "requests_processing", "output_tokens_per_s", "prompt_tokens_per_s"}
+    for name in ("slots_busy", "output_tokens_per_s"):
+        assert len(metrics[name]["series"]) >= 3 and metrics[name]["max"] > 0
+    start, end = data["monitoring"]["window"]
+    # exactly the case's window (timestamps are rounded to the millisecond)
+    assert all(start - 0.001 <= t <= end + 0.001 for t, _ in metrics["slots_busy"]["series"])
+    check = data["monitoring"]["cross_check"]["llamacpp"]
+    assert check["client"] > 0 and check["relative_difference"] <= 0.01
+    assert data["monitoring"]["complete"] is True
+    # Nothing left running: neither the service nor Prometheus.
+    for d in ("services/mon", "prometheus"):
+        assert not pid_alive(json.loads((tmp_path / "o" / d / "endpoint.json").read_text())["pid"])
+
+
+def test_server_slo_fails_with_measured_vs_allowed(write_recipe, tmp_path):
+    recipe = llama_recipe(slo=["server.slots_busy.max < 2"])
+    res = ubenchai("client", "run", "--recipe", str(write_recipe(recipe)), "--output", str(tmp_path / "o"))
+    assert res.returncode == 1
+    assert "FAIL server.slots_busy.max < 2: measured 3, allowed < 2" in res.stdout
+
+
+def test_unknown_server_metric_is_a_recipe_error(write_recipe):
+    path = write_recipe(llama_recipe(slo=["error_rate < 0.1", "server.kv_cache.max < 0.9"]))
+    res = ubenchai("recipe", "validate", str(path))
+    assert res.returncode == 2
+    assert f"{path}:" in res.stderr and "slo[1]: unknown server metric 'kv_cache'" in res.stderr
+
+
+def test_a_target_that_never_comes_up_is_named(write_recipe, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    data = truth_recipe("deadtarget")
+    data["monitor"] = {"targets": [dead], "target_timeout_s": 4}
+    res = ubenchai("client", "run", "--recipe", str(write_recipe(data)), "--output", str(tmp_path / "o"))
+    assert res.returncode == 3
+    assert f"monitoring: target deadtarget-{dead} ({dead}) not scraped within 4 s" in res.stderr
+    assert "Traceback" not in res.stderr
+    for d in ("services/deadtarget", "prometheus"):
+        assert not pid_alive(json.loads((tmp_path / "o" / d / "endpoint.json").read_text())["pid"])
+
+
+def test_prometheus_killed_mid_run_leaves_the_run_whole(write_recipe, tmp_path):
+    data = llama_recipe(slo=["error_rate < 0.01"])
+    data["workload"]["duration_s"] = 6.0
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_ubench", "client", "run", "--recipe",
+                             str(write_recipe(data)), "--output", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    pid = service_pid(out / "prometheus" / "endpoint.json")
+    deadline = time.monotonic() + 60
+    while not (out / "mon-concurrency=3").exists() and time.monotonic() < deadline:  # load has started
+        time.sleep(0.1)
+    time.sleep(2.0)
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    result = json.loads((out / "mon-concurrency=3" / "results.json").read_text())
+    assert result["monitoring"]["complete"] is False
+    assert "Prometheus exited during the run" in result["monitoring"]["note"]
+    assert result["requests"]["ok"] > 0
+
+
+def test_without_prometheus_the_run_says_so_and_goes_on(write_recipe, tmp_path):
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))  # a PATH without prometheus
+    res = ubenchai("client", "run", "--recipe", str(write_recipe(llama_recipe(slo=["error_rate < 0.01"]))),
+                   "--output", str(tmp_path / "o"), env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("no 'prometheus' binary on PATH") == 1
+    result = json.loads((tmp_path / "o" / "mon-concurrency=3" / "results.json").read_text())
+    assert "server_metrics" not in result
+    assert "no 'prometheus' binary" in result["monitoring"]["note"]
