@@ -23,7 +23,8 @@ from .load.http import build_request
 from .load.openai import PATHS, request_body
 from .metrics import results, slo, stats
 from .metrics.records import write_jsonl
-from .monitor import prometheus, queries
+from .monitor import grafana, queries
+from .monitor import prometheus as prom_monitor
 from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
 from .orchestrators.health import probe, wait_healthy
@@ -79,8 +80,9 @@ class Services:
         self.monitoring = monitoring
         self._deployed: dict[str, Deployment] = {}
         self._failed: dict[str, ServiceError] = {}
-        self._prometheus: prometheus.Prometheus | None = None
-        self._monitored: set[str] = set()  # recipes whose targets Prometheus scrapes
+        self._prometheus: prom_monitor.Prometheus | None = None
+        # recipes whose targets Prometheus scrapes -> (query sets, own queries), for the dashboard
+        self._monitored: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.monitoring_note: str | None = None  # why server-side metrics are off, said once
 
     def get(self, loaded: LoadedRecipe) -> Deployment:
@@ -122,16 +124,24 @@ class Services:
         for job, host, port, path, scheme in targets:
             instance = prom.add_target(job, host, port, path, scheme)
             prom.wait_scraped(job, instance, mon.target_timeout_s)
-        self._monitored.add(name)
+        self._monitored[name] = (list(mon.query_sets), dict(mon.queries))
+        dash = grafana.dashboard(f"ubench {self.root.name}", f"ubench-{self.root.name}"[:40],
+                                 grafana.sections_for(self._monitored))  # fmt: skip
+        grafana.write_provisioning(self.root, prom.url, dash)
 
-    def _ensure_prometheus(self, interval_s: float, retention: str) -> prometheus.Prometheus | None:
+    @property
+    def prometheus(self) -> prom_monitor.Prometheus | None:
+        """The session's Prometheus, once a monitored recipe has been deployed."""
+        return self._prometheus
+
+    def _ensure_prometheus(self, interval_s: float, retention: str) -> prom_monitor.Prometheus | None:
         if self._prometheus is None and self.monitoring_note is None:
-            binary = prometheus.find_binary()
+            binary = prom_monitor.find_binary()
             if binary is None:
                 self.monitoring_note = "no 'prometheus' binary on PATH: server-side metrics are off"
                 logger.warning(self.monitoring_note)
                 return None
-            self._prometheus = prometheus.deploy(self.orchestrator, self.root, interval_s, retention, binary)
+            self._prometheus = prom_monitor.deploy(self.orchestrator, self.root, interval_s, retention, binary)
         return self._prometheus
 
     def server_metrics(self, case: Case, run: engine.Run) -> dict[str, Any] | None:
@@ -148,7 +158,7 @@ class Services:
             return {"prometheus": prom.url, "window": [start, end], "complete": False, "note": note, "queries": {}}
         time.sleep(prom.interval_s * 1.5 + 0.2)  # let one more scrape land after the last request
         named = queries.resolve(mon.query_sets, mon.queries, mon.interval_s)
-        values = prometheus.window_metrics(prom, named, start, end)
+        values = prom_monitor.window_metrics(prom, named, start, end)
         complete = all("error" not in v for v in values.values())
         checks = {}
         for set_name in mon.query_sets:

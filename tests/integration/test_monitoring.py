@@ -129,3 +129,28 @@ def test_without_prometheus_the_run_says_so_and_goes_on(write_recipe, tmp_path):
     result = json.loads((tmp_path / "o" / "mon-concurrency=3" / "results.json").read_text())
     assert "server_metrics" not in result
     assert "no 'prometheus' binary" in result["monitoring"]["note"]
+
+
+def test_every_dashboard_panel_returns_data_from_the_runs_prometheus(write_recipe, tmp_path):
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    from pytest_ubench import Services, expand, load, run_case
+    from pytest_ubench.monitor.grafana import panel_queries
+
+    (case,) = expand(load(write_recipe(llama_recipe())))
+    root = tmp_path / "run"
+    with Services(root) as services:
+        result = run_case(case, services)
+        prom = services.prometheus
+        assert prom is not None
+        (dash_file,) = (root / "grafana" / "dashboards").glob("*.json")
+        dash = json.loads(dash_file.read_text())
+        Dashboard.from_json(dash)  # the SDK's typed model accepts it back
+        datasource = (root / "grafana" / "provisioning" / "datasources" / "ubench.yaml").read_text()
+        assert f"url: {prom.url}" in datasource
+        start, end = result.result["monitoring"]["window"]
+        panels = panel_queries(dash)
+        assert len(panels) == len(result.result["server_metrics"])
+        for title, expr in panels:
+            query = expr.replace("$__rate_interval", "4s")  # what Grafana substitutes at a 1 s scrape interval
+            assert prom.range_series(query, start, end), f"panel {title!r}: {query} returned no data"
