@@ -23,8 +23,9 @@ from .load.http import build_request
 from .load.openai import PATHS, request_body
 from .metrics import results, slo, stats
 from .metrics.records import write_jsonl
-from .monitor import grafana, queries
+from .monitor import client_metrics, grafana, queries
 from .monitor import prometheus as prom_monitor
+from .monitor.client_metrics import ClientExporter
 from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
 from .orchestrators.health import probe, wait_healthy
@@ -84,6 +85,7 @@ class Services:
         # recipes whose targets Prometheus scrapes -> (query sets, own queries), for the dashboard
         self._monitored: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.monitoring_note: str | None = None  # why server-side metrics are off, said once
+        self._exporter: ClientExporter | None = None  # the load client's live metrics, once monitored
 
     def get(self, loaded: LoadedRecipe) -> Deployment:
         """The recipe's deployment, started on first use; a failed start is not retried per case."""
@@ -121,12 +123,18 @@ class Services:
         for extra in mon.targets:
             extra_host, _, extra_port = extra.rpartition(":")
             targets.append((f"{name}-{extra}", extra_host, int(extra_port), "/metrics", "http"))
-        for job, host, port, path, scheme in targets:
-            instance = prom.add_target(job, host, port, path, scheme)
+        added = [(job, prom.add_target(job, host, port, path, scheme)) for job, host, port, path, scheme in targets]
+        if self._exporter is None:
+            # Our own exporter, always up: waiting for its first scrape absorbs Prometheus' start-up
+            # (~6 s to the first scrape, measured), so the recipe's timeout is left for its own targets.
+            self._exporter = ClientExporter()
+            instance = prom.add_target(client_metrics.JOB, self._exporter.host, self._exporter.port)
+            prom.wait_scraped(client_metrics.JOB, instance, 60.0)
+        for job, instance in added:
             prom.wait_scraped(job, instance, mon.target_timeout_s)
         self._monitored[name] = (list(mon.query_sets), dict(mon.queries))
-        dash = grafana.dashboard(f"ubench {self.root.name}", f"ubench-{self.root.name}"[:40],
-                                 grafana.sections_for(self._monitored))  # fmt: skip
+        sections = {"load client": queries.CLIENT} | grafana.sections_for(self._monitored)
+        dash = grafana.dashboard(f"ubench {self.root.name}", f"ubench-{self.root.name}"[:40], sections)
         grafana.write_provisioning(self.root, prom.url, dash)
 
     @property
@@ -206,7 +214,15 @@ class Services:
     def alive(self, dep: Deployment) -> bool:
         return dep.handle is None or self.orchestrator.status(dep) == ServiceState.RUNNING
 
+    @property
+    def observer(self) -> engine.Observer | None:
+        """What the load engine reports its live figures to (the client metrics exporter)."""
+        return self._exporter.collector if self._exporter is not None else None
+
     def close(self) -> None:
+        if self._exporter is not None:
+            exporter, self._exporter = self._exporter, None
+            exporter.close()
         if self._prometheus is not None:
             prom, self._prometheus = self._prometheus, None
             self.orchestrator.stop(prom.deployment)
@@ -313,7 +329,7 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
     plan = plan_for(case, dep.endpoint)
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
     target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.url.startswith("https:"))
-    run = engine.run(target, plan, progress)
+    run = engine.run(target, plan, progress, services.observer)
 
     service_failure = None
     if not services.alive(dep):

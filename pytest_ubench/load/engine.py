@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter, time
+from typing import Any, Protocol
 
 from loguru import logger
 
@@ -66,6 +67,15 @@ class Run:
 
 
 Progress = Callable[[float, float, int, int], None]  # elapsed, total, completed, failed
+
+
+class Observer(Protocol):
+    """Reads a running engine from outside (e.g. a metrics exporter's thread); never called per request."""
+
+    def attach(self, engine: Any) -> None: ...
+
+    def detach(self) -> None: ...
+
 
 # A dead target makes every request fail at once; hammering it for the rest of the run would only
 # fill the records with thousands of identical failures, so the run stops after this many in a row.
@@ -181,8 +191,12 @@ class _Engine:
             await asyncio.gather(*tasks)
 
 
-async def run_async(target: Target, plan: LoadPlan, progress: Progress | None = None) -> Run:
+async def run_async(
+    target: Target, plan: LoadPlan, progress: Progress | None = None, observer: Observer | None = None
+) -> Run:
     engine = _Engine(target, plan)
+    if observer is not None:
+        observer.attach(engine)
     t0 = perf_counter()
     wall_t0 = time()
     measure_from = t0 + plan.warmup_s
@@ -212,6 +226,8 @@ async def run_async(target: Target, plan: LoadPlan, progress: Progress | None = 
         run.aborted = engine.stopped
     finally:
         sweeper.cancel()
+        if observer is not None:
+            observer.detach()
         if ticker is not None:
             ticker.cancel()
         engine.pool.close()
@@ -220,6 +236,6 @@ async def run_async(target: Target, plan: LoadPlan, progress: Progress | None = 
     return run
 
 
-def run(target: Target, plan: LoadPlan, progress: Progress | None = None) -> Run:
+def run(target: Target, plan: LoadPlan, progress: Progress | None = None, observer: Observer | None = None) -> Run:
     """Run a load plan on a fresh event loop (one loop per process)."""
-    return asyncio.run(run_async(target, plan, progress))
+    return asyncio.run(run_async(target, plan, progress, observer))

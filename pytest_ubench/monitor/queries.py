@@ -40,6 +40,16 @@ QUERY_SETS: dict[str, dict[str, str]] = {
 }
 
 
+# The load client's own live series (monitor/client_metrics.py), shown beside the server's.
+CLIENT: dict[str, str] = {
+    "client_requests_per_s": "sum(rate(ubench_requests_completed_total[$rate]))",
+    "client_errors_per_s": 'sum(rate(ubench_requests_completed_total{outcome="error"}[$rate]))',
+    "client_in_flight": "sum(ubench_requests_in_flight)",
+    "client_ttft_p95_s": "histogram_quantile(0.95, sum by (le) (rate(ubench_ttft_seconds_bucket[$rate])))",
+    "client_e2e_p95_s": "histogram_quantile(0.95, sum by (le) (rate(ubench_e2e_seconds_bucket[$rate])))",
+}
+
+
 @dataclass(frozen=True)
 class CrossCheck:
     """A server counter that must grow by what the client counted over the whole run."""

@@ -136,6 +136,7 @@ def test_every_dashboard_panel_returns_data_from_the_runs_prometheus(write_recip
 
     from pytest_ubench import Services, expand, load, run_case
     from pytest_ubench.monitor.grafana import panel_queries
+    from pytest_ubench.monitor.queries import CLIENT
 
     (case,) = expand(load(write_recipe(llama_recipe())))
     root = tmp_path / "run"
@@ -150,7 +151,7 @@ def test_every_dashboard_panel_returns_data_from_the_runs_prometheus(write_recip
         assert f"url: {prom.url}" in datasource
         start, end = result.result["monitoring"]["window"]
         panels = panel_queries(dash)
-        assert len(panels) == len(result.result["server_metrics"])
+        assert len(panels) == len(result.result["server_metrics"]) + len(CLIENT)  # + the load client's row
         for title, expr in panels:
             query = expr.replace("$__rate_interval", "4s")  # what Grafana substitutes at a 1 s scrape interval
             assert prom.range_series(query, start, end), f"panel {title!r}: {query} returned no data"
