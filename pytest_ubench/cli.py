@@ -8,9 +8,13 @@ full, read-only); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -34,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ubenchai", description="Benchmark AI-factory services from recipes.")
     ap.add_argument("--version", action="version", version=f"ubenchai {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging (else UBENCHAI_LOG_LEVEL or INFO)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{server,client,recipe}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{server,client,monitor,recipe}")
 
     server = sub.add_parser("server", help="start, list, check and stop long-lived services")
     ssub = server.add_subparsers(dest="action", required=True)
@@ -54,6 +58,23 @@ def _parser() -> argparse.ArgumentParser:
     validate = rsub.add_parser("validate", help="check recipe files; one line per problem")
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
+
+    monitor = sub.add_parser("monitor", help="Prometheus for services started with 'server start'")
+    msub = monitor.add_subparsers(dest="action", required=True)
+    mstart = msub.add_parser("start", help="start Prometheus scraping the given services; leave it running")
+    mstart.add_argument("--recipe", required=True, metavar="NAME|PATH", help="a monitor recipe (recipes/monitors/)")
+    mstart.add_argument("--targets", default="", metavar="ID,...", help="service ids from 'server list'")
+    mstart.add_argument("--output", type=Path, metavar="DIR", help="config and data (default: ubench-results/)")
+    msub.add_parser("list", help="running monitors")
+    mstop = msub.add_parser("stop", help="stop a monitor")
+    mstop.add_argument("monitor_id", metavar="ID")
+    for verb, text in (("metrics", "export the monitor's series"), ("report", "summary of the monitor's series")):
+        p = msub.add_parser(verb, help=text)
+        p.add_argument("monitor_id", metavar="ID")
+        p.add_argument("--output", type=Path, metavar="FILE", help="default: standard output")
+        p.add_argument("--since", type=float, metavar="SECONDS", help="only the last SECONDS (default: all)")
+        formats = ["json", "csv"] if verb == "metrics" else ["json", "html", "pdf"]
+        p.add_argument("--format", choices=formats, default="json")
 
     client = sub.add_parser("client", help="run benchmark workloads")
     csub = client.add_subparsers(dest="action", required=True)
@@ -76,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             return _recipe_list() if args.action == "list" else _recipe_validate(args.paths, args.overrides)
         if args.command == "server":
             return _server(args)
+        if args.command == "monitor":
+            return _monitor(args)
         return _client_run(args)
     except (loader.RecipeError, ValueError) as exc:
         _err(str(exc))
@@ -129,7 +152,7 @@ def _server(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action == "list":
         table = Table("id", "recipe", "url", "state", "started")
-        for entry in registry.all_entries():
+        for entry in registry.all_entries("service"):
             st = manager.status(entry)
             table.add_row(entry.id, entry.recipe, entry.endpoint.url, st.state.value, entry.started)
         out.print(table)
@@ -147,6 +170,62 @@ def _server(args: argparse.Namespace) -> int:
     print(f"{entry.id}: {st.state.value}, health {'ok' if st.health is None else st.health}, {entry.endpoint.url}")
     print(manager.logs(entry, 20), end="")
     return EXIT_OK if st.state.value == "running" and st.health is None else EXIT_TARGET
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        mon = loader.load_monitor(args.recipe)
+        ids = [i for i in args.targets.split(",") if i]
+        try:
+            entry = manager.monitor_start(mon, ids, args.output or Path("ubench-results"))
+        except KeyError as exc:
+            _err(f"no service {exc.args[0]!r}; see 'ubenchai server list'")
+            return EXIT_USAGE
+        except ServiceError as exc:
+            _err(str(exc))
+            return EXIT_TARGET
+        print(f"{entry.id} {entry.endpoint.url}")
+        return EXIT_OK
+    if args.action == "list":
+        table = Table("id", "recipe", "prometheus", "state", "targets", "started")
+        for entry in registry.all_entries("monitor"):
+            st = manager.status(entry)
+            table.add_row(entry.id, entry.recipe, entry.endpoint.url, st.state.value, ",".join(entry.extra["targets"]),
+                          entry.started)  # fmt: skip
+        out.print(table)
+        return EXIT_OK
+    try:
+        entry = registry.load(args.monitor_id)
+    except KeyError:
+        _err(f"no monitor {args.monitor_id!r}; see 'ubenchai monitor list'")
+        return EXIT_USAGE
+    if args.action == "stop":
+        manager.stop(entry.id)
+        print(f"stopped {entry.id}")
+        return EXIT_OK
+    if args.format in ("html", "pdf"):
+        _err(f"--format {args.format} is not available yet (the standalone report renderer); use json")
+        return EXIT_USAGE
+    data = manager.monitor_metrics(entry, args.since)
+    if args.action == "report":  # the figures without the series
+        data["queries"] = {
+            k: {s: v[s] for s in ("query", "min", "mean", "max", "last")} for k, v in data["queries"].items()
+        }
+    text = _csv(data) if args.format == "csv" else json.dumps(data, indent=2) + "\n"
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _csv(data: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["query", "timestamp", "value"])
+    for name, q in data["queries"].items():
+        writer.writerows([name, t, v] for t, v in q["series"])
+    return buf.getvalue()
 
 
 def _client_run(args: argparse.Namespace) -> int:

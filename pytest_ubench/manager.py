@@ -7,15 +7,20 @@ at it. Each one is recorded in the registry so a later command can find, check a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from .monitor import prometheus as prom_monitor
+from .monitor import queries
 from .orchestrators import registry
 from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import ServiceState
 from .orchestrators.health import probe
 from .recipes.loader import LoadedRecipe
+from .recipes.schema import MonitorRecipe
 from .session import deploy
 
 
@@ -43,6 +48,7 @@ def start(loaded: LoadedRecipe, root: Path, orchestrator: str = "local") -> regi
         handle=orch.describe(dep),
         started=datetime.now(UTC).isoformat(timespec="seconds"),
         health_path=loaded.recipe.service.health.path,
+        metrics_path=loaded.recipe.service.metrics_path,
     )
     try:
         registry.save(entry)
@@ -75,3 +81,61 @@ def stop(service_id: str) -> registry.Entry:
 def logs(entry: registry.Entry, lines: int = 40) -> str:
     orch = get_orchestrator(entry.orchestrator)
     return orch.logs(orch.attach(entry.deployment(), entry.handle), lines)
+
+
+def monitor_start(
+    mon: MonitorRecipe, service_ids: list[str], root: Path, orchestrator: str = "local"
+) -> registry.Entry:
+    """Prometheus left running, scraping services started with ``server start`` and the recipe's targets."""
+    binary = prom_monitor.find_binary()
+    if binary is None:
+        raise prom_monitor.MonitoringError("no 'prometheus' binary on PATH (Debian: apt-get install prometheus)")
+    services = [registry.load(i) for i in service_ids]  # KeyError names an unknown id
+    orch = get_orchestrator(orchestrator)
+    monitor_id = registry.new_id(mon.name)
+    prom = prom_monitor.deploy(orch, root / "monitors" / monitor_id, mon.interval_s, mon.retention, binary, detach=True)
+    try:
+        added = []
+        for svc in services:
+            scheme = "https" if svc.endpoint.url.startswith("https:") else "http"
+            path = svc.metrics_path or "/metrics"
+            added.append((svc.id, prom.add_target(svc.id, svc.endpoint.host, svc.endpoint.port, path, scheme)))
+        for extra in mon.targets:
+            host, _, port = extra.rpartition(":")
+            added.append((extra, prom.add_target(extra, host, int(port))))
+        for job, instance in added:
+            prom.wait_scraped(job, instance, mon.target_timeout_s)
+        dep = prom.deployment
+        entry = registry.Entry(
+            id=monitor_id,
+            recipe=mon.name,
+            orchestrator=orchestrator,
+            endpoint=dep.endpoint,
+            run_dir=str(dep.run_dir),
+            log_path=str(dep.log_path) if dep.log_path else None,
+            command=dep.command,
+            handle=orch.describe(dep),
+            started=datetime.now(UTC).isoformat(timespec="seconds"),
+            health_path="/-/ready",
+            kind="monitor",
+            extra={"interval_s": mon.interval_s, "query_sets": list(mon.query_sets), "queries": dict(mon.queries),
+                   "targets": [job for job, _ in added], "started_epoch": time.time()},
+        )  # fmt: skip
+        registry.save(entry)
+    except BaseException:
+        orch.stop(prom.deployment)
+        raise
+    return entry
+
+
+def monitor_metrics(entry: registry.Entry, since_s: float | None = None) -> dict[str, Any]:
+    """The monitor's named queries from its start (or the last ``since_s`` seconds) until now."""
+    orch = get_orchestrator(entry.orchestrator)
+    dep = orch.attach(entry.deployment(), entry.handle)
+    x = entry.extra
+    prom = prom_monitor.Prometheus(dep, Path(entry.run_dir), float(x["interval_s"]), orch)
+    end = time.time()
+    start = max(float(x["started_epoch"]), end - since_s) if since_s else float(x["started_epoch"])
+    named = queries.resolve(x["query_sets"], x["queries"], float(x["interval_s"]))
+    return {"monitor": entry.id, "prometheus": entry.endpoint.url, "window": [start, end],
+            "targets": x["targets"], "queries": prom_monitor.window_metrics(prom, named, start, end)}  # fmt: skip

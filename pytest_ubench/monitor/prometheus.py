@@ -106,7 +106,9 @@ class Prometheus:
         return value if math.isfinite(value) else None
 
 
-def deploy(orchestrator: Orchestrator, root: Path, interval_s: float, retention: str, binary: str) -> Prometheus:
+def deploy(
+    orchestrator: Orchestrator, root: Path, interval_s: float, retention: str, binary: str, detach: bool = False
+) -> Prometheus:
     """Start Prometheus (bound to loopback) with a generated config and an empty target directory."""
     from ..session import deploy as deploy_service  # one deploy-and-wait path for every service
 
@@ -127,7 +129,7 @@ def deploy(orchestrator: Orchestrator, root: Path, interval_s: float, retention:
                  f"--storage.tsdb.retention.time={retention}"],
         health=HealthCheck(path="/-/ready", timeout_s=30),
     )  # fmt: skip
-    dep = deploy_service(orchestrator, spec, "prometheus", config_dir)
+    dep = deploy_service(orchestrator, spec, "prometheus", config_dir, detach=detach)
     return Prometheus(dep, config_dir, interval_s, orchestrator)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,9 @@ class Entry:
     handle: dict[str, Any]  # backend data to find the service again (pid + start time, job id)
     started: str
     health_path: str = "/health"
+    kind: str = "service"  # or "monitor" (a Prometheus started by 'ubenchai monitor start')
+    metrics_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # kind-specific (a monitor's queries, interval)
 
     def deployment(self) -> Deployment:
         return Deployment(
@@ -70,7 +73,7 @@ def _entry(data: dict) -> Entry:
     return Entry(**data)
 
 
-def all_entries() -> list[Entry]:
+def all_entries(kind: str | None = None) -> list[Entry]:
     d = _dir()
     if not d.is_dir():
         return []
@@ -80,7 +83,7 @@ def all_entries() -> list[Entry]:
             entries.append(_entry(json.loads(path.read_text(encoding="utf-8"))))
         except (ValueError, TypeError, KeyError):
             continue  # a foreign or damaged file is not a service
-    return entries
+    return [e for e in entries if kind is None or e.kind == kind]
 
 
 def remove(service_id: str) -> None:

@@ -13,12 +13,14 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from .schema import Recipe
+from .schema import MonitorRecipe, Recipe
+
+M = TypeVar("M", bound=BaseModel)
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
@@ -56,13 +58,13 @@ def search_path(extra: Iterable[Path] = ()) -> list[Path]:
     return dirs
 
 
-def find(name_or_path: str, extra_dirs: Iterable[Path] = ()) -> Path:
+def find(name_or_path: str, extra_dirs: Iterable[Path] = (), use_search_path: bool = True) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in RECIPE_SUFFIXES or os.sep in name_or_path:
         if candidate.is_file():
             return candidate
         raise RecipeError(f"{name_or_path}: recipe file not found")
-    dirs = search_path(extra_dirs)
+    dirs = search_path(extra_dirs) if use_search_path else list(extra_dirs)
     for d in dirs:
         for suffix in RECIPE_SUFFIXES:
             path = d / f"{name_or_path}{suffix}"
@@ -189,19 +191,36 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def load(name_or_path: str | Path, overrides: Iterable[Path] = (), extra_dirs: Iterable[Path] = ()) -> LoadedRecipe:
     path = find(str(name_or_path), extra_dirs)
-    sources = [_read(path)] + [_read(Path(o)) for o in overrides]
-    data: dict[str, Any] = {}
-    for src in sources:
-        data = merge(data, src.data)
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        problems = _useful_errors(exc.errors(include_url=False))
-        raise RecipeError(_locate(sources, problems)) from None
+    sources, data = _merged(path, overrides)
+    recipe = _validate(Recipe, sources, data)
     problems = recipe.cross_field_problems()
     if problems:
         raise RecipeError(_locate(sources, problems))
     return LoadedRecipe(recipe, path, data)
+
+
+def load_monitor(name_or_path: str | Path, extra_dirs: Iterable[Path] = ()) -> MonitorRecipe:
+    """A monitor recipe, looked up by name under ``monitors/`` of each recipe directory."""
+    dirs = [d / "monitors" for d in search_path(extra_dirs)]
+    path = find(str(name_or_path), dirs, use_search_path=False)
+    sources, data = _merged(path, ())
+    return _validate(MonitorRecipe, sources, data)
+
+
+def _merged(path: Path, overrides: Iterable[Path]) -> tuple[list[_Source], dict[str, Any]]:
+    sources = [_read(path)] + [_read(Path(o)) for o in overrides]
+    data: dict[str, Any] = {}
+    for src in sources:
+        data = merge(data, src.data)
+    return sources, data
+
+
+def _validate(model: type[M], sources: list[_Source], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = _useful_errors(exc.errors(include_url=False))
+        raise RecipeError(_locate(sources, problems)) from None
 
 
 def _locate(sources: list[_Source], problems: list[tuple[tuple[int | str, ...], str]]) -> str:

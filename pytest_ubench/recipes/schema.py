@@ -137,6 +137,13 @@ class Monitor(_Strict):
         return set(queries.resolve(self.query_sets, self.queries, self.interval_s))
 
 
+class MonitorRecipe(Monitor):
+    """A standalone monitor (``recipes/monitors/``) for ``ubenchai monitor start``."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+
+
 class Recipe(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""

@@ -155,3 +155,42 @@ def test_every_dashboard_panel_returns_data_from_the_runs_prometheus(write_recip
         for title, expr in panels:
             query = expr.replace("$__rate_interval", "4s")  # what Grafana substitutes at a 1 s scrape interval
             assert prom.range_series(query, start, end), f"panel {title!r}: {query} returned no data"
+
+
+def test_monitor_commands_watch_a_running_server(write_recipe, tmp_path):
+    env = dict(os.environ, UBENCHAI_STATE_DIR=str(tmp_path / "state"))
+    recipe = write_recipe(llama_recipe())
+    monitors = tmp_path / "recipes" / "monitors"
+    monitors.mkdir()
+    (monitors / "watch.yaml").write_text("name: watch\nquery_sets: [llamacpp]\nqueries: {up_now: up}\n")
+    env["UBENCHAI_CONFIG_DIR"] = str(tmp_path / "recipes")
+    out = str(tmp_path / "o")
+    service_id, url = ubenchai("server", "start", "--recipe", str(recipe), "--output", out, env=env).stdout.split()
+    try:
+        missing = ubenchai("monitor", "start", "--recipe", "watch", "--targets", "nope", env=env)
+        assert missing.returncode == 2 and "no service 'nope'" in missing.stderr
+        started = ubenchai("monitor", "start", "--recipe", "watch", "--targets", service_id, "--output", out, env=env)
+        assert started.returncode == 0, started.stderr
+        monitor_id, prom_url = started.stdout.split()
+        listing = ubenchai("monitor", "list", env=env).stdout
+        assert monitor_id in listing and service_id in listing and "running" in listing
+        load = ubenchai("client", "run", "--recipe", str(recipe), "--target", url, "--output", str(tmp_path / "r"),
+                        env=env)  # fmt: skip
+        assert load.returncode == 0, load.stderr
+        metrics = json.loads(ubenchai("monitor", "metrics", monitor_id, env=env).stdout)
+        assert metrics["prometheus"] == prom_url and metrics["targets"] == [service_id]
+        assert metrics["queries"]["up_now"]["max"] == 1.0
+        assert metrics["queries"]["requests_processing"]["max"] == 3  # the client's concurrency, seen server-side
+        csv_file = tmp_path / "m.csv"
+        assert ubenchai("monitor", "metrics", monitor_id, "--format", "csv", "--output", str(csv_file),
+                        env=env).returncode == 0  # fmt: skip
+        assert csv_file.read_text().startswith("query,timestamp,value\n") and "\nup_now," in csv_file.read_text()
+        report = json.loads(ubenchai("monitor", "report", monitor_id, env=env).stdout)
+        assert "series" not in report["queries"]["up_now"] and report["queries"]["up_now"]["last"] == 1.0
+        assert ubenchai("monitor", "report", monitor_id, "--format", "html", env=env).returncode == 2
+        prom_pid = json.loads((tmp_path / "state" / "services" / f"{monitor_id}.json").read_text())["endpoint"]["pid"]
+        assert ubenchai("monitor", "stop", monitor_id, env=env).returncode == 0
+        assert not pid_alive(prom_pid)
+        assert monitor_id not in ubenchai("monitor", "list", env=env).stdout
+    finally:
+        ubenchai("server", "stop", service_id, env=env)

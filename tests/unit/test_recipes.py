@@ -128,6 +128,17 @@ def test_shipped_recipes_are_valid():
     assert recipes
     for path in recipes:
         assert expand(loader.load(path))
+    monitors = sorted(Path(__file__).parents[2].joinpath("recipes", "monitors").glob("*.yaml"))
+    assert monitors
+    for path in monitors:
+        assert loader.load_monitor(path).name == path.stem
+
+
+def test_monitor_recipe_errors_are_located(write_recipe, tmp_path):
+    path = tmp_path / "mon.yaml"
+    path.write_text("name: m\ninterval_s: 1\nquery_sets: [llamacpp, nginx]\n")
+    with pytest.raises(loader.RecipeError, match=rf"^{path}:3: query_sets\[1\]: input should be 'llamacpp'"):
+        loader.load_monitor(path)
 
 
 def test_each_sweep_point_gets_its_own_reproducible_prompts():
