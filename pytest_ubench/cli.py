@@ -157,19 +157,31 @@ def _server(args: argparse.Namespace) -> int:
             table.add_row(entry.id, entry.recipe, entry.endpoint.url, st.state.value, entry.started)
         out.print(table)
         return EXIT_OK
-    try:
-        entry = registry.load(args.service_id)
-    except KeyError:
-        _err(f"no service {args.service_id!r}; see 'ubenchai server list'")
+    found = _find(args.service_id, "server")
+    if found is None:
         return EXIT_USAGE
+    entry = found
     if args.action == "stop":
-        manager.stop(entry.id)
-        print(f"stopped {entry.id}")
-        return EXIT_OK
+        return _stop(entry)
     st = manager.status(entry)
     print(f"{entry.id}: {st.state.value}, health {'ok' if st.health is None else st.health}, {entry.endpoint.url}")
     print(manager.logs(entry, 20), end="")
     return EXIT_OK if st.state.value == "running" and st.health is None else EXIT_TARGET
+
+
+def _find(entry_id: str, command: str) -> registry.Entry | None:
+    try:
+        return registry.load(entry_id)
+    except KeyError:
+        what = "service" if command == "server" else command
+        _err(f"no {what} {entry_id!r}; see 'ubenchai {command} list'")
+        return None
+
+
+def _stop(entry: registry.Entry) -> int:
+    manager.stop(entry.id)
+    print(f"stopped {entry.id}")
+    return EXIT_OK
 
 
 def _monitor(args: argparse.Namespace) -> int:
@@ -194,15 +206,12 @@ def _monitor(args: argparse.Namespace) -> int:
                           entry.started)  # fmt: skip
         out.print(table)
         return EXIT_OK
-    try:
-        entry = registry.load(args.monitor_id)
-    except KeyError:
-        _err(f"no monitor {args.monitor_id!r}; see 'ubenchai monitor list'")
+    found = _find(args.monitor_id, "monitor")
+    if found is None:
         return EXIT_USAGE
+    entry = found
     if args.action == "stop":
-        manager.stop(entry.id)
-        print(f"stopped {entry.id}")
-        return EXIT_OK
+        return _stop(entry)
     if args.format in ("html", "pdf"):
         _err(f"--format {args.format} is not available yet (the standalone report renderer); use json")
         return EXIT_USAGE

@@ -17,7 +17,7 @@ from .monitor import prometheus as prom_monitor
 from .monitor import queries
 from .orchestrators import registry
 from .orchestrators.backends import get_orchestrator
-from .orchestrators.base import ServiceState
+from .orchestrators.base import Deployment, ServiceState
 from .orchestrators.health import probe
 from .recipes.loader import LoadedRecipe
 from .recipes.schema import MonitorRecipe
@@ -37,23 +37,30 @@ def start(loaded: LoadedRecipe, root: Path, orchestrator: str = "local") -> regi
     orch = get_orchestrator(orchestrator)
     service_id = registry.new_id(loaded.recipe.name)
     dep = deploy(orch, loaded.recipe.service, loaded.recipe.name, root / "services" / service_id, detach=True)
-    entry = registry.Entry(
-        id=service_id,
-        recipe=loaded.recipe.name,
-        orchestrator=orchestrator,
-        endpoint=dep.endpoint,
-        run_dir=str(dep.run_dir),
-        log_path=str(dep.log_path) if dep.log_path else None,
-        command=dep.command,
-        handle=orch.describe(dep),
-        started=datetime.now(UTC).isoformat(timespec="seconds"),
-        health_path=loaded.recipe.service.health.path,
-        metrics_path=loaded.recipe.service.metrics_path,
-    )
+    spec = loaded.recipe.service
+    return _register(service_id, loaded.recipe.name, orchestrator, dep, health_path=spec.health.path,
+                     metrics_path=spec.metrics_path)  # fmt: skip
+
+
+def _register(entry_id: str, recipe: str, orchestrator: str, dep: Deployment, **fields: Any) -> registry.Entry:
+    """Record a detached deployment; one that cannot be recorded is stopped (nobody could find it again)."""
+    orch = get_orchestrator(orchestrator)
     try:
+        entry = registry.Entry(
+            id=entry_id,
+            recipe=recipe,
+            orchestrator=orchestrator,
+            endpoint=dep.endpoint,
+            run_dir=str(dep.run_dir),
+            log_path=str(dep.log_path) if dep.log_path else None,
+            command=dep.command,
+            handle=orch.describe(dep),
+            started=datetime.now(UTC).isoformat(timespec="seconds"),
+            **fields,
+        )
         registry.save(entry)
     except BaseException:
-        orch.stop(dep)  # a service nobody can find again must not be left running
+        orch.stop(dep)
         raise
     return entry
 
@@ -105,27 +112,14 @@ def monitor_start(
             added.append((extra, prom.add_target(extra, host, int(port))))
         for job, instance in added:
             prom.wait_scraped(job, instance, mon.target_timeout_s)
-        dep = prom.deployment
-        entry = registry.Entry(
-            id=monitor_id,
-            recipe=mon.name,
-            orchestrator=orchestrator,
-            endpoint=dep.endpoint,
-            run_dir=str(dep.run_dir),
-            log_path=str(dep.log_path) if dep.log_path else None,
-            command=dep.command,
-            handle=orch.describe(dep),
-            started=datetime.now(UTC).isoformat(timespec="seconds"),
-            health_path="/-/ready",
-            kind="monitor",
-            extra={"interval_s": mon.interval_s, "query_sets": list(mon.query_sets), "queries": dict(mon.queries),
-                   "targets": [job for job, _ in added], "started_epoch": time.time()},
-        )  # fmt: skip
-        registry.save(entry)
     except BaseException:
         orch.stop(prom.deployment)
         raise
-    return entry
+    details: dict[str, Any] = {"interval_s": mon.interval_s, "query_sets": list(mon.query_sets),
+                               "queries": dict(mon.queries), "targets": [job for job, _ in added],
+                               "started_epoch": time.time()}  # fmt: skip
+    return _register(monitor_id, mon.name, orchestrator, prom.deployment, health_path="/-/ready", kind="monitor",
+                     extra=details)  # fmt: skip
 
 
 def monitor_metrics(entry: registry.Entry, since_s: float | None = None) -> dict[str, Any]:
