@@ -138,10 +138,13 @@ class Ubench:
         self._services = services
 
     def run(self, case: Case, fail_on_slo: bool = True) -> CaseResult:
+        problem: str | None = None
         try:
             result = run_case(case, self._services, _progress(self._item.config, case.id))
         except (ServiceError, ResultsError) as exc:
-            pytest.fail(str(exc), pytrace=False)
+            problem = str(exc)
+        if problem is not None:  # failed outside the except block: no "during handling of" chain
+            pytest.fail(problem, pytrace=False)
         self._item.stash[_result_key] = result
         self._item.user_properties.append(("ubench", json.dumps(_compact(result))))
         if fail_on_slo and not result.passed:

@@ -112,7 +112,8 @@ def deploy(
     """Start Prometheus (bound to loopback) with a generated config and an empty target directory."""
     from ..session import deploy as deploy_service  # one deploy-and-wait path for every service
 
-    config_dir = root / "prometheus"
+    # Absolute: Prometheus resolves relative file_sd paths against the config file's directory.
+    config_dir = (root / "prometheus").resolve()
     (config_dir / "targets").mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{interval_s:g}s",

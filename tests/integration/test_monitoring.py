@@ -26,9 +26,9 @@ def prometheus_installed():
     )
 
 
-def ubenchai(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+def ubenchai(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pytest_ubench", *args], capture_output=True, text=True, timeout=180,
-                          env=env)  # fmt: skip
+                          env=env, cwd=cwd)  # fmt: skip
 
 
 def llama_recipe(**over: object) -> dict:
@@ -50,7 +50,8 @@ def llama_recipe(**over: object) -> dict:
 
 
 def test_results_carry_the_servers_series_and_they_agree_with_the_client(write_recipe, tmp_path):
-    res = ubenchai("client", "run", "--recipe", str(write_recipe(llama_recipe())), "--output", str(tmp_path / "o"))
+    # A relative results directory, as the README's main job uses (Prometheus must still find its targets).
+    res = ubenchai("client", "run", "--recipe", str(write_recipe(llama_recipe())), "--output", "o", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "PASS server.slots_busy.max <= 3: measured 3" in res.stdout
     data = json.loads((tmp_path / "o" / "mon-concurrency=3" / "results.json").read_text())
