@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +22,8 @@ from .load.http import build_request
 from .load.openai import PATHS, request_body
 from .metrics import results, slo, stats
 from .metrics.records import write_jsonl
-from .monitor import client_metrics, grafana, queries
-from .monitor import prometheus as prom_monitor
-from .monitor.client_metrics import ClientExporter
+from .monitor.prometheus import Prometheus
+from .monitor.watch import Monitoring
 from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
 from .orchestrators.health import probe, wait_healthy
@@ -78,14 +76,9 @@ class Services:
         self.root = root
         self.orchestrator = get_orchestrator(orchestrator) if isinstance(orchestrator, str) else orchestrator
         self.target_url = target_url
-        self.monitoring = monitoring
+        self.monitoring = Monitoring(self.orchestrator, root) if monitoring else None
         self._deployed: dict[str, Deployment] = {}
         self._failed: dict[str, ServiceError] = {}
-        self._prometheus: prom_monitor.Prometheus | None = None
-        # recipes whose targets Prometheus scrapes -> (query sets, own queries), for the dashboard
-        self._monitored: dict[str, tuple[list[str], dict[str, str]]] = {}
-        self.monitoring_note: str | None = None  # why server-side metrics are off, said once
-        self._exporter: ClientExporter | None = None  # the load client's live metrics, once monitored
 
     def get(self, loaded: LoadedRecipe) -> Deployment:
         """The recipe's deployment, started on first use; a failed start is not retried per case."""
@@ -100,98 +93,17 @@ class Services:
                 raise
             self._deployed[key] = dep
             try:
-                self._watch(loaded, dep)
+                if self.monitoring is not None:
+                    self.monitoring.watch(loaded.recipe, dep)
             except ServiceError as exc:
                 self._failed[key] = exc
                 raise
         return self._deployed[key]
 
-    def _watch(self, loaded: LoadedRecipe, dep: Deployment) -> None:
-        """Have Prometheus scrape the recipe's targets, and wait for their first scrape."""
-        mon = loaded.recipe.monitor
-        if mon is None or not mon.enabled or not self.monitoring:
-            return
-        prom = self._ensure_prometheus(mon.interval_s, mon.retention)
-        if prom is None:
-            return
-        spec = loaded.recipe.service
-        name = loaded.recipe.name
-        targets: list[tuple[str, str, int, str, str]] = []
-        if spec.metrics_path:
-            scheme = "https" if dep.endpoint.url.startswith("https:") else "http"
-            targets.append((name, dep.endpoint.host, dep.endpoint.port, spec.metrics_path, scheme))
-        for extra in mon.targets:
-            extra_host, _, extra_port = extra.rpartition(":")
-            targets.append((f"{name}-{extra}", extra_host, int(extra_port), "/metrics", "http"))
-        added = [(job, prom.add_target(job, host, port, path, scheme)) for job, host, port, path, scheme in targets]
-        if self._exporter is None:
-            # Our own exporter, always up: waiting for its first scrape absorbs Prometheus' start-up
-            # (~6 s to the first scrape, measured), so the recipe's timeout is left for its own targets.
-            self._exporter = ClientExporter()
-            instance = prom.add_target(client_metrics.JOB, self._exporter.host, self._exporter.port)
-            prom.wait_scraped(client_metrics.JOB, instance, 60.0)
-        for job, instance in added:
-            prom.wait_scraped(job, instance, mon.target_timeout_s)
-        self._monitored[name] = (list(mon.query_sets), dict(mon.queries))
-        sections = {"load client": queries.CLIENT} | grafana.sections_for(self._monitored)
-        dash = grafana.dashboard(f"ubench {self.root.name}", f"ubench-{self.root.name}"[:40], sections)
-        grafana.write_provisioning(self.root, prom.url, dash)
-
     @property
-    def prometheus(self) -> prom_monitor.Prometheus | None:
+    def prometheus(self) -> Prometheus | None:
         """The session's Prometheus, once a monitored recipe has been deployed."""
-        return self._prometheus
-
-    def _ensure_prometheus(self, interval_s: float, retention: str) -> prom_monitor.Prometheus | None:
-        if self._prometheus is None and self.monitoring_note is None:
-            binary = prom_monitor.find_binary()
-            if binary is None:
-                self.monitoring_note = "no 'prometheus' binary on PATH: server-side metrics are off"
-                logger.warning(self.monitoring_note)
-                return None
-            self._prometheus = prom_monitor.deploy(self.orchestrator, self.root, interval_s, retention, binary)
-        return self._prometheus
-
-    def server_metrics(self, case: Case, run: engine.Run) -> dict[str, Any] | None:
-        """The recipe's queries over the case's load window, and the client/server cross-check."""
-        mon = case.recipe.monitor
-        prom = self._prometheus
-        if mon is None or prom is None or case.recipe.name not in self._monitored:
-            return None
-        wall = run.wall_t0 - run.t0  # perf_counter -> epoch seconds
-        last = max((r.end for r in run.measured if r.end == r.end), default=run.window_end)
-        start, end = run.window_start + wall, max(run.window_end, last) + wall
-        if not prom.alive():
-            note = f"Prometheus exited during the run (code {prom.deployment.exit_code}): no server-side data"
-            return {"prometheus": prom.url, "window": [start, end], "complete": False, "note": note, "queries": {}}
-        time.sleep(prom.interval_s * 1.5 + 0.2)  # let one more scrape land after the last request
-        named = queries.resolve(mon.query_sets, mon.queries, mon.interval_s)
-        values = prom_monitor.window_metrics(prom, named, start, end)
-        complete = all("error" not in v for v in values.values())
-        checks = {}
-        for set_name in mon.query_sets:
-            check = queries.CROSS_CHECKS.get(set_name)
-            if check is None:
-                continue
-            try:
-                before = prom.instant(check.counter, run.wall_t0)
-                after = prom.instant(check.counter, time.time())
-            except Exception as exc:
-                complete = False
-                logger.warning("cross-check {} failed: {}", set_name, exc)
-                continue
-            ok = [r for r in run.records if r.ok]
-            client = sum(r.output_tokens or 0 for r in ok) if check.client_field == "output_tokens" else len(ok)
-            server = None if before is None or after is None else after - before
-            checks[set_name] = {
-                "counter": check.counter,
-                "client_field": check.client_field,
-                "client": client,
-                "server": server,
-                "relative_difference": None if not server else abs(client - server) / server,
-            }
-        return {"prometheus": prom.url, "window": [start, end], "complete": complete, "queries": values,
-                "cross_check": checks}  # fmt: skip
+        return self.monitoring.prometheus if self.monitoring else None
 
     def _deploy(self, loaded: LoadedRecipe) -> Deployment:
         spec = loaded.recipe.service
@@ -214,18 +126,9 @@ class Services:
     def alive(self, dep: Deployment) -> bool:
         return dep.handle is None or self.orchestrator.status(dep) == ServiceState.RUNNING
 
-    @property
-    def observer(self) -> engine.Observer | None:
-        """What the load engine reports its live figures to (the client metrics exporter)."""
-        return self._exporter.collector if self._exporter is not None else None
-
     def close(self) -> None:
-        if self._exporter is not None:
-            exporter, self._exporter = self._exporter, None
-            exporter.close()
-        if self._prometheus is not None:
-            prom, self._prometheus = self._prometheus, None
-            self.orchestrator.stop(prom.deployment)
+        if self.monitoring is not None:
+            self.monitoring.close()
         while self._deployed:
             _, dep = self._deployed.popitem()
             if dep.handle is not None:
@@ -329,7 +232,9 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
     plan = plan_for(case, dep.endpoint)
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
     target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.url.startswith("https:"))
-    run = engine.run(target, plan, progress, services.observer)
+    watch = services.monitoring
+    run = engine.run(target, plan, progress, watch.observer if watch else None)
+    measured = run.measured
 
     service_failure = None
     if not services.alive(dep):
@@ -341,12 +246,17 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         service_failure = f"{dep.endpoint.url}: {run.aborted}; the run was stopped early"
     slos = case.recipe.slos()
     bounds = [b for s in slos if (b := s.per_request_bound) is not None]
-    summary = stats.summary(run.measured, run.window_start, run.window_end, bounds)
-    monitoring = None if run.aborted == "interrupted" else services.server_metrics(case, run)
+    summary = stats.summary(measured, run.window_start, run.window_end, bounds)
+    monitoring = None
+    if watch is not None and run.aborted != "interrupted":
+        # The same window the throughput figures use: from the end of warm-up to the last completion.
+        start = run.window_start + run.wall_t0 - run.t0  # perf_counter -> epoch seconds
+        monitoring = watch.collect(case.recipe, run, start, start + summary["throughput"]["elapsed_s"])
     if monitoring is not None:
         summary["server_metrics"] = monitoring.pop("queries")
     elif case.recipe.monitor is not None and case.recipe.monitor.enabled:
-        monitoring = {"note": services.monitoring_note or "server-side metrics were not collected"}
+        note = watch.note if watch is not None else None
+        monitoring = {"note": note or "server-side metrics were not collected"}
     verdicts = slo.judge(slos, summary)
     result = {
         "schema": results.SCHEMA_VERSION,
@@ -359,7 +269,7 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         },
         "provenance": results.provenance(__version__, _iso(run.wall_t0), _iso(run.wall_t1), dep.command),
         "endpoint": dep.endpoint.url,
-        "load": {"mode": case.load.mode, **case.point, "warmup_requests": len(run.records) - len(run.measured)},
+        "load": {"mode": case.load.mode, **case.point, "warmup_requests": len(run.records) - len(measured)},
         **summary,
         "slo": [
             {"expression": v.expression, "measured": v.measured, "allowed": v.allowed, "passed": v.passed}

@@ -1,0 +1,121 @@
+"""Monitoring for a benchmark session: one Prometheus, the load client's exporter, the dashboard.
+
+``session.Services`` deploys the services; this watches them. Kept apart so the session stays
+about deploying and running cases, and monitoring can be switched off as one piece.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from ..load.engine import Observer, Run
+from ..orchestrators.base import Deployment, Orchestrator
+from ..recipes.schema import Recipe
+from . import client_metrics, grafana, queries
+from . import prometheus as prom_monitor
+from .client_metrics import ClientExporter
+
+
+class Monitoring:
+    def __init__(self, orchestrator: Orchestrator, root: Path) -> None:
+        self.orchestrator = orchestrator
+        self.root = root
+        self.prometheus: prom_monitor.Prometheus | None = None
+        self.note: str | None = None  # why server-side metrics are off, said once
+        self._exporter: ClientExporter | None = None  # the load client's live metrics
+        # recipes whose targets Prometheus scrapes -> (query sets, own queries), for the dashboard
+        self._watched: dict[str, tuple[list[str], dict[str, str]]] = {}
+
+    @property
+    def observer(self) -> Observer | None:
+        """What the load engine reports its live figures to (the client metrics exporter)."""
+        return self._exporter.collector if self._exporter is not None else None
+
+    def watch(self, recipe: Recipe, dep: Deployment) -> None:
+        """Have Prometheus scrape the recipe's targets, and wait for their first scrape."""
+        mon = recipe.monitor
+        if mon is None or not mon.enabled:
+            return
+        prom = self._ensure_prometheus(mon.interval_s, mon.retention)
+        if prom is None:
+            return
+        targets: list[tuple[str, str, int, str, str]] = []
+        if recipe.service.metrics_path:
+            scheme = "https" if dep.endpoint.url.startswith("https:") else "http"
+            targets.append((recipe.name, dep.endpoint.host, dep.endpoint.port, recipe.service.metrics_path, scheme))
+        for extra in mon.targets:
+            extra_host, _, extra_port = extra.rpartition(":")
+            targets.append((f"{recipe.name}-{extra}", extra_host, int(extra_port), "/metrics", "http"))
+        added = [(job, prom.add_target(job, host, port, path, scheme)) for job, host, port, path, scheme in targets]
+        if self._exporter is None:
+            # Our own exporter, always up: waiting for its first scrape absorbs Prometheus' start-up
+            # (~6 s to the first scrape, measured), so the recipe's timeout is left for its own targets.
+            self._exporter = ClientExporter()
+            instance = prom.add_target(client_metrics.JOB, self._exporter.host, self._exporter.port)
+            prom.wait_scraped(client_metrics.JOB, instance, 60.0)
+        for job, instance in added:
+            prom.wait_scraped(job, instance, mon.target_timeout_s)
+        self._watched[recipe.name] = (list(mon.query_sets), dict(mon.queries))
+        sections = {"load client": queries.CLIENT} | grafana.sections_for(self._watched)
+        dash = grafana.dashboard(f"ubench {self.root.name}", f"ubench-{self.root.name}"[:40], sections)
+        grafana.write_provisioning(self.root, prom.url, dash)
+
+    def _ensure_prometheus(self, interval_s: float, retention: str) -> prom_monitor.Prometheus | None:
+        if self.prometheus is None and self.note is None:
+            binary = prom_monitor.find_binary()
+            if binary is None:
+                self.note = "no 'prometheus' binary on PATH: server-side metrics are off"
+                logger.warning(self.note)
+                return None
+            self.prometheus = prom_monitor.deploy(self.orchestrator, self.root, interval_s, retention, binary)
+        return self.prometheus
+
+    def collect(self, recipe: Recipe, run: Run, start: float, end: float) -> dict[str, Any] | None:
+        """The recipe's queries over [start, end] (epoch seconds) and the client/server cross-check."""
+        mon = recipe.monitor
+        prom = self.prometheus
+        if mon is None or prom is None or recipe.name not in self._watched:
+            return None
+        if not prom.alive():
+            note = f"Prometheus exited during the run (code {prom.deployment.exit_code}): no server-side data"
+            return {"prometheus": prom.url, "window": [start, end], "complete": False, "note": note, "queries": {}}
+        time.sleep(prom.interval_s * 1.5 + 0.2)  # let one more scrape land after the last request
+        named = queries.resolve(mon.query_sets, mon.queries, mon.interval_s)
+        values = prom_monitor.window_metrics(prom, named, start, end)
+        complete = all("error" not in v for v in values.values())
+        checks = {}
+        for set_name in mon.query_sets:
+            check = queries.CROSS_CHECKS.get(set_name)
+            if check is None:
+                continue
+            try:
+                before = prom.instant(check.counter, run.wall_t0)
+                after = prom.instant(check.counter, time.time())
+            except Exception as exc:
+                complete = False
+                logger.warning("cross-check {} failed: {}", set_name, exc)
+                continue
+            ok = [r for r in run.records if r.ok]
+            client = sum(r.output_tokens or 0 for r in ok) if check.client_field == "output_tokens" else len(ok)
+            server = None if before is None or after is None else after - before
+            checks[set_name] = {
+                "counter": check.counter,
+                "client_field": check.client_field,
+                "client": client,
+                "server": server,
+                "relative_difference": None if not server else abs(client - server) / server,
+            }
+        return {"prometheus": prom.url, "window": [start, end], "complete": complete, "queries": values,
+                "cross_check": checks}  # fmt: skip
+
+    def close(self) -> None:
+        if self._exporter is not None:
+            exporter, self._exporter = self._exporter, None
+            exporter.close()
+        if self.prometheus is not None:
+            prom, self.prometheus = self.prometheus, None
+            self.orchestrator.stop(prom.deployment)
