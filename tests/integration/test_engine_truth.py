@@ -27,7 +27,11 @@ def truth(dep) -> list[dict]:
     return json.load(urllib.request.urlopen(dep.endpoint.url + "/truth"))
 
 
-@pytest.mark.parametrize(("streams", "ttft_tol_ms"), [(16, 1.5), (64, 3.0)])
+# The targets (1.5 ms at 16 streams, 3 ms at 64) are measured and printed by
+# benchmarks/perf/client_perf.py (measured: +0.97 / +1.49 ms). Here the bounds leave room for a noisy shared
+# CI machine (seen: one run in about eight over 1.5 ms at 16 streams) and still catch a client that lags
+# the stream, as httpx does at 64 streams (+50 ms).
+@pytest.mark.parametrize(("streams", "ttft_tol_ms"), [(16, 2.5), (64, 4.0)])
 def test_ttft_and_itl_match_the_servers_clock(truth_server, streams, ttft_tol_ms):
     dep = truth_server("--ttft-ms", "40", "--itl-ms", "8")
     r = run(
