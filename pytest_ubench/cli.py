@@ -23,7 +23,7 @@ from rich.table import Table
 from . import logs, manager
 from ._version import __version__
 from .orchestrators import backends, registry
-from .orchestrators.base import ServiceError
+from .orchestrators.base import Orchestrator, ServiceError
 from .recipes import loader
 from .recipes.sweep import Case, expand
 from .session import CaseResult, ResultsError, Services, TargetUnreachable, default_output_root, run_case
@@ -46,11 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--recipe", required=True, metavar="NAME|PATH")
     start.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
     start.add_argument("--output", type=Path, metavar="DIR", help="logs and endpoint file (default: ubench-results/)")
-    start.add_argument("--orchestrator", default="local", choices=backends.names())
+    _placement_options(start, dry_run=True)
     ssub.add_parser("list", help="services started by 'server start' and their state")
-    for verb, text in (("status", "state, health and log tail of a service"), ("stop", "stop a service")):
+    for verb, text in (
+        ("status", "state, health and log tail of a service"),
+        ("logs", "the last lines of a service's log"),
+        ("stop", "stop a service"),
+    ):
         p = ssub.add_parser(verb, help=text)
         p.add_argument("service_id", metavar="ID")
+        if verb == "logs":
+            p.add_argument("-n", "--lines", type=int, default=40)
 
     recipe = sub.add_parser("recipe", help="list and validate recipes")
     rsub = recipe.add_subparsers(dest="action", required=True)
@@ -65,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     mstart.add_argument("--recipe", required=True, metavar="NAME|PATH", help="a monitor recipe (recipes/monitors/)")
     mstart.add_argument("--targets", default="", metavar="ID,...", help="service ids from 'server list'")
     mstart.add_argument("--output", type=Path, metavar="DIR", help="config and data (default: ubench-results/)")
+    _placement_options(mstart)
     msub.add_parser("list", help="running monitors")
     mstop = msub.add_parser("stop", help="stop a monitor")
     mstop.add_argument("monitor_id", metavar="ID")
@@ -83,8 +90,41 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--target", metavar="URL", help="benchmark this running service instead of starting one")
     run.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
     run.add_argument("--output", type=Path, metavar="DIR", help="default: ubench-results/<timestamp>")
-    run.add_argument("--orchestrator", default="local", choices=backends.names())
+    _placement_options(run, dry_run=True)
     return ap
+
+
+def _placement_options(p: argparse.ArgumentParser, dry_run: bool = False) -> None:
+    p.add_argument("--orchestrator", choices=backends.names(), help="default: the cluster profile's, else local")
+    p.add_argument(
+        "--cluster",
+        "--config",
+        dest="cluster",
+        metavar="NAME|PATH",
+        help="cluster profile (recipes/clusters/): account, partition, modules, binds",
+    )
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true", help="print the command or batch script; start nothing")
+
+
+def _placement(args: argparse.Namespace) -> Orchestrator:
+    """The option wins, then the cluster profile's choice, then local processes."""
+    profile = loader.load_cluster(args.cluster) if args.cluster else None
+    name = args.orchestrator or (profile.orchestrator if profile else "local")
+    return backends.get_orchestrator(name, profile)
+
+
+def _dry_run(orch: Orchestrator, loaded: loader.LoadedRecipe, root: Path) -> int:
+    spec = loaded.recipe.service
+    if spec.command is None:
+        _err(f"{loaded.recipe.name}: the recipe gives a url ({spec.url}); nothing would be deployed")
+        return EXIT_USAGE
+    try:
+        print(orch.dry_run(spec, loaded.recipe.name, root / "services" / loaded.recipe.name))
+    except ServiceError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +183,11 @@ def _recipe_validate(paths: list[str], overrides: list[Path]) -> int:
 def _server(args: argparse.Namespace) -> int:
     if args.action == "start":
         loaded = loader.load(args.recipe, args.overrides)
+        orch = _placement(args)
+        if args.dry_run:
+            return _dry_run(orch, loaded, args.output or Path("ubench-results"))
         try:
-            entry = manager.start(loaded, args.output or Path("ubench-results"), args.orchestrator)
+            entry = manager.start(loaded, args.output or Path("ubench-results"), orch)
         except ServiceError as exc:
             _err(str(exc))
             return EXIT_TARGET
@@ -163,6 +206,9 @@ def _server(args: argparse.Namespace) -> int:
     entry = found
     if args.action == "stop":
         return _stop(entry)
+    if args.action == "logs":
+        print(manager.logs(entry, args.lines), end="")
+        return EXIT_OK
     st = manager.status(entry)
     print(f"{entry.id}: {st.state.value}, health {'ok' if st.health is None else st.health}, {entry.endpoint.url}")
     print(manager.logs(entry, 20), end="")
@@ -189,7 +235,7 @@ def _monitor(args: argparse.Namespace) -> int:
         mon = loader.load_monitor(args.recipe)
         ids = [i for i in args.targets.split(",") if i]
         try:
-            entry = manager.monitor_start(mon, ids, args.output or Path("ubench-results"))
+            entry = manager.monitor_start(mon, ids, args.output or Path("ubench-results"), _placement(args))
         except KeyError as exc:
             _err(f"no service {exc.args[0]!r}; see 'ubenchai server list'")
             return EXIT_USAGE
@@ -241,9 +287,12 @@ def _client_run(args: argparse.Namespace) -> int:
     loaded = loader.load(args.recipe, args.overrides)
     cases = expand(loaded)
     root = args.output or default_output_root()
+    orch = _placement(args)
+    if args.dry_run:
+        return _dry_run(orch, loaded, root)
     results: list[CaseResult] = []
     code = EXIT_OK
-    with Services(root, args.orchestrator, args.target) as services:
+    with Services(root, orch, args.target) as services:
         for case in cases:
             try:
                 results.append(_run_with_progress(case, services))

@@ -17,7 +17,7 @@ from .monitor import prometheus as prom_monitor
 from .monitor import queries
 from .orchestrators import registry
 from .orchestrators.backends import get_orchestrator
-from .orchestrators.base import Deployment, ServiceState
+from .orchestrators.base import Deployment, Orchestrator, ServiceState
 from .orchestrators.health import probe
 from .recipes.loader import LoadedRecipe
 from .recipes.schema import MonitorRecipe
@@ -31,25 +31,24 @@ class Status:
     health: str | None  # None when the health check answered, else the problem
 
 
-def start(loaded: LoadedRecipe, root: Path, orchestrator: str = "local") -> registry.Entry:
+def start(loaded: LoadedRecipe, root: Path, orch: Orchestrator | None = None) -> registry.Entry:
     if loaded.recipe.service.command is None:
         raise ValueError(f"{loaded.recipe.name}: the recipe gives a url, not a command: nothing to start")
-    orch = get_orchestrator(orchestrator)
+    orch = orch or get_orchestrator("local")
     service_id = registry.new_id(loaded.recipe.name)
     dep = deploy(orch, loaded.recipe.service, loaded.recipe.name, root / "services" / service_id, detach=True)
     spec = loaded.recipe.service
-    return _register(service_id, loaded.recipe.name, orchestrator, dep, health_path=spec.health.path,
+    return _register(service_id, loaded.recipe.name, orch, dep, health_path=spec.health.path,
                      metrics_path=spec.metrics_path)  # fmt: skip
 
 
-def _register(entry_id: str, recipe: str, orchestrator: str, dep: Deployment, **fields: Any) -> registry.Entry:
+def _register(entry_id: str, recipe: str, orch: Orchestrator, dep: Deployment, **fields: Any) -> registry.Entry:
     """Record a detached deployment; one that cannot be recorded is stopped (nobody could find it again)."""
-    orch = get_orchestrator(orchestrator)
     try:
         entry = registry.Entry(
             id=entry_id,
             recipe=recipe,
-            orchestrator=orchestrator,
+            orchestrator=orch.name,
             endpoint=dep.endpoint,
             run_dir=str(dep.run_dir),
             log_path=str(dep.log_path) if dep.log_path else None,
@@ -91,14 +90,14 @@ def logs(entry: registry.Entry, lines: int = 40) -> str:
 
 
 def monitor_start(
-    mon: MonitorRecipe, service_ids: list[str], root: Path, orchestrator: str = "local"
+    mon: MonitorRecipe, service_ids: list[str], root: Path, orch: Orchestrator | None = None
 ) -> registry.Entry:
     """Prometheus left running, scraping services started with ``server start`` and the recipe's targets."""
     binary = prom_monitor.find_binary()
     if binary is None:
         raise prom_monitor.MonitoringError("no 'prometheus' binary on PATH (Debian: apt-get install prometheus)")
     services = [registry.load(i) for i in service_ids]  # KeyError names an unknown id
-    orch = get_orchestrator(orchestrator)
+    orch = orch or get_orchestrator("local")
     monitor_id = registry.new_id(mon.name)
     prom = prom_monitor.deploy(orch, root / "monitors" / monitor_id, mon.interval_s, mon.retention, binary, detach=True)
     try:
@@ -118,7 +117,7 @@ def monitor_start(
     details: dict[str, Any] = {"interval_s": mon.interval_s, "query_sets": list(mon.query_sets),
                                "queries": dict(mon.queries), "targets": [job for job, _ in added],
                                "started_epoch": time.time()}  # fmt: skip
-    return _register(monitor_id, mon.name, orchestrator, prom.deployment, health_path="/-/ready", kind="monitor",
+    return _register(monitor_id, mon.name, orch, prom.deployment, health_path="/-/ready", kind="monitor",
                      extra=details)  # fmt: skip
 
 

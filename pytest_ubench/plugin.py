@@ -19,7 +19,7 @@ import pytest
 from . import logs
 from .load.engine import Progress
 from .orchestrators import backends
-from .orchestrators.base import ServiceError
+from .orchestrators.base import Orchestrator, ServiceError
 from .recipes import loader
 from .recipes.sweep import Case, expand
 from .report.summary import summary_html
@@ -28,6 +28,7 @@ from .session import CaseResult, ResultsError, Services, default_output_root, ru
 _services_key = pytest.StashKey[Services]()
 _result_key = pytest.StashKey[CaseResult]()
 _cases_key = pytest.StashKey[list[Case]]()
+_orchestrator_key = pytest.StashKey[Orchestrator]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,9 +52,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--ubench-orchestrator",
-        default="local",
+        default=None,
         choices=backends.names(),
-        help="where services are deployed (default: local processes)",
+        help="where services are deployed (default: the cluster profile's, else local processes)",
+    )
+    group.addoption(
+        "--ubench-cluster",
+        default=None,
+        metavar="NAME|PATH",
+        help="cluster profile (recipes/clusters/): account, partition, modules, binds for batch jobs",
+    )
+    group.addoption(
+        "--ubench-dry-run",
+        action="store_true",
+        default=False,
+        help="print what would be deployed (the batch script on Slurm) and exit without running anything",
     )
     group.addoption(
         "--ubench-target",
@@ -79,6 +92,12 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[_cases_key] = _cases(config, names)
         except loader.RecipeError as exc:
             raise pytest.UsageError(str(exc)) from None
+    try:
+        config.stash[_orchestrator_key] = _orchestrator(config)
+    except (loader.RecipeError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if config.getoption("ubench_dry_run"):
+        _dry_run(config)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM takes the Ctrl-C path, so fixtures tear services down and partial results are kept.
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
@@ -88,6 +107,34 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_configure_node(node: Any) -> None:
     """pytest-xdist: hand the results root to each worker."""
     node.workerinput["ubench_output"] = node.config.option.ubench_output
+
+
+def _orchestrator(config: pytest.Config) -> Orchestrator:
+    """The option wins, then the cluster profile's choice, then local processes."""
+    cluster = config.getoption("ubench_cluster")
+    profile = loader.load_cluster(cluster, _recipe_dirs(config)) if cluster else None
+    name = config.getoption("ubench_orchestrator") or (profile.orchestrator if profile else "local")
+    return backends.get_orchestrator(name, profile)
+
+
+def _dry_run(config: pytest.Config) -> None:
+    cases = config.stash.get(_cases_key, [])
+    if not cases:
+        raise pytest.UsageError("--ubench-dry-run needs --ubench-recipe")
+    orch = config.stash[_orchestrator_key]
+    root = Path(config.getoption("ubench_output"))
+    seen: set[str] = set()
+    for case in cases:
+        recipe = case.recipe
+        if recipe.name in seen or recipe.service.command is None:
+            continue
+        seen.add(recipe.name)
+        try:
+            text = orch.dry_run(recipe.service, recipe.name, root / "services" / recipe.name)
+        except ServiceError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        print(f"# --- {recipe.name} ({orch.name}) ---\n{text}", flush=True)
+    pytest.exit("dry run: nothing was deployed", returncode=0)
 
 
 def _recipe_dirs(config: pytest.Config) -> list[Path]:
@@ -122,7 +169,7 @@ def ubench_services(request: pytest.FixtureRequest) -> Iterator[Services]:
     """Services deployed for this session's recipes; all stopped at the end, whatever happens."""
     config = request.config
     root = Path(config.getoption("ubench_output"))
-    services = Services(root, config.getoption("ubench_orchestrator"), config.getoption("ubench_target"))
+    services = Services(root, config.stash[_orchestrator_key], config.getoption("ubench_target"))
     config.stash[_services_key] = services
     try:
         yield services

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,3 +50,42 @@ def write_recipe(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[None]:
+    """A real Slurm cluster: the one already answering, or ci/slurm's two-node cluster (root only).
+
+    A cluster this fixture brought up is taken down at the end of the session; one that was already
+    there is left as it was.
+    """
+    if subprocess.run([REPO / "ci" / "slurm", "status"], check=False).returncode == 0:
+        yield
+        return
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("Slurm tests need a running cluster or root to start ci/slurm's")
+        pytest.skip("no Slurm cluster answers and not root: run 'sudo ci/slurm up' first")
+    up = subprocess.run([REPO / "ci" / "slurm", "up"], capture_output=True, text=True, timeout=300, check=False)
+    if up.returncode != 0:
+        pytest.fail(f"ci/slurm up failed:\n{up.stdout}{up.stderr}")
+    try:
+        yield
+    finally:
+        if up.stdout.strip() == "started":
+            subprocess.run([REPO / "ci" / "slurm", "down"], timeout=60, check=False)
+
+
+@pytest.fixture
+def apptainer_double(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """TEST DOUBLE: tests/doubles/apptainer first on PATH (Apptainer cannot be installed here).
+
+    Returns the file where the double logs each command line it was given.
+    """
+    log = tmp_path / "apptainer-calls.jsonl"
+    monkeypatch.setenv("PATH", f"{REPO / 'tests' / 'doubles'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("APPTAINER_DOUBLE_LOG", str(log))
+    return log

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from ..recipes.schema import ClusterProfile
 from .base import Orchestrator
 from .local import LocalOrchestrator
+from .slurm import SlurmOrchestrator
 
-_BACKENDS = {"local": LocalOrchestrator}
+_BACKENDS: dict[str, Callable[[ClusterProfile | None], Orchestrator]] = {
+    "local": lambda profile: LocalOrchestrator(),
+    "slurm": lambda profile: SlurmOrchestrator(profile),
+}
 
 
 def names() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def get_orchestrator(name: str) -> Orchestrator:
+def get_orchestrator(name: str, profile: ClusterProfile | None = None) -> Orchestrator:
     try:
-        return _BACKENDS[name]()
+        factory = _BACKENDS[name]
     except KeyError:
         raise ValueError(f"unknown orchestrator {name!r}; available: {', '.join(names())}") from None
+    return factory(profile)

@@ -35,6 +35,7 @@ class Endpoint:
     url: str
     pid: int | None = None
     job_id: str | None = None
+    node: str | None = None
 
     def write(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -57,10 +58,15 @@ class Deployment:
     command: list[str] | None
     handle: Any = field(default=None, repr=False)
     exit_code: int | None = None
+    detail: str = ""  # what the backend knows beyond the exit code, e.g. "job 12 FAILED (NonZeroExitCode)"
 
 
 class Orchestrator(Protocol):
     name: str
+
+    def dry_run(self, spec: ServiceSpec, name: str, run_dir: Path) -> str:
+        """What ``deploy`` would run (a command line, a batch script), without running it."""
+        ...
 
     def deploy(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
         """Start the service; ``detach`` lets it outlive this process (``ubenchai server start``)."""

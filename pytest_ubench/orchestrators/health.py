@@ -23,7 +23,8 @@ def wait_healthy(orch: Orchestrator, dep: Deployment, health: HealthCheck) -> fl
             state = orch.status(dep)
             if state in (ServiceState.FAILED, ServiceState.STOPPED):
                 raise ServiceError(
-                    f"{dep.name}: service exited with code {dep.exit_code} before becoming healthy\n"
+                    f"{dep.name}: service exited with code {dep.exit_code} before becoming healthy"
+                    f"{f' ({dep.detail})' if dep.detail else ''}\n"
                     f"--- last lines of {dep.log_path} ---\n{orch.logs(dep)}"
                 )
             try:

@@ -13,7 +13,7 @@ import atexit
 import contextlib
 import ctypes
 import os
-import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -28,7 +28,9 @@ import psutil
 from loguru import logger
 
 from ..recipes.schema import ServiceSpec
+from . import apptainer
 from .base import Deployment, Endpoint, ServiceError, ServiceState
+from .placeholders import expand
 
 _LIVE: dict[int, LocalProcess] = {}
 
@@ -39,30 +41,6 @@ def free_port(host: str) -> int:
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-_PLACEHOLDER = re.compile(r"\$\{(\w+)\}|\{(\w+)\}")
-
-
-def expand(template: str, values: dict[str, str]) -> str:
-    """Fill ``{port}``-style placeholders and ``${VAR}`` from the environment, in one pass.
-
-    Secrets stay out of recipes (``${HF_TOKEN}``) and a substituted value is never re-expanded.
-    """
-
-    def sub(m: re.Match[str]) -> str:
-        env_name, name = m.groups()
-        if env_name is not None:
-            if env_name not in os.environ:
-                raise ServiceError(f"command argument {template!r}: environment variable {env_name} is not set")
-            return os.environ[env_name]
-        if name not in values:
-            raise ServiceError(
-                f"command argument {template!r}: unknown placeholder {{{name}}}; known: {sorted(values)}"
-            )
-        return values[name]
-
-    return _PLACEHOLDER.sub(sub, template)
 
 
 def _die_with_parent() -> None:
@@ -117,14 +95,31 @@ class LocalOrchestrator:
     def __init__(self, stop_timeout_s: float = 10.0) -> None:
         self.stop_timeout_s = stop_timeout_s
 
-    def deploy(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
+    def _command(self, spec: ServiceSpec, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """Wrap a command and its environment in the recipe's container, if it has one."""
+        if spec.container is None:
+            return argv, env
+        sif = apptainer.image_path(spec.container.image, apptainer.cache_dir())
+        return apptainer.command(spec.container, sif, spec.resources.gpus) + argv, apptainer.env(env)
+
+    def dry_run(self, spec: ServiceSpec, name: str, run_dir: Path) -> str:
+        """The command as the recipe writes it: placeholders and ``${VAR}`` unexpanded, so no secret shows."""
         assert spec.command is not None
+        argv, env = self._command(spec, list(spec.command), dict(spec.env))
+        return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
+
+    def deploy(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
         run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port(spec.host) if spec.port == "auto" else int(spec.port)
+        assert spec.command is not None
         values = {"host": spec.host, "port": str(port), "python": sys.executable, "run_dir": str(run_dir)}
-        argv = [expand(a, values) for a in spec.command]
+        argv, extra_env = self._command(
+            spec, [expand(a, values) for a in spec.command], {k: expand(v, values) for k, v in spec.env.items()}
+        )
+        if spec.container is not None and apptainer.needs_pull(spec.container.image):
+            _pull(spec.container.image)
         env = os.environ.copy()
-        env.update({k: expand(v, values) for k, v in spec.env.items()})
+        env.update(extra_env)
         log_path = run_dir / "service.log"
         logger.info("starting {} on {}:{}: {}", name, spec.host, port, " ".join(spec.command))
         with log_path.open("ab") as log:
@@ -181,6 +176,23 @@ class LocalOrchestrator:
         _terminate(proc, self.stop_timeout_s)
         dep.exit_code = proc.exit_code()
         logger.info("stopped {} (pid {}, exit {})", dep.name, proc.pid, dep.exit_code)
+
+
+def _pull(image: str) -> None:
+    """Pull a remote image into the cache once; later deployments reuse the ``.sif`` file."""
+    sif = apptainer.image_path(image, apptainer.cache_dir())
+    if sif.exists():
+        return
+    sif.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("pulling {} into {}", image, sif)
+    tmp = sif.with_name(f"{sif.name}.{os.getpid()}.tmp")
+    try:
+        done = subprocess.run(apptainer.pull_command(image, tmp), capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise ServiceError(f"cannot pull {image}: {exc.strerror or exc}") from None
+    if done.returncode != 0:
+        raise ServiceError(f"cannot pull {image}: {done.stderr.strip()[-2000:]}")
+    os.replace(tmp, sif)
 
 
 def _terminate(proc: LocalProcess, timeout: float) -> None:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .schema import MonitorRecipe, Recipe
+from .schema import ClusterProfile, MonitorRecipe, Recipe
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -205,6 +205,14 @@ def load_monitor(name_or_path: str | Path, extra_dirs: Iterable[Path] = ()) -> M
     path = find(str(name_or_path), dirs, use_search_path=False)
     sources, data = _merged(path, ())
     return _validate(MonitorRecipe, sources, data)
+
+
+def load_cluster(name_or_path: str | Path, extra_dirs: Iterable[Path] = ()) -> ClusterProfile:
+    """A cluster profile, looked up by name under ``clusters/`` of each recipe directory."""
+    dirs = [d / "clusters" for d in search_path(extra_dirs)]
+    path = find(str(name_or_path), dirs, use_search_path=False)
+    sources, data = _merged(path, ())
+    return _validate(ClusterProfile, sources, data)
 
 
 def _merged(path: Path, overrides: Iterable[Path]) -> tuple[list[_Source], dict[str, Any]]:

@@ -37,12 +37,43 @@ class HealthCheck(_Strict):
     interval_s: PositiveFloat = 0.2
 
 
+# Values that end up on ``#SBATCH`` lines, which sbatch parses itself (no shell quoting there): only
+# characters that cannot end a line or open a quote are accepted.
+SlurmWord = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.,:@%+=/-]+$")]
+SbatchOption = Annotated[str, Field(pattern=r"^--[a-z][a-z-]*(=[A-Za-z0-9_.,:@%+=/-]+)?$")]
+
+
+class Resources(_Strict):
+    """What a batch job asks the scheduler for; ignored by the local orchestrator except ``gpus``."""
+
+    nodes: PositiveInt = 1
+    tasks_per_node: PositiveInt = 1
+    cpus_per_task: PositiveInt | None = None
+    memory: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] | None = None
+    gpus: Annotated[int, Field(ge=0)] = 0
+    time: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]+(:[0-9]{2}){0,2}$")] | None = None
+    partition: SlurmWord | None = None
+    qos: SlurmWord | None = None
+    sbatch: list[SbatchOption] = Field(default_factory=list)
+
+
+class Container(_Strict):
+    """An Apptainer image: a ``.sif`` path, or a ``docker://``/``oras://`` reference pulled once."""
+
+    image: Annotated[str, Field(pattern=r"^\S+$")]
+    mode: Literal["exec", "run"] = "exec"
+    binds: list[Annotated[str, Field(pattern=r"^[^\s,]+$")]] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)  # extra apptainer options, e.g. ["--writable-tmpfs"]
+
+
 class ServiceSpec(_Strict):
     """How to start the service under test (or where it already runs, with ``url``)."""
 
     command: list[str] | None = None
     url: str | None = None
-    runtime: Literal["process"] = "process"
+    runtime: Literal["process", "apptainer"] = "process"
+    container: Container | None = None
+    resources: Resources = Field(default_factory=Resources)
     host: str = "127.0.0.1"
     port: int | Literal["auto"] = "auto"
     tls: bool = False  # the service speaks HTTPS (certificates checked against the system CA store)
@@ -57,6 +88,8 @@ class ServiceSpec(_Strict):
             raise ValueError("give exactly one of 'command' (start a service) or 'url' (use a running one)")
         if self.command is not None and not self.command:
             raise ValueError("'command' must not be empty")
+        if (self.runtime == "apptainer") != (self.container is not None):
+            raise ValueError("'runtime: apptainer' and a 'container' part (with its image) go together")
         return self
 
     @field_validator("port")
@@ -165,3 +198,24 @@ class Recipe(_Strict):
 
     def slos(self) -> list[slo_expr.SLO]:
         return [slo_expr.parse(e) for e in self.slo]
+
+
+class ClusterProfile(_Strict):
+    """A site's batch conventions (``recipes/clusters/``): kept out of recipes so one recipe runs anywhere."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    orchestrator: Literal["local", "slurm"] = "slurm"
+    shebang: Annotated[str, Field(pattern=r"^#!/\S+( -[a-z]+)?$")] = "#!/bin/bash"
+    account: SlurmWord | None = None  # or UBENCHAI_SLURM_ACCOUNT
+    account_required: bool = False
+    partition: SlurmWord | None = None
+    gpu_partition: SlurmWord | None = None  # used instead of ``partition`` when a service asks for GPUs
+    qos: SlurmWord | None = None
+    time: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]+(:[0-9]{2}){0,2}$")] = "01:00:00"
+    gpu_flag: Literal["gres", "gpus"] = "gres"
+    modules: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+/-]+$")]] = Field(default_factory=list)
+    binds: list[Annotated[str, Field(pattern=r"^[^\s,]+$")]] = Field(default_factory=list)
+    scratch: str | None = None
+    image_cache: str | None = None
+    sbatch: list[SbatchOption] = Field(default_factory=list)

@@ -9,7 +9,8 @@ from helpers import pid_alive
 
 from pytest_ubench.orchestrators.base import Endpoint, ServiceError, ServiceState
 from pytest_ubench.orchestrators.health import wait_healthy
-from pytest_ubench.orchestrators.local import LocalOrchestrator, expand
+from pytest_ubench.orchestrators.local import LocalOrchestrator
+from pytest_ubench.orchestrators.placeholders import expand
 from pytest_ubench.recipes.schema import HealthCheck, ServiceSpec
 
 

@@ -1,0 +1,1 @@
+"""Talking to Slurm through its command-line tools; nothing here knows about recipes or pytest."""

@@ -1,0 +1,228 @@
+"""The Slurm orchestrator on a real Slurm cluster (ci/slurm's two nodes on this host, or one already up).
+
+Every test checks that nothing it submitted is left in the queue. Apptainer cannot run here; the one
+test that needs it puts the named test double (tests/doubles/apptainer) on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import TRUTH, truth_recipe
+
+from pytest_ubench.orchestrators.base import ServiceError, ServiceState
+from pytest_ubench.orchestrators.slurm import SlurmOrchestrator
+from pytest_ubench.recipes import loader
+from pytest_ubench.recipes.schema import ServiceSpec
+from pytest_ubench.session import deploy
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = loader.load_cluster(REPO / "recipes" / "clusters" / "ci-slurm.yaml")
+
+
+def active_jobs(name: str) -> list[str]:
+    """Jobs with this name that Slurm still counts as pending or running."""
+    out = subprocess.run(
+        ["squeue", "-h", "-n", name, "-o", "%i %T"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    return out.splitlines()
+
+
+def wait_gone(name: str, timeout_s: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while (jobs := active_jobs(name)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return jobs
+
+
+def orch(**kw: object) -> SlurmOrchestrator:
+    return SlurmOrchestrator(PROFILE, **kw)  # type: ignore[arg-type]
+
+
+def test_llm_inference_recipe_benchmarked_through_slurm(tmp_path: Path) -> None:
+    """The main job's recipe with --ubench-orchestrator=slurm: service and Prometheus are batch jobs."""
+    override = tmp_path / "short.yaml"
+    override.write_text(
+        yaml.safe_dump({"workload": {"duration_s": 3, "warmup_s": 1, "load": {"mode": "closed", "concurrency": [2]}}})
+    )
+    out = tmp_path / "o"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", "--ubench-recipe=llm-inference",
+         f"--ubench-override={override}", "--ubench-cluster=ci-slurm", f"--ubench-output={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((out / "llm-inference-concurrency=2" / "results.json").read_text())
+    assert result["passed"] and result["requests"]["ok"] > 0
+    endpoint = json.loads((out / "services" / "llm-inference" / "endpoint.json").read_text())
+    assert endpoint["job_id"] and endpoint["node"]
+    assert "#SBATCH --partition=debug" in (out / "services" / "llm-inference" / "job.sbatch").read_text()
+    if result["monitoring"] and "note" not in result["monitoring"]:  # Prometheus on PATH: it ran as a job too
+        assert (out / "prometheus" / "job.sbatch").exists()
+        assert result["server_metrics"]
+    assert wait_gone("ubench-llm-inference") == [] and wait_gone("ubench-prometheus") == []
+
+
+def test_a_job_that_fails_at_start_reports_state_exit_code_and_log_tail(tmp_path: Path) -> None:
+    spec = ServiceSpec(command=["sh", "-c", "echo boom-at-start >&2; exit 3"])
+    with pytest.raises(ServiceError) as err:
+        deploy(orch(), spec, "failstart", tmp_path / "svc")
+    message = str(err.value)
+    assert "exited with code 3" in message and "FAILED" in message and "exit code 3" in message
+    assert "boom-at-start" in message
+    assert wait_gone("ubench-failstart") == []
+
+
+def test_a_request_the_cluster_cannot_satisfy_is_refused_at_submission(tmp_path: Path) -> None:
+    spec = ServiceSpec(command=[*TRUTH], resources={"memory": "999999G"})
+    with pytest.raises(ServiceError, match=r"cannot submit .*job\.sbatch: sbatch: error: Memory specification"):
+        deploy(orch(), spec, "toobig", tmp_path / "svc")
+    assert active_jobs("ubench-toobig") == []
+
+
+def test_a_job_that_can_never_start_ends_the_wait_at_once(tmp_path: Path) -> None:
+    spec = ServiceSpec(command=[*TRUTH], resources={"nodes": 9})  # the partition has two
+    t0 = time.monotonic()
+    with pytest.raises(
+        ServiceError, match=r"PENDING \((PartitionNodeLimit|PartitionConfig)\): the job can never start"
+    ):
+        deploy(orch(), spec, "nevers", tmp_path / "svc")
+    assert time.monotonic() - t0 < 30
+    assert wait_gone("ubench-nevers") == []
+
+
+def test_a_job_stuck_in_the_queue_names_its_reason_and_is_cancelled(tmp_path: Path) -> None:
+    spec = ServiceSpec(command=[*TRUTH], resources={"sbatch": ["--begin=now+3600"]})
+    with pytest.raises(ServiceError, match=r"still PENDING \(BeginTime\) after 1.5 s; cancelled"):
+        deploy(orch(queue_timeout_s=1.5), spec, "stuck", tmp_path / "svc")
+    assert wait_gone("ubench-stuck") == []
+
+
+def test_hostile_recipe_values_are_inert_in_a_real_job(tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    hostile = [f"; touch {pwned} #", f"$(touch {pwned})", f"`touch {pwned}`", "it's", "a\nb"]
+    record = (
+        "import json,os,sys; json.dump(sys.argv[3:], open(sys.argv[1], 'w'));"
+        "os.execv(sys.executable, [sys.executable, '-m', 'pytest_ubench.testing.truthserver', '--port', sys.argv[2]])"
+    )
+    spec = ServiceSpec(command=["{python}", "-c", record, "{run_dir}/seen.json", "{port}", *hostile])
+    o = orch()
+    dep = deploy(o, spec, "hostile", tmp_path / "svc")
+    try:
+        assert o.status(dep) == ServiceState.RUNNING
+        assert json.loads((dep.run_dir / "seen.json").read_text()) == hostile
+        assert not pwned.exists()
+    finally:
+        o.stop(dep)
+    assert active_jobs("ubench-hostile") == []
+
+
+def test_apptainer_runtime_in_a_job_with_the_test_double(
+    tmp_path: Path, apptainer_double: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image is pulled once into the cache; the host's secrets do not reach the container."""
+    monkeypatch.setenv("UB_HOST_SECRET", "do-not-leak")
+    dump = (
+        "import json,os,sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'));"
+        "os.execv(sys.executable, [sys.executable, '-m', 'pytest_ubench.testing.truthserver', '--port', sys.argv[2]])"
+    )
+    spec = ServiceSpec(
+        runtime="apptainer",
+        container={"image": "docker://example.org/ubench/truth:1", "binds": ["/tmp"]},
+        command=["{python}", "-c", dump, "{run_dir}/env.json", "{port}"],
+        env={"MODE": "in-container"},
+    )
+    profile = PROFILE.model_copy(update={"image_cache": str(tmp_path / "images")})
+    o = SlurmOrchestrator(profile)
+    for attempt in range(2):
+        dep = deploy(o, spec, "container", tmp_path / f"svc{attempt}")
+        o.stop(dep)
+    env = json.loads((tmp_path / "svc0" / "env.json").read_text())
+    assert env["MODE"] == "in-container" and "UB_HOST_SECRET" not in env
+    calls = [json.loads(line) for line in apptainer_double.read_text().splitlines()]
+    assert [c[0] for c in calls] == ["pull", "exec", "exec"]  # pulled once, cached for the second job
+    assert calls[1][:4] == ["exec", "--cleanenv", "--bind", "/tmp"] and "--nv" not in calls[1]
+    assert calls[1][4] == str(tmp_path / "images" / "example.org_ubench_truth_1.sif")
+    assert wait_gone("ubench-container") == []
+
+
+def test_ctrl_c_mid_run_leaves_the_queue_empty(tmp_path: Path, write_recipe) -> None:
+    recipe = truth_recipe("slurmint", duration_s=60.0)
+    path = write_recipe(recipe, "slurmint")
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", f"--ubench-recipe={path}",
+         "--ubench-cluster=ci-slurm", f"--ubench-output={out}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        endpoint = out / "services" / "slurmint" / "endpoint.json"
+        deadline = time.monotonic() + 60
+        while not endpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert endpoint.exists(), proc.communicate(timeout=30)[0][-3000:]
+        time.sleep(2.0)  # load is running
+        assert len(active_jobs("ubench-slurmint")) == 1
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:  # the test failed before its Ctrl-C: still give pytest its teardown
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert proc.returncode == 2, output[-3000:]
+    assert active_jobs("ubench-slurmint") == []
+    partial = out / "slurmint-concurrency=2" / "results.json"
+    assert json.loads(partial.read_text())["aborted"] == "interrupted"
+
+
+def test_cli_registry_works_across_invocations(tmp_path: Path, write_recipe) -> None:
+    env = dict(os.environ, UBENCHAI_STATE_DIR=str(tmp_path / "state"))
+    path = write_recipe(truth_recipe("slurmcli"), "slurmcli")
+
+    def ubenchai(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest_ubench", *args],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    started = ubenchai("server", "start", "--recipe", str(path), "--cluster", "ci-slurm", "--output", str(tmp_path))
+    assert started.returncode == 0, started.stderr
+    service_id, url = started.stdout.split()
+    try:
+        assert len(active_jobs("ubench-slurmcli")) == 1
+        status = ubenchai("server", "status", service_id)
+        assert status.returncode == 0 and "running, health ok" in status.stdout, status.stdout + status.stderr
+        assert "ubench: service started" in ubenchai("server", "logs", service_id).stdout
+        listed = ubenchai("server", "list")
+        assert service_id in listed.stdout and "running" in listed.stdout
+        run = ubenchai("client", "run", "--recipe", str(path), "--target", url, "--output", str(tmp_path / "run"))
+        assert run.returncode == 0, run.stderr
+    finally:
+        stopped = ubenchai("server", "stop", service_id)
+    assert stopped.returncode == 0 and active_jobs("ubench-slurmcli") == []
+    assert ubenchai("server", "status", service_id).returncode == 2
+
+
+def test_dry_run_prints_the_script_and_submits_nothing(tmp_path: Path, write_recipe) -> None:
+    path = write_recipe(truth_recipe("slurmdry"), "slurmdry")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_ubench", "server", "start", "--recipe", str(path), "--cluster", "ci-slurm",
+         "--dry-run", "--output", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("#!/bin/bash\n#SBATCH --job-name=ubench-slurmdry")
+    assert active_jobs("ubench-slurmdry") == [] and not (tmp_path / "services").exists()

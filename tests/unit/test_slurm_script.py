@@ -1,0 +1,167 @@
+"""Batch scripts: golden files for what we generate, and real bash runs for what the script does.
+
+Set UBENCH_UPDATE_GOLDEN=1 to rewrite the golden files after an intended change (then read the diff).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import pid_alive
+
+from pytest_ubench.orchestrators.base import ServiceError
+from pytest_ubench.recipes import loader
+from pytest_ubench.recipes.schema import ClusterProfile, ServiceSpec
+from pytest_ubench.slurm import script
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+PLAIN = ClusterProfile(name="plain")
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UBENCH_UPDATE_GOLDEN"):
+        path.write_text(text + "\n")
+    assert text + "\n" == path.read_text(), f"{path} differs; UBENCH_UPDATE_GOLDEN=1 rewrites it"
+
+
+def _render(spec: ServiceSpec, run_dir: Path, profile: ClusterProfile = PLAIN, account: str | None = None) -> str:
+    names = {"name": "svc", "job_name": "ubench-svc"}
+    return script.render(spec, **names, run_dir=run_dir, profile=profile, python=sys.executable, account=account)
+
+
+def test_meluxina_vllm_script_matches_golden() -> None:
+    recipe = loader.load(ROOT / "recipes" / "meluxina" / "vllm.yaml").recipe
+    profile = loader.load_cluster(ROOT / "recipes" / "clusters" / "meluxina.yaml")
+    text = script.render(
+        recipe.service,
+        name=recipe.name,
+        job_name=f"ubench-{recipe.name}",
+        run_dir=Path("/project/scratch/ubench/services/vllm-meluxina"),
+        profile=profile,
+        python="/opt/ubench/bin/python",
+        account="p200001",
+    )
+    _golden("vllm-meluxina.sbatch", text)
+    assert "#!/bin/bash -l" in text and "#SBATCH --gres=gpu:4" in text and "#SBATCH --partition=gpu" in text
+
+
+def test_plain_process_script_matches_golden() -> None:
+    spec = ServiceSpec(
+        command=["{python}", "-m", "server", "--port={port}", "--data", "{run_dir}/data"],
+        env={"MODE": "fast"},
+        resources={"cpus_per_task": 4, "memory": "8G", "sbatch": ["--exclusive"]},
+    )
+    text = script.render(
+        spec, name="svc", job_name="ubench-svc", run_dir=Path("/scratch/run"), profile=PLAIN, python="/usr/bin/python3"
+    )
+    _golden("process-default.sbatch", text)
+
+
+def test_an_account_required_by_the_profile_must_be_given() -> None:
+    profile = ClusterProfile(name="site", account_required=True)
+    with pytest.raises(ServiceError, match=r"requires an account.*UBENCHAI_SLURM_ACCOUNT"):
+        _render(ServiceSpec(command=["x"]), Path("/r"), profile)
+    assert "#SBATCH --account=p1" in _render(ServiceSpec(command=["x"]), Path("/r"), profile, account="p1")
+
+
+def test_a_run_directory_that_cannot_go_on_an_sbatch_line_is_refused() -> None:
+    with pytest.raises(ServiceError, match="run directory"):
+        _render(ServiceSpec(command=["x"]), Path("/tmp/my results"))
+
+
+def test_recipe_values_that_could_break_an_sbatch_line_are_recipe_errors(write_recipe) -> None:
+    path = write_recipe(
+        {
+            "name": "bad",
+            "service": {"command": ["x"], "resources": {"partition": "gpu\n#SBATCH --uid=0", "sbatch": ["--x=$(id)"]}},
+            "workload": {"load": {"concurrency": 1}},
+        }
+    )
+    with pytest.raises(loader.RecipeError) as err:
+        loader.load(path)
+    assert "service.resources.partition" in str(err.value) and "service.resources.sbatch[0]" in str(err.value)
+
+
+def _run(text: str, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    path = tmp / "job.sbatch"
+    path.write_text(text)
+    return subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+RECORD = "import json,os,sys; json.dump({'argv': sys.argv[1:], 'env': dict(os.environ)}, open(sys.argv[1], 'w'))"
+
+
+def test_hostile_recipe_values_stay_literal_when_the_script_runs(tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    hostile = [
+        f"; touch {pwned} #",
+        f"$(touch {pwned})",
+        f"`touch {pwned}`",
+        'it\'s "quoted"',
+        "two\nlines",
+        "--p={port}x",
+        "$HOME",
+    ]
+    spec = ServiceSpec(
+        command=["{python}", "-c", RECORD, "{run_dir}/seen.json", *hostile],
+        env={"EVIL": f"$(touch {pwned})", "REF": "${UB_SECRET_FOR_TEST}"},
+    )
+    text = _render(spec, tmp_path)
+    assert "hunter2" not in text  # the secret is a reference in the script, not a value
+    done = _run(text, tmp_path, {**os.environ, "UB_SECRET_FOR_TEST": "hunter2"})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    port = json.loads((tmp_path / "endpoint.json").read_text())["port"]
+    assert seen["argv"][1:] == [*hostile[:5], f"--p={port}x", "$HOME"]
+    assert seen["env"]["EVIL"] == f"$(touch {pwned})" and seen["env"]["REF"] == "hunter2"
+    assert not pwned.exists()
+    assert (tmp_path / "exit_code").read_text() == "0\n"
+
+
+def test_a_missing_secret_stops_the_job_with_its_name(tmp_path: Path) -> None:
+    spec = ServiceSpec(command=["{python}", "-c", "pass", "${UB_NOT_SET_ANYWHERE}"])
+    env = {k: v for k, v in os.environ.items() if k != "UB_NOT_SET_ANYWHERE"}
+    done = _run(_render(spec, tmp_path), tmp_path, env)
+    assert done.returncode != 0 and "UB_NOT_SET_ANYWHERE is not set" in done.stderr
+
+
+def test_the_trap_takes_the_whole_service_group_down_on_sigterm(tmp_path: Path) -> None:
+    # The service leaves a child behind (as a server's worker would) and then waits.
+    code = "import subprocess,sys,time; subprocess.Popen(['sleep','300']); time.sleep(300)"
+    spec = ServiceSpec(command=["{python}", "-c", code])
+    path = tmp_path / "job.sbatch"
+    path.write_text(_render(spec, tmp_path))
+    job = subprocess.Popen(["bash", str(path)], stderr=subprocess.PIPE, text=True)
+    endpoint = tmp_path / "endpoint.json"
+    for _ in range(200):
+        if endpoint.exists():
+            break
+        time.sleep(0.05)
+    svc = json.loads(endpoint.read_text())["pid"]
+    time.sleep(0.3)
+    group = _group_members(svc)
+    assert len(group) >= 2, group  # the service and its child
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(15) == 143
+    assert (tmp_path / "exit_code").read_text() == "143\n"
+    assert not any(pid_alive(p) for p in group)
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc.pid)
+    return members
