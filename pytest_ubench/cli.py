@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from rich.table import Table
 from . import logs, manager
 from ._version import __version__
 from .orchestrators import backends, registry
-from .orchestrators.base import Orchestrator, ServiceError
+from .orchestrators.base import Orchestrator, ServiceError, ServiceState
 from .recipes import loader
 from .recipes.sweep import Case, expand
 from .session import CaseResult, ResultsError, Services, TargetUnreachable, default_output_root, run_case
@@ -91,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
     run.add_argument("--output", type=Path, metavar="DIR", help="default: ubench-results/<timestamp>")
     _placement_options(run, dry_run=True)
+    csub.add_parser("list", help="client runs going on now (from any terminal)")
+    for verb, text in (("status", "state and cases done of a client run"), ("stop", "Ctrl-C a client run")):
+        p = csub.add_parser(verb, help=text)
+        p.add_argument("client_id", metavar="ID")
     return ap
 
 
@@ -139,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             return _server(args)
         if args.command == "monitor":
             return _monitor(args)
-        return _client_run(args)
+        if args.action == "run":
+            return _client_run(args)
+        return _client(args)
     except (loader.RecipeError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -192,12 +199,12 @@ def _server(args: argparse.Namespace) -> int:
             _err(str(exc))
             return EXIT_TARGET
         print(f"{entry.id} {entry.endpoint.url}")
+        _tunnel_hint(entry)
         return EXIT_OK
     if args.action == "list":
         table = Table("id", "recipe", "url", "state", "started")
         for entry in registry.all_entries("service"):
-            st = manager.status(entry)
-            table.add_row(entry.id, entry.recipe, entry.endpoint.url, st.state.value, entry.started)
+            table.add_row(entry.id, entry.recipe, entry.endpoint.url, _state_or_prune(entry), entry.started)
         out.print(table)
         return EXIT_OK
     found = _find(args.service_id, "server")
@@ -213,6 +220,26 @@ def _server(args: argparse.Namespace) -> int:
     print(f"{entry.id}: {st.state.value}, health {'ok' if st.health is None else st.health}, {entry.endpoint.url}")
     print(manager.logs(entry, 20), end="")
     return EXIT_OK if st.state.value == "running" and st.health is None else EXIT_TARGET
+
+
+def _state_or_prune(entry: registry.Entry) -> str:
+    """The entry's state; one whose process or job has gone is removed from the registry (stale)."""
+    st = manager.status(entry)
+    if st.state in (ServiceState.STOPPED, ServiceState.FAILED):
+        registry.remove(entry.id)
+        return f"{st.state.value}, gone: entry removed"
+    return st.state.value
+
+
+def _tunnel_hint(entry: registry.Entry) -> None:
+    """A service on a compute node is reachable from the cluster, not from a workstation: say how."""
+    node = entry.endpoint.node
+    if node and node != socket.gethostname():
+        login = socket.getfqdn()
+        console.print(
+            f"from your workstation: ssh -L {entry.endpoint.port}:{entry.endpoint.host}:{entry.endpoint.port} "
+            f"{login}  then open http://localhost:{entry.endpoint.port}"
+        )
 
 
 def _find(entry_id: str, command: str) -> registry.Entry | None:
@@ -243,13 +270,13 @@ def _monitor(args: argparse.Namespace) -> int:
             _err(str(exc))
             return EXIT_TARGET
         print(f"{entry.id} {entry.endpoint.url}")
+        _tunnel_hint(entry)
         return EXIT_OK
     if args.action == "list":
         table = Table("id", "recipe", "prometheus", "state", "targets", "started")
         for entry in registry.all_entries("monitor"):
-            st = manager.status(entry)
-            table.add_row(entry.id, entry.recipe, entry.endpoint.url, st.state.value, ",".join(entry.extra["targets"]),
-                          entry.started)  # fmt: skip
+            table.add_row(entry.id, entry.recipe, entry.endpoint.url, _state_or_prune(entry),
+                          ",".join(entry.extra["targets"]), entry.started)  # fmt: skip
         out.print(table)
         return EXIT_OK
     found = _find(args.monitor_id, "monitor")
@@ -292,17 +319,21 @@ def _client_run(args: argparse.Namespace) -> int:
         return _dry_run(orch, loaded, root)
     results: list[CaseResult] = []
     code = EXIT_OK
-    with Services(root, orch, args.target) as services:
-        for case in cases:
-            try:
-                results.append(_run_with_progress(case, services))
-            except TargetUnreachable as exc:
-                _err(str(exc))
-                return EXIT_TARGET
-            except ServiceError as exc:
-                _err(str(exc))
-                code = EXIT_TARGET
-                break
+    entry = manager.client_register(loaded.recipe.name, root, len(cases))
+    try:
+        with Services(root, orch, args.target) as services:
+            for case in cases:
+                try:
+                    results.append(_run_with_progress(case, services))
+                except TargetUnreachable as exc:
+                    _err(str(exc))
+                    return EXIT_TARGET
+                except ServiceError as exc:
+                    _err(str(exc))
+                    code = EXIT_TARGET
+                    break
+    finally:
+        registry.remove(entry.id)
     for res in results:
         _print_result(res)
         if res.service_failure:
@@ -311,6 +342,31 @@ def _client_run(args: argparse.Namespace) -> int:
             code = EXIT_SLO
     print(f"results: {root}")
     return code
+
+
+def _client(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        table = Table("id", "recipe", "state", "cases done", "results", "started")
+        for entry in registry.all_entries("client"):
+            running, done = manager.client_progress(entry)
+            if not running:
+                registry.remove(entry.id)
+            state = "running" if running else "gone: entry removed"
+            table.add_row(entry.id, entry.recipe, state, f"{done}/{entry.extra['cases']}", entry.run_dir, entry.started)
+        out.print(table)
+        return EXIT_OK
+    found = _find(args.client_id, "client")
+    if found is None:
+        return EXIT_USAGE
+    if args.action == "stop":
+        if not manager.client_stop(found):
+            _err(f"{found.id} did not stop within 120 s")
+            return EXIT_TARGET
+        print(f"stopped {found.id}; partial results in {found.run_dir}")
+        return EXIT_OK
+    running, done = manager.client_progress(found)
+    print(f"{found.id}: {'running' if running else 'gone'}, {done}/{found.extra['cases']} cases done, {found.run_dir}")
+    return EXIT_OK if running else EXIT_TARGET
 
 
 def _run_with_progress(case: Case, services: Services) -> CaseResult:

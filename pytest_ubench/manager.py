@@ -7,18 +7,23 @@ at it. Each one is recorded in the registry so a later command can find, check a
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .monitor import prometheus as prom_monitor
 from .monitor import queries
 from .orchestrators import registry
 from .orchestrators.backends import get_orchestrator
-from .orchestrators.base import Deployment, Orchestrator, ServiceState
+from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceState
 from .orchestrators.health import probe
+from .orchestrators.local import LocalProcess
 from .recipes.loader import LoadedRecipe
 from .recipes.schema import MonitorRecipe
 from .session import deploy
@@ -132,3 +137,41 @@ def monitor_metrics(entry: registry.Entry, since_s: float | None = None) -> dict
     named = queries.resolve(x["query_sets"], x["queries"], float(x["interval_s"]))
     return {"monitor": entry.id, "prometheus": entry.endpoint.url, "window": [start, end],
             "targets": x["targets"], "queries": prom_monitor.window_metrics(prom, named, start, end)}  # fmt: skip
+
+
+def client_register(recipe: str, root: Path, cases: int) -> registry.Entry:
+    """Record this process as a running ``client run`` so other commands can list, check and stop it."""
+    me = psutil.Process()
+    entry = registry.Entry(
+        id=registry.new_id(recipe),
+        recipe=recipe,
+        orchestrator="local",
+        endpoint=Endpoint("", 0, ""),
+        run_dir=str(root.absolute()),
+        log_path=None,
+        command=None,
+        handle={"pid": me.pid, "create_time": me.create_time()},
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+        kind="client",
+        extra={"cases": cases},
+    )
+    registry.save(entry)
+    return entry
+
+
+def client_progress(entry: registry.Entry) -> tuple[bool, int]:
+    """Whether the run is still going, and how many of its cases have written results."""
+    proc = LocalProcess.attach(int(entry.handle["pid"]), float(entry.handle["create_time"]))
+    done = sum(1 for _ in Path(entry.run_dir).glob("*/results.json"))
+    return proc.exit_code() is None, done
+
+
+def client_stop(entry: registry.Entry, timeout_s: float = 120.0) -> bool:
+    """Ctrl-C for a run in another terminal: it stops its load, writes partial results and its services."""
+    proc = LocalProcess.attach(int(entry.handle["pid"]), float(entry.handle["create_time"]))
+    if proc.exit_code() is None:
+        os.kill(proc.pid, signal.SIGINT)
+        if not proc.wait(timeout_s):
+            return False
+    registry.remove(entry.id)
+    return True

@@ -23,7 +23,7 @@ from .orchestrators.base import Orchestrator, ServiceError
 from .recipes import loader
 from .recipes.sweep import Case, expand
 from .report.summary import summary_html
-from .session import CaseResult, ResultsError, Services, default_output_root, run_case
+from .session import CaseResult, ResultsError, Services, default_output_root, run_case, stop_shared
 
 _services_key = pytest.StashKey[Services]()
 _result_key = pytest.StashKey[CaseResult]()
@@ -169,7 +169,9 @@ def ubench_services(request: pytest.FixtureRequest) -> Iterator[Services]:
     """Services deployed for this session's recipes; all stopped at the end, whatever happens."""
     config = request.config
     root = Path(config.getoption("ubench_output"))
-    services = Services(root, config.stash[_orchestrator_key], config.getoption("ubench_target"))
+    # Under pytest-xdist the workers share one deployment per recipe; the controller stops it at the end.
+    shared = hasattr(config, "workerinput")
+    services = Services(root, config.stash[_orchestrator_key], config.getoption("ubench_target"), shared=shared)
     config.stash[_services_key] = services
     try:
         yield services
@@ -265,3 +267,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     services = session.config.stash.get(_services_key, None)
     if services is not None:
         services.close()
+    if not hasattr(session.config, "workerinput") and _orchestrator_key in session.config.stash:
+        stop_shared(Path(session.config.getoption("ubench_output")), session.config.stash[_orchestrator_key])

@@ -5,14 +5,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from filelock import FileLock
 from loguru import logger
 
 from ._version import __version__
@@ -27,9 +29,11 @@ from .monitor.watch import Monitoring
 from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
 from .orchestrators.health import probe, wait_healthy
+from .orchestrators.slurm import SlurmOrchestrator
 from .recipes.loader import LoadedRecipe
 from .recipes.schema import ServiceSpec
 from .recipes.sweep import Case
+from .slurm import clients as slurm_clients
 
 
 class TargetUnreachable(ServiceError):
@@ -72,11 +76,18 @@ class Services:
         orchestrator: Orchestrator | str = "local",
         target_url: str | None = None,
         monitoring: bool = True,
+        shared: bool = False,
     ) -> None:
+        """``shared``: several processes (pytest-xdist workers) use one deployment per recipe under
+        ``root``; the first deploys it, the others attach, and ``stop_shared`` ends it once all are done.
+        """
         self.root = root
+        self.shared = shared
         self.orchestrator = get_orchestrator(orchestrator) if isinstance(orchestrator, str) else orchestrator
         self.target_url = target_url
-        self.monitoring = Monitoring(self.orchestrator, root) if monitoring else None
+        # Each sharing process watches with its own Prometheus, in its own directory.
+        monitor_root = root / f"monitor-{os.getpid()}" if shared else root
+        self.monitoring = Monitoring(self.orchestrator, monitor_root) if monitoring else None
         self._deployed: dict[str, Deployment] = {}
         self._failed: dict[str, ServiceError] = {}
 
@@ -121,6 +132,8 @@ class Services:
             run_dir.mkdir(parents=True, exist_ok=True)
             endpoint.write(run_dir / "endpoint.json")
             return Deployment(loaded.recipe.name, endpoint, run_dir, None, None)
+        if self.shared:
+            return _deploy_shared(self.orchestrator, spec, loaded.recipe.name, run_dir)
         return deploy(self.orchestrator, spec, loaded.recipe.name, run_dir)
 
     def alive(self, dep: Deployment) -> bool:
@@ -131,7 +144,7 @@ class Services:
             self.monitoring.close()
         while self._deployed:
             _, dep = self._deployed.popitem()
-            if dep.handle is not None:
+            if dep.handle is not None and not self.shared:
                 try:
                     self.orchestrator.stop(dep)
                 except Exception as exc:  # keep stopping the others
@@ -142,6 +155,58 @@ class Services:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+SHARED_RECORD = "shared.json"
+
+
+def _deploy_shared(orch: Orchestrator, spec: ServiceSpec, name: str, run_dir: Path) -> Deployment:
+    """Deploy once for all processes sharing ``run_dir``: a file lock orders them, a record lets the
+    later ones attach. The deployment is detached: the deploying worker may finish first."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = run_dir / SHARED_RECORD
+    with FileLock(str(run_dir.with_suffix(".lock"))):
+        if record.exists():
+            dep = _attach_shared(orch, record)
+            if orch.status(dep) == ServiceState.RUNNING:
+                logger.info("{}: using the deployment shared at {}", name, dep.endpoint.url)
+                return dep
+            record.unlink()
+        dep = deploy(orch, spec, name, run_dir, detach=True)
+        data = {
+            "orchestrator": orch.name,
+            "endpoint": asdict(dep.endpoint),
+            "log_path": str(dep.log_path) if dep.log_path else None,
+            "command": dep.command,
+            "handle": orch.describe(dep),
+        }
+        try:
+            results.write_json(record, data)
+        except BaseException:
+            orch.stop(dep)
+            raise
+        return dep
+
+
+def _attach_shared(orch: Orchestrator, record: Path) -> Deployment:
+    data = json.loads(record.read_text(encoding="utf-8"))
+    log = Path(data["log_path"]) if data["log_path"] else None
+    dep = Deployment(record.parent.name, Endpoint(**data["endpoint"]), record.parent, log, data["command"])
+    return orch.attach(dep, data["handle"])
+
+
+def stop_shared(root: Path, orch: Orchestrator) -> list[str]:
+    """Stop every shared deployment under ``root`` (the pytest-xdist controller, at session end)."""
+    stopped = []
+    for record in sorted((root / "services").glob(f"*/{SHARED_RECORD}")):
+        try:
+            dep = _attach_shared(orch, record)
+            orch.stop(dep)
+            stopped.append(dep.name)
+        except Exception as exc:  # keep stopping the others
+            logger.error("failed to stop the shared service in {}: {}", record.parent, exc)
+        record.unlink(missing_ok=True)
+    return stopped
 
 
 @dataclass
@@ -233,7 +298,12 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
     target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.url.startswith("https:"))
     watch = services.monitoring
-    run = engine.run(target, plan, progress, watch.observer if watch else None)
+    if case.recipe.workload.orchestration == "slurm":
+        orch = services.orchestrator
+        slurm_orch = orch if isinstance(orch, SlurmOrchestrator) else SlurmOrchestrator()
+        run = slurm_clients.run(case, dep.run_dir / "endpoint.json", run_dir / "clients", slurm_orch, progress)
+    else:
+        run = engine.run(target, plan, progress, watch.observer if watch else None)
     measured = run.measured
 
     service_failure = None

@@ -112,7 +112,10 @@ class LocalOrchestrator:
         run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port(spec.host) if spec.port == "auto" else int(spec.port)
         assert spec.command is not None
-        values = {"host": spec.host, "port": str(port), "python": sys.executable, "run_dir": str(run_dir)}
+        if spec.multinode is not None:
+            raise ServiceError(f"{name}: a service on {spec.resources.nodes} nodes needs the slurm orchestrator")
+        values = {"host": spec.host, "port": str(port), "python": sys.executable, "run_dir": str(run_dir),
+                  "head": socket.gethostname(), "nodes": "1"}  # fmt: skip
         argv, extra_env = self._command(
             spec, [expand(a, values) for a in spec.command], {k: expand(v, values) for k, v in spec.env.items()}
         )

@@ -66,6 +66,15 @@ class Container(_Strict):
     args: list[str] = Field(default_factory=list)  # extra apptainer options, e.g. ["--writable-tmpfs"]
 
 
+class MultiNode(_Strict):
+    """Helpers for a service spanning nodes (Ray, MPI daemons): started before ``command``, which runs on
+    the head node. ``{head}`` is the head node's name and ``{nodes}`` the node count in all three."""
+
+    head: list[str] | None = None  # on the head node (the batch script's own node)
+    worker: list[str]  # on each other node, one ``srun`` task each, after the head helper
+    settle_s: Annotated[float, Field(ge=0)] = 0.0  # wait after starting the helpers, before ``command``
+
+
 class ServiceSpec(_Strict):
     """How to start the service under test (or where it already runs, with ``url``)."""
 
@@ -74,6 +83,7 @@ class ServiceSpec(_Strict):
     runtime: Literal["process", "apptainer"] = "process"
     container: Container | None = None
     resources: Resources = Field(default_factory=Resources)
+    multinode: MultiNode | None = None
     host: str = "127.0.0.1"
     port: int | Literal["auto"] = "auto"
     tls: bool = False  # the service speaks HTTPS (certificates checked against the system CA store)
@@ -90,6 +100,13 @@ class ServiceSpec(_Strict):
             raise ValueError("'command' must not be empty")
         if (self.runtime == "apptainer") != (self.container is not None):
             raise ValueError("'runtime: apptainer' and a 'container' part (with its image) go together")
+        if self.resources.nodes > 1 and self.multinode is None:
+            raise ValueError(
+                f"a service on {self.resources.nodes} nodes needs a 'multinode' part: the 'worker' command "
+                "started on the other nodes (and optionally a 'head' helper)"
+            )
+        if self.multinode is not None and self.resources.nodes < 2:
+            raise ValueError("'multinode' needs 'resources.nodes' of 2 or more")
         return self
 
     @field_validator("port")
@@ -153,6 +170,10 @@ class Workload(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     params: dict[str, object] = Field(default_factory=dict)
     api_key_env: str | None = None
+    # Where the load client runs: in this process, or as a Slurm job of clients.nodes x
+    # clients.tasks_per_node processes that split the load and whose records are merged exactly.
+    orchestration: Literal["local", "slurm"] = "local"
+    clients: Resources = Field(default_factory=Resources)
 
 
 class Monitor(_Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -260,3 +261,33 @@ def test_https_service_and_target(write_recipe, tmp_path, monkeypatch):
         assert bad.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in bad.stderr
     finally:
         LocalOrchestrator().stop(dep)
+
+
+def test_client_run_listed_checked_and_stopped_from_another_command(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UBENCHAI_STATE_DIR", str(tmp_path / "state"))
+    recipe = write_recipe(truth_recipe("long", duration_s=60.0, load={"mode": "closed", "concurrency": [1, 2]}))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_ubench", "client", "run", "--recipe", str(recipe), "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        spid = service_pid(out / "services" / "long" / "endpoint.json")
+        listing = ubenchai("client", "list").stdout
+        (line,) = [ln for ln in listing.splitlines() if "long-" in ln]
+        client_id = re.search(r"(long-\d{8}-\d{6}-[0-9a-f]{4})", line).group(1)
+        assert "running" in line and "0/2" in line
+        status = ubenchai("client", "status", client_id)
+        assert status.returncode == 0 and "running, 0/2 cases done" in status.stdout
+        time.sleep(1.0)
+        stop = ubenchai("client", "stop", client_id)
+        assert stop.returncode == 0 and f"stopped {client_id}" in stop.stdout
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not pid_alive(spid)  # the run's own service went with it
+    partial = json.loads((out / "long-concurrency=1" / "results.json").read_text())
+    assert partial["aborted"] == "interrupted"
+    assert "long-" not in ubenchai("client", "list").stdout
+    assert ubenchai("client", "status", client_id).returncode == 2

@@ -14,9 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
-from helpers import TRUTH, truth_recipe
+from helpers import TRUTH, pid_alive, truth_recipe
 
 from pytest_ubench.orchestrators.base import ServiceError, ServiceState
 from pytest_ubench.orchestrators.slurm import SlurmOrchestrator
@@ -91,7 +92,7 @@ def test_a_request_the_cluster_cannot_satisfy_is_refused_at_submission(tmp_path:
 
 
 def test_a_job_that_can_never_start_ends_the_wait_at_once(tmp_path: Path) -> None:
-    spec = ServiceSpec(command=[*TRUTH], resources={"nodes": 9})  # the partition has two
+    spec = ServiceSpec(command=[*TRUTH], resources={"nodes": 9}, multinode={"worker": ["true"]})  # there are 2
     t0 = time.monotonic()
     with pytest.raises(
         ServiceError, match=r"PENDING \((PartitionNodeLimit|PartitionConfig)\): the job can never start"
@@ -226,3 +227,98 @@ def test_dry_run_prints_the_script_and_submits_nothing(tmp_path: Path, write_rec
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("#!/bin/bash\n#SBATCH --job-name=ubench-slurmdry")
     assert active_jobs("ubench-slurmdry") == [] and not (tmp_path / "services").exists()
+
+
+def test_a_service_spanning_two_nodes_starts_head_then_workers_and_stops_all(tmp_path: Path) -> None:
+    """Head helper on the batch node, one srun worker per other node, the service on the head node."""
+    mark = (
+        "import json,os,sys,time; p=os.path.join(sys.argv[1], sys.argv[2] + '-' + os.environ['SLURMD_NODENAME']);"
+        "json.dump({'pid': os.getpid(), 'args': sys.argv[3:]}, open(p, 'w')); time.sleep(300)"
+    )
+    spec = ServiceSpec(
+        command=[*TRUTH],
+        resources={"nodes": 2},
+        multinode={
+            "head": ["{python}", "-c", mark, "{run_dir}", "head", "{nodes}"],
+            "worker": ["{python}", "-c", mark, "{run_dir}", "worker", "{head}", "{nodes}"],
+            "settle_s": 0.5,
+        },
+    )
+    o = orch()
+    dep = deploy(o, spec, "twonode", tmp_path / "svc")
+    try:
+        for _ in range(100):
+            found = sorted(p.name for p in dep.run_dir.glob("*-n*"))
+            if len(found) == 2:
+                break
+            time.sleep(0.1)
+        assert found == ["head-n1", "worker-n2"]
+        head = json.loads((dep.run_dir / "head-n1").read_text())
+        worker = json.loads((dep.run_dir / "worker-n2").read_text())
+        assert head["args"] == ["2"] and worker["args"] == ["n1", "2"]
+    finally:
+        o.stop(dep)
+    assert wait_gone("ubench-twonode") == []
+    deadline = time.monotonic() + 10
+    while any(pid_alive(x["pid"]) for x in (head, worker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(head["pid"]) and not pid_alive(worker["pid"])
+
+
+def test_a_job_cancelled_outside_ubenchai_is_pruned_from_the_registry(tmp_path: Path, write_recipe) -> None:
+    env = dict(os.environ, UBENCHAI_STATE_DIR=str(tmp_path / "state"))
+    path = write_recipe(truth_recipe("slurmstale"), "slurmstale")
+    cmd = [sys.executable, "-m", "pytest_ubench"]
+    started = subprocess.run(
+        [*cmd, "server", "start", "--recipe", str(path), "--cluster", "ci-slurm", "--output", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    service_id = started.stdout.split()[0]
+    (job,) = active_jobs("ubench-slurmstale")
+    subprocess.run(["scancel", job.split()[0]], check=True, timeout=30)
+    assert wait_gone("ubench-slurmstale") == []
+    listed = subprocess.run([*cmd, "server", "list"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert service_id in listed.stdout and "entry removed" in listed.stdout
+    again = subprocess.run([*cmd, "server", "list"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert service_id not in again.stdout
+
+
+def test_load_clients_on_two_nodes_merge_exactly(tmp_path: Path, write_recipe) -> None:
+    """2 nodes x 2 tasks split concurrency 6; the merged records are exactly the requests the server saw."""
+    from pytest_ubench.recipes.sweep import expand
+    from pytest_ubench.session import Services, run_case
+
+    recipe = truth_recipe("slurmclients", load={"mode": "closed", "concurrency": 6}, duration_s=2.0)
+    recipe["workload"]["orchestration"] = "slurm"
+    recipe["workload"]["clients"] = {"nodes": 2, "tasks_per_node": 2}
+    (case,) = expand(loader.load(write_recipe(recipe, "slurmclients")))
+    with Services(tmp_path / "o", orch(), monitoring=False) as services:
+        result = run_case(case, services)
+        dep = services.get(case.loaded)
+        truth = httpx.get(dep.endpoint.url + "/truth", timeout=10).json()
+    metas = [json.loads(p.read_text()) for p in sorted((result.run_dir / "clients").glob("task-*/run.json"))]
+    assert sorted((m["task"], m["node"]) for m in metas) == [(0, "n1"), (1, "n1"), (2, "n2"), (3, "n2")]
+    records = [json.loads(line) for line in (result.run_dir / "records.jsonl").read_text().splitlines()]
+    assert len(records) == sum(m["records"] for m in metas) == len(truth)  # every request, once
+    assert result.result["requests"]["ok"] == sum(1 for r in records if not r["warmup"] and r["error"] is None)
+    assert result.passed, result.failure_message()
+    # The merged window covers the tasks' windows, on one clock: no task's records fall far outside it.
+    starts = [r["start_ms"] for r in records]
+    assert max(starts) - min(starts) < (2.0 + 0.2 + 1.0) * 1000
+    assert wait_gone("ubench-clients-slurmclients") == [] and wait_gone("ubench-slurmclients") == []
+
+
+def test_xdist_workers_share_one_service_job(tmp_path: Path, write_recipe) -> None:
+    path = write_recipe(truth_recipe("slurmxdist", load={"mode": "closed", "concurrency": [1, 2, 3, 4]}), "slurmxdist")
+    out = tmp_path / "o"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", "-n", "2", f"--ubench-recipe={path}",
+         "--ubench-cluster=ci-slurm", f"--ubench-output={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    endpoints = {json.loads(p.read_text())["endpoint"] for p in out.glob("*/results.json")}
+    assert len(list(out.glob("*/results.json"))) == 4 and len(endpoints) == 1  # one deployment for both workers
+    assert wait_gone("ubench-slurmxdist") == []
+    assert not (out / "services" / "slurmxdist" / "shared.json").exists()

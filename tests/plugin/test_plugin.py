@@ -113,6 +113,11 @@ def test_works_under_xdist(project):
     (root,) = (project.path / "ubench-results").iterdir()  # one results root for the whole run
     assert sorted(p.parent.name for p in root.glob("*/results.json")) == ["good-concurrency=1", "good-concurrency=2"]
     res.stdout.fnmatch_lines(["*ubench summary*", "PASSED good-concurrency=*", "PASSED good-concurrency=*"])
+    # One deployment shared by both workers (same endpoint), stopped by the controller at the end.
+    endpoints = {json.loads(p.read_text())["endpoint"] for p in root.glob("*/results.json")}
+    assert endpoints == {json.loads((root / "services" / "good" / "endpoint.json").read_text())["url"]}
+    assert not pid_alive(json.loads((root / "services" / "good" / "endpoint.json").read_text())["pid"])
+    assert not (root / "services" / "good" / "shared.json").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])

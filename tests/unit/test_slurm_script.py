@@ -56,6 +56,30 @@ def test_meluxina_vllm_script_matches_golden() -> None:
     assert "#!/bin/bash -l" in text and "#SBATCH --gres=gpu:4" in text and "#SBATCH --partition=gpu" in text
 
 
+def test_meluxina_vllm_ray_two_node_script_matches_golden() -> None:
+    recipe = loader.load(ROOT / "recipes" / "meluxina" / "vllm-ray.yaml").recipe
+    profile = loader.load_cluster(ROOT / "recipes" / "clusters" / "meluxina.yaml")
+    text = script.render(
+        recipe.service,
+        name=recipe.name,
+        job_name=f"ubench-{recipe.name}",
+        run_dir=Path("/project/scratch/ubench/services/vllm-ray-meluxina"),
+        profile=profile,
+        python="/opt/ubench/bin/python",
+        account="p200001",
+    )
+    _golden("vllm-ray-meluxina.sbatch", text)
+    assert "#SBATCH --nodes=2" in text and 'scontrol show hostnames "$SLURM_JOB_NODELIST"' in text
+    assert '--address="$head_node":6379' in text and '--pipeline-parallel-size "$nnodes"' in text
+
+
+def test_a_multi_node_service_needs_its_worker_command(write_recipe) -> None:
+    path = write_recipe({"name": "mn", "service": {"command": ["x"], "resources": {"nodes": 2}},
+                         "workload": {"load": {"concurrency": 1}}})  # fmt: skip
+    with pytest.raises(loader.RecipeError, match=r"r.yaml:\d+: service: a service on 2 nodes needs a 'multinode'"):
+        loader.load(path)
+
+
 def test_plain_process_script_matches_golden() -> None:
     spec = ServiceSpec(
         command=["{python}", "-m", "server", "--port={port}", "--data", "{run_dir}/data"],

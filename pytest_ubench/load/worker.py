@@ -1,0 +1,85 @@
+"""One load-client process of a distributed run (a Slurm task): its share of a case's load, its own
+records, and the clock reference that lets the parent merge every task's records exactly.
+
+    python -m pytest_ubench.load.worker --recipe-json R --case ID --endpoint E --out DIR
+
+The task index and count come from ``SLURM_PROCID``/``SLURM_NTASKS``. Closed loop splits the users
+(the first ``c % n`` tasks take one more), open loop splits the rate (each task with its own seed), so
+the union is the case's load. SIGTERM (``scancel``) ends the run like Ctrl-C: what was measured is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from ..metrics.records import write_jsonl
+from ..metrics.results import write_json
+from ..orchestrators.base import Endpoint
+from ..recipes.loader import LoadedRecipe
+from ..recipes.schema import Recipe
+from ..recipes.sweep import expand
+from . import engine
+
+
+def share(total: int, index: int, count: int) -> int:
+    return total // count + (1 if index < total % count else 0)
+
+
+def task_plan(plan: engine.LoadPlan, index: int, count: int) -> engine.LoadPlan:
+    """This task's part of the plan; the parts add up to the whole."""
+    max_requests = None if plan.max_requests is None else share(plan.max_requests, index, count)
+    if plan.mode == "closed":
+        return replace(plan, concurrency=share(plan.concurrency, index, count), max_requests=max_requests)
+    return replace(plan, rate=plan.rate / count, seed=plan.seed + index, max_requests=max_requests)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..session import plan_for  # the one way a case becomes a plan
+
+    ap = argparse.ArgumentParser(prog="pytest_ubench.load.worker")
+    ap.add_argument("--recipe-json", type=Path, required=True)
+    ap.add_argument("--case", required=True)
+    ap.add_argument("--endpoint", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    index, count = int(os.environ.get("SLURM_PROCID", "0")), int(os.environ.get("SLURM_NTASKS", "1"))
+
+    saved = json.loads(args.recipe_json.read_text(encoding="utf-8"))
+    loaded = LoadedRecipe(Recipe.model_validate(saved["data"]), Path(saved["path"]), saved["data"])
+    case = next(c for c in expand(loaded) if c.id == args.case)
+    endpoint = Endpoint.read(args.endpoint)
+    plan = task_plan(plan_for(case, endpoint), index, count)
+    out = args.out / f"task-{index}"
+    out.mkdir(parents=True, exist_ok=True)
+    if (plan.mode == "closed" and plan.concurrency == 0) or (plan.max_requests == 0):
+        run = engine.Run([], 0.0, 0.0, 0.0, 0.0)  # more tasks than users: this one has nothing to do
+    else:
+        target = engine.Target(endpoint.host, endpoint.port, tls=endpoint.url.startswith("https:"))
+        run = engine.run(target, plan)
+    write_jsonl(out / "records.jsonl", run.records, run.t0)
+    write_json(
+        out / "run.json",
+        {
+            "task": index,
+            "tasks": count,
+            "node": os.environ.get("SLURMD_NODENAME"),
+            "wall_t0": run.wall_t0,
+            "wall_t1": run.wall_t1,
+            "window_start": run.window_start - run.t0,
+            "window_end": run.window_end - run.t0,
+            "aborted": run.aborted,
+            "records": len(run.records),
+        },
+    )
+    return 130 if run.aborted == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
