@@ -24,6 +24,7 @@ from ..orchestrators.base import Endpoint
 from ..recipes.loader import LoadedRecipe
 from ..recipes.schema import Recipe
 from ..recipes.sweep import expand
+from ..session import plan_for  # the one way a case becomes a plan
 from . import engine
 
 
@@ -40,8 +41,6 @@ def task_plan(plan: engine.LoadPlan, index: int, count: int) -> engine.LoadPlan:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..session import plan_for  # the one way a case becomes a plan
-
     ap = argparse.ArgumentParser(prog="pytest_ubench.load.worker")
     ap.add_argument("--recipe-json", type=Path, required=True)
     ap.add_argument("--case", required=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -59,6 +60,14 @@ class Deployment:
     handle: Any = field(default=None, repr=False)
     exit_code: int | None = None
     detail: str = ""  # what the backend knows beyond the exit code, e.g. "job 12 FAILED (NonZeroExitCode)"
+
+
+def tail(path: Path | None, lines: int = 40) -> str:
+    """The last lines of a service's log, whichever backend wrote it."""
+    if path is None or not path.exists():
+        return ""
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        return "".join(deque(fh, maxlen=lines))
 
 
 class Orchestrator(Protocol):

@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from loguru import logger
 
 from ..recipes.schema import ServiceSpec
 from . import apptainer
-from .base import Deployment, Endpoint, ServiceError, ServiceState
+from .base import Deployment, Endpoint, ServiceError, ServiceState, tail
 from .placeholders import expand
 
 _LIVE: dict[int, LocalProcess] = {}
@@ -169,10 +168,7 @@ class LocalOrchestrator:
         return ServiceState.STOPPED if code == 0 else ServiceState.FAILED
 
     def logs(self, dep: Deployment, lines: int = 40) -> str:
-        if dep.log_path is None or not dep.log_path.exists():
-            return ""
-        with dep.log_path.open(encoding="utf-8", errors="replace") as fh:
-            return "".join(deque(fh, maxlen=lines))
+        return tail(dep.log_path, lines)
 
     def stop(self, dep: Deployment) -> None:
         proc: LocalProcess = dep.handle

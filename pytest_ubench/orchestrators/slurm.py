@@ -14,7 +14,6 @@ import os
 import socket
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from ..recipes.schema import ClusterProfile, ServiceSpec
 from ..slurm import script
 from ..slurm.commands import JobInfo, Slurm
 from ..slurm.runner import SlurmError
-from .base import Deployment, Endpoint, ServiceError, ServiceState
+from .base import Deployment, Endpoint, ServiceError, ServiceState, tail
 from .placeholders import env_references
 
 _LIVE: dict[str, tuple[Slurm, str]] = {}
@@ -184,10 +183,7 @@ class SlurmOrchestrator:
         return ServiceState.STOPPED if info.state == "COMPLETED" and not info.exit_code else ServiceState.FAILED
 
     def logs(self, dep: Deployment, lines: int = 40) -> str:
-        if dep.log_path is None or not dep.log_path.exists():
-            return ""
-        with dep.log_path.open(encoding="utf-8", errors="replace") as fh:
-            return "".join(deque(fh, maxlen=lines))
+        return tail(dep.log_path, lines)
 
     def stop(self, dep: Deployment) -> None:
         """Cancel the job and wait until the controller no longer counts it as active."""

@@ -40,37 +40,31 @@ def _render(spec: ServiceSpec, run_dir: Path, profile: ClusterProfile = PLAIN, a
     return script.render(spec, **names, run_dir=run_dir, profile=profile, python=sys.executable, account=account)
 
 
-def test_meluxina_vllm_script_matches_golden() -> None:
-    recipe = loader.load(ROOT / "recipes" / "meluxina" / "vllm.yaml").recipe
+@pytest.mark.parametrize(
+    ("recipe_file", "expected"),
+    [
+        ("vllm.yaml", ["#!/bin/bash -l", "#SBATCH --gres=gpu:4", "#SBATCH --partition=gpu", "apptainer pull"]),
+        (
+            "vllm-ray.yaml",
+            ["#SBATCH --nodes=2", 'scontrol show hostnames "$SLURM_JOB_NODELIST"',
+             '--address="$head_node":6379', '--pipeline-parallel-size "$nnodes"'],
+        ),
+    ],
+)  # fmt: skip
+def test_meluxina_example_scripts_match_golden(recipe_file: str, expected: list[str]) -> None:
+    recipe = loader.load(ROOT / "recipes" / "meluxina" / recipe_file).recipe
     profile = loader.load_cluster(ROOT / "recipes" / "clusters" / "meluxina.yaml")
     text = script.render(
         recipe.service,
         name=recipe.name,
         job_name=f"ubench-{recipe.name}",
-        run_dir=Path("/project/scratch/ubench/services/vllm-meluxina"),
+        run_dir=Path(f"/project/scratch/ubench/services/{recipe.name}"),
         profile=profile,
         python="/opt/ubench/bin/python",
         account="p200001",
     )
-    _golden("vllm-meluxina.sbatch", text)
-    assert "#!/bin/bash -l" in text and "#SBATCH --gres=gpu:4" in text and "#SBATCH --partition=gpu" in text
-
-
-def test_meluxina_vllm_ray_two_node_script_matches_golden() -> None:
-    recipe = loader.load(ROOT / "recipes" / "meluxina" / "vllm-ray.yaml").recipe
-    profile = loader.load_cluster(ROOT / "recipes" / "clusters" / "meluxina.yaml")
-    text = script.render(
-        recipe.service,
-        name=recipe.name,
-        job_name=f"ubench-{recipe.name}",
-        run_dir=Path("/project/scratch/ubench/services/vllm-ray-meluxina"),
-        profile=profile,
-        python="/opt/ubench/bin/python",
-        account="p200001",
-    )
-    _golden("vllm-ray-meluxina.sbatch", text)
-    assert "#SBATCH --nodes=2" in text and 'scontrol show hostnames "$SLURM_JOB_NODELIST"' in text
-    assert '--address="$head_node":6379' in text and '--pipeline-parallel-size "$nnodes"' in text
+    _golden(f"{recipe.name}.sbatch", text)
+    assert all(e in text for e in expected)
 
 
 def test_a_multi_node_service_needs_its_worker_command(write_recipe) -> None:
