@@ -24,8 +24,9 @@ from rich.table import Table
 from . import logs, manager
 from ._version import __version__
 from .orchestrators import backends, registry
-from .orchestrators.base import Orchestrator, ServiceError, ServiceState
+from .orchestrators.base import Endpoint, Orchestrator, ServiceError, ServiceState
 from .recipes import loader
+from .recipes.schema import GrafanaServer
 from .recipes.sweep import Case, expand
 from .session import CaseResult, ResultsError, Services, TargetUnreachable, default_output_root, run_case
 
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     mstart.add_argument("--recipe", required=True, metavar="NAME|PATH", help="a monitor recipe (recipes/monitors/)")
     mstart.add_argument("--targets", default="", metavar="ID,...", help="service ids from 'server list'")
     mstart.add_argument("--output", type=Path, metavar="DIR", help="config and data (default: ubench-results/)")
+    mstart.add_argument("--grafana", action="store_true", help="also run Grafana (its image, via Apptainer)")
     _placement_options(mstart)
     msub.add_parser("list", help="running monitors")
     mstop = msub.add_parser("stop", help="stop a monitor")
@@ -199,7 +201,7 @@ def _server(args: argparse.Namespace) -> int:
             _err(str(exc))
             return EXIT_TARGET
         print(f"{entry.id} {entry.endpoint.url}")
-        _tunnel_hint(entry)
+        _tunnel_hint(entry.endpoint, entry.recipe)
         return EXIT_OK
     if args.action == "list":
         table = Table("id", "recipe", "url", "state", "started")
@@ -231,15 +233,16 @@ def _state_or_prune(entry: registry.Entry) -> str:
     return st.state.value
 
 
-def _tunnel_hint(entry: registry.Entry) -> None:
-    """A service on a compute node is reachable from the cluster, not from a workstation: say how."""
-    node = entry.endpoint.node
-    if node and node != socket.gethostname():
-        login = socket.getfqdn()
-        console.print(
-            f"from your workstation: ssh -L {entry.endpoint.port}:{entry.endpoint.host}:{entry.endpoint.port} "
-            f"{login}  then open http://localhost:{entry.endpoint.port}"
-        )
+def _tunnel_hint(endpoint: Endpoint, what: str) -> None:
+    """A service in a batch job runs on a compute node: say how a workstation reaches it."""
+    if not endpoint.job_id or not endpoint.node:
+        return
+    login, port = socket.getfqdn(), endpoint.port
+    if endpoint.host.startswith(("127.", "::1", "localhost")):  # loopback on the node: jump through the login
+        tunnel = f"ssh -J {login} -L {port}:127.0.0.1:{port} {endpoint.node}"
+    else:
+        tunnel = f"ssh -L {port}:{endpoint.host}:{port} {login}"
+    console.print(f"{what} from your workstation: {tunnel}  then open http://localhost:{port}", soft_wrap=True)
 
 
 def _find(entry_id: str, command: str) -> registry.Entry | None:
@@ -260,6 +263,8 @@ def _stop(entry: registry.Entry) -> int:
 def _monitor(args: argparse.Namespace) -> int:
     if args.action == "start":
         mon = loader.load_monitor(args.recipe)
+        if args.grafana and mon.grafana is None:
+            mon = mon.model_copy(update={"grafana": GrafanaServer()})
         ids = [i for i in args.targets.split(",") if i]
         try:
             entry = manager.monitor_start(mon, ids, args.output or Path("ubench-results"), _placement(args))
@@ -270,7 +275,12 @@ def _monitor(args: argparse.Namespace) -> int:
             _err(str(exc))
             return EXIT_TARGET
         print(f"{entry.id} {entry.endpoint.url}")
-        _tunnel_hint(entry)
+        _tunnel_hint(entry.endpoint, "Prometheus")
+        board = manager.grafana_deployment(entry)
+        if board is not None:
+            g = entry.extra["grafana"]
+            print(f"grafana {board.endpoint.url} user {g['user']}, password in {g['password_file']}")
+            _tunnel_hint(board.endpoint, "Grafana")
         return EXIT_OK
     if args.action == "list":
         table = Table("id", "recipe", "prometheus", "state", "targets", "started")

@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from .monitor import grafana_server, queries
 from .monitor import prometheus as prom_monitor
-from .monitor import queries
 from .orchestrators import registry
 from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceState
@@ -84,9 +84,20 @@ def status(entry: registry.Entry) -> Status:
 def stop(service_id: str) -> registry.Entry:
     entry = registry.load(service_id)
     orch = get_orchestrator(entry.orchestrator)
+    board = grafana_deployment(entry)
+    if board is not None:  # a monitor's Grafana goes with it
+        orch.stop(orch.attach(board, entry.extra["grafana"]["handle"]))
     orch.stop(orch.attach(entry.deployment(), entry.handle))
     registry.remove(service_id)
     return entry
+
+
+def grafana_deployment(entry: registry.Entry) -> Deployment | None:
+    g = entry.extra.get("grafana")
+    if not g:
+        return None
+    log = Path(g["log_path"]) if g["log_path"] else None
+    return Deployment("grafana", Endpoint(**g["endpoint"]), Path(g["run_dir"]), log, g["command"])
 
 
 def logs(entry: registry.Entry, lines: int = 40) -> str:
@@ -116,12 +127,20 @@ def monitor_start(
             added.append((extra, prom.add_target(extra, host, int(port))))
         for job, instance in added:
             prom.wait_scraped(job, instance, mon.target_timeout_s)
+        details: dict[str, Any] = {"interval_s": mon.interval_s, "query_sets": list(mon.query_sets),
+                                   "queries": dict(mon.queries), "targets": [job for job, _ in added],
+                                   "started_epoch": time.time()}  # fmt: skip
+        if mon.grafana is not None:
+            where = root / "monitors" / monitor_id
+            board = grafana_server.deploy(orch, where, mon.grafana, prom.url, list(mon.query_sets),
+                                          dict(mon.queries), monitor_id)  # fmt: skip
+            g = board.deployment
+            details["grafana"] = {"endpoint": asdict(g.endpoint), "run_dir": str(g.run_dir), "command": g.command,
+                                  "log_path": str(g.log_path) if g.log_path else None, "handle": orch.describe(g),
+                                  "password_file": str(board.password_file), "user": board.user}  # fmt: skip
     except BaseException:
         orch.stop(prom.deployment)
         raise
-    details: dict[str, Any] = {"interval_s": mon.interval_s, "query_sets": list(mon.query_sets),
-                               "queries": dict(mon.queries), "targets": [job for job, _ in added],
-                               "started_epoch": time.time()}  # fmt: skip
     return _register(monitor_id, mon.name, orch, prom.deployment, health_path="/-/ready", kind="monitor",
                      extra=details)  # fmt: skip
 

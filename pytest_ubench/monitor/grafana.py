@@ -60,7 +60,7 @@ def write_provisioning(root: Path, prometheus_url: str, dash: dict[str, Any]) ->
     }]}  # fmt: skip
     provider = {"apiVersion": 1, "providers": [{
         "name": "ubench", "type": "file", "disableDeletion": False, "updateIntervalSeconds": 5,
-        "options": {"path": str(grafana / "dashboards")},
+        "options": {"path": str((grafana / "dashboards").absolute())},
     }]}  # fmt: skip
     _write(grafana / "provisioning" / "datasources" / "ubench.yaml", yaml.safe_dump(datasource, sort_keys=False))
     _write(grafana / "provisioning" / "dashboards" / "ubench.yaml", yaml.safe_dump(provider, sort_keys=False))

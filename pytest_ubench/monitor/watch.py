@@ -6,6 +6,7 @@ about deploying and running cases, and monitoring can be switched off as one pie
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from loguru import logger
 
 from ..load.engine import Observer, Run
 from ..orchestrators.base import Deployment, Orchestrator
-from ..recipes.schema import Recipe
+from ..recipes.schema import HealthCheck, Recipe, Resources, ServiceSpec
 from . import client_metrics, grafana, queries
 from . import prometheus as prom_monitor
 from .client_metrics import ClientExporter
@@ -29,6 +30,8 @@ class Monitoring:
         self._exporter: ClientExporter | None = None  # the load client's live metrics
         # recipes whose targets Prometheus scrapes -> (query sets, own queries), for the dashboard
         self._watched: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self._node_exporters: dict[str, Deployment] = {}  # one per node a service runs on
+        self._missing: set[str] = set()
 
     @property
     def observer(self) -> Observer | None:
@@ -47,6 +50,11 @@ class Monitoring:
         if recipe.service.metrics_path:
             scheme = "https" if dep.endpoint.url.startswith("https:") else "http"
             targets.append((recipe.name, dep.endpoint.host, dep.endpoint.port, recipe.service.metrics_path, scheme))
+        if "node" in mon.query_sets:
+            exporter = self._node_exporter(dep)
+            if exporter is not None:
+                targets.append((f"node-{exporter.name}", exporter.endpoint.host, exporter.endpoint.port, "/metrics",
+                                "http"))  # fmt: skip
         for extra in mon.targets:
             extra_host, _, extra_port = extra.rpartition(":")
             targets.append((f"{recipe.name}-{extra}", extra_host, int(extra_port), "/metrics", "http"))
@@ -63,6 +71,34 @@ class Monitoring:
         sections = {"load client": queries.CLIENT} | grafana.sections_for(self._watched)
         dash = grafana.dashboard(f"ubench {self.root.name}", f"ubench-{self.root.name}"[:40], sections)
         grafana.write_provisioning(self.root, prom.url, dash)
+
+    def _node_exporter(self, dep: Deployment) -> Deployment | None:
+        """A node exporter on the service's node, started by us unless one is already running for it.
+
+        It binds where the service binds (loopback stays loopback); on Slurm it is a job on the
+        service's node. Without the binary, node metrics are off and the run says so once.
+        """
+        key = dep.endpoint.slurm_node or dep.endpoint.node or "local"
+        if key in self._node_exporters:
+            return self._node_exporters[key]
+        binary = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+        if binary is None:
+            if key not in self._missing:
+                self._missing.add(key)
+                logger.warning("no node exporter on PATH (Debian: prometheus-node-exporter): node metrics are off")
+            return None
+        from ..session import deploy as deploy_service  # one deploy-and-wait path for every service
+
+        loopback = dep.endpoint.host.startswith(("127.", "::1", "localhost"))
+        spec = ServiceSpec(
+            command=[binary, "--web.listen-address={host}:{port}"],
+            host=dep.endpoint.host if loopback else "0.0.0.0",
+            health=HealthCheck(path="/metrics", timeout_s=30.0),
+            resources=Resources(sbatch=[f"--nodelist={dep.endpoint.slurm_node}"] if dep.endpoint.slurm_node else []),
+        )
+        exporter = deploy_service(self.orchestrator, spec, key, self.root / "node-exporter" / key)
+        self._node_exporters[key] = exporter
+        return exporter
 
     def _ensure_prometheus(self, interval_s: float, retention: str) -> prom_monitor.Prometheus | None:
         if self.prometheus is None and self.note is None:
@@ -119,3 +155,6 @@ class Monitoring:
         if self.prometheus is not None:
             prom, self.prometheus = self.prometheus, None
             self.orchestrator.stop(prom.deployment)
+        while self._node_exporters:
+            _, node_exporter = self._node_exporters.popitem()
+            self.orchestrator.stop(node_exporter)

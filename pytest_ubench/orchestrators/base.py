@@ -36,7 +36,8 @@ class Endpoint:
     url: str
     pid: int | None = None
     job_id: str | None = None
-    node: str | None = None
+    node: str | None = None  # the host name the service runs on
+    slurm_node: str | None = None  # its Slurm node name (differs where several slurmd share a host)
 
     def write(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")

@@ -191,11 +191,20 @@ class Monitor(_Strict):
         return set(queries.resolve(self.query_sets, self.queries, self.interval_s))
 
 
+class GrafanaServer(_Strict):
+    """Grafana run by ``ubenchai monitor start`` from its image (Apptainer), provisioned for the monitor."""
+
+    image: Annotated[str, Field(pattern=r"^\S+$")] = "docker://grafana/grafana-oss:11.3.0"
+    command: list[str] = Field(default_factory=lambda: ["grafana", "server", "--homepath=/usr/share/grafana"])
+    host: str = "127.0.0.1"  # reach it through an ssh tunnel (printed), or say 0.0.0.0
+
+
 class MonitorRecipe(Monitor):
     """A standalone monitor (``recipes/monitors/``) for ``ubenchai monitor start``."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
+    grafana: GrafanaServer | None = None
 
 
 class Recipe(_Strict):

@@ -74,9 +74,10 @@ nnodes=${#nodes[@]}
 _LAUNCH = """\
 setsid %(command)s </dev/null &
 svc_pid=$!
-printf '{"host": "%%s", "port": %%s, "url": "%(scheme)s://%%s:%%s", "pid": %%s, "job_id": "%%s", "node": "%%s"}\\n' \\
-  "$endpoint_host" "$port" "$url_host" "$port" "$svc_pid" "${SLURM_JOB_ID:-}" "$(hostname)" \\
-  >"$run_dir/endpoint.json.tmp"
+fmt='{"host": "%%s", "port": %%s, "url": "%(scheme)s://%%s:%%s", "pid": %%s, '
+fmt+='"job_id": "%%s", "node": "%%s", "slurm_node": "%%s"}\\n'
+printf "$fmt" "$endpoint_host" "$port" "$url_host" "$port" "$svc_pid" "${SLURM_JOB_ID:-}" "$(hostname)" \\
+  "${SLURMD_NODENAME:-}" >"$run_dir/endpoint.json.tmp"
 mv -f "$run_dir/endpoint.json.tmp" "$run_dir/endpoint.json"
 echo "ubench: service started on $(hostname):$port (pid $svc_pid)" >&2
 wait "$svc_pid"

@@ -42,7 +42,7 @@ def llama_recipe(**over: object) -> dict:
             "duration_s": 4.0,
             "warmup_s": 1.0,
         },
-        "monitor": {"query_sets": ["llamacpp"], "queries": {"slots_busy": "llamacpp:requests_processing"}},
+        "monitor": {"query_sets": ["llamacpp", "node"], "queries": {"slots_busy": "llamacpp:requests_processing"}},
         "slo": ["error_rate < 0.01", "server.slots_busy.max <= 3", "server.output_tokens_per_s.mean > 1"],
     }
     data.update(over)
@@ -66,8 +66,10 @@ def test_results_carry_the_servers_series_and_they_agree_with_the_client(write_r
     check = data["monitoring"]["cross_check"]["llamacpp"]
     assert check["client"] > 0 and check["relative_difference"] <= 0.01
     assert data["monitoring"]["complete"] is True
-    # Nothing left running: neither the service nor Prometheus.
-    for d in ("services/mon", "prometheus"):
+    # The node exporter the harness started on the service's host: the machine's side of the story.
+    assert 0 < metrics["cpu_busy"]["max"] <= 1 and metrics["memory_used_bytes"]["min"] > 0
+    # Nothing left running: neither the service, nor Prometheus, nor the node exporter.
+    for d in ("services/mon", "prometheus", "node-exporter/local"):
         assert not pid_alive(json.loads((tmp_path / "o" / d / "endpoint.json").read_text())["pid"])
 
 

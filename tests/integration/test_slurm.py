@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,7 +72,11 @@ def test_llm_inference_recipe_benchmarked_through_slurm(tmp_path: Path) -> None:
     assert "#SBATCH --partition=debug" in (out / "services" / "llm-inference" / "job.sbatch").read_text()
     if result["monitoring"] and "note" not in result["monitoring"]:  # Prometheus on PATH: it ran as a job too
         assert (out / "prometheus" / "job.sbatch").exists()
-        assert result["server_metrics"]
+        assert result["server_metrics"]["output_tokens_per_s"]["max"] > 0
+        # the node exporter is a job on the service's own node
+        node = endpoint["slurm_node"]
+        assert f"#SBATCH --nodelist={node}" in (out / "node-exporter" / node / "job.sbatch").read_text()
+        assert result["server_metrics"]["cpu_busy"]["max"] > 0
     assert wait_gone("ubench-llm-inference") == [] and wait_gone("ubench-prometheus") == []
 
 
@@ -322,3 +328,48 @@ def test_xdist_workers_share_one_service_job(tmp_path: Path, write_recipe) -> No
     assert len(list(out.glob("*/results.json"))) == 4 and len(endpoints) == 1  # one deployment for both workers
     assert wait_gone("ubench-slurmxdist") == []
     assert not (out / "services" / "slurmxdist" / "shared.json").exists()
+
+
+def test_monitor_with_grafana_on_slurm(tmp_path: Path, apptainer_double: Path) -> None:
+    """Prometheus and Grafana as jobs; Grafana is provisioned and has a per-run password kept out of every
+    script and log. Grafana and Apptainer are test doubles here (neither can be installed)."""
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus is not installed (ci/install-services installs it as root)")
+    (tmp_path / "recipes" / "monitors").mkdir(parents=True)
+    (tmp_path / "recipes" / "monitors" / "watch.yaml").write_text("name: watch\nquery_sets: [node]\n")
+    env = dict(
+        os.environ,
+        UBENCHAI_STATE_DIR=str(tmp_path / "state"),
+        UBENCHAI_CONFIG_DIR=f"{tmp_path / 'recipes'}{os.pathsep}{REPO / 'recipes'}",
+        UBENCHAI_IMAGE_CACHE=str(tmp_path / "images"),
+        UBENCHAI_LOG_DIR=str(tmp_path / "logs"),
+        APPTAINER_DOUBLE_IMAGE_PATH=str(REPO / "tests" / "doubles" / "image-bin"),
+    )
+    cmd = [sys.executable, "-m", "pytest_ubench", "monitor"]
+    started = subprocess.run(
+        [*cmd, "start", "--recipe", "watch", "--grafana", "--cluster", "ci-slurm", "--output", str(tmp_path / "o")],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr[-3000:]
+    lines = started.stdout.splitlines()
+    monitor_id, prom_url = lines[0].split()
+    m = re.match(r"grafana (\S+) user admin, password in (\S+)$", lines[1])
+    assert m, started.stdout
+    grafana_url, password_file = m.group(1), Path(m.group(2))
+    try:
+        assert "Grafana from your workstation: ssh -J" in started.stderr.replace("\n", " ")
+        password = password_file.read_text()
+        assert len(password) >= 20 and password_file.stat().st_mode & 0o777 == 0o600
+        written = [p for p in (tmp_path / "o").rglob("*") if p.is_file() and p != password_file]
+        written += list((tmp_path / "logs").rglob("*"))
+        assert written and not [p for p in written if password in p.read_text(errors="replace")]
+        sources = httpx.get(grafana_url + "/api/datasources", auth=("admin", password), timeout=10)
+        assert sources.status_code == 200 and sources.json() == [{"url": prom_url, "type": "prometheus"}]
+        boards = httpx.get(grafana_url + "/api/search", auth=("admin", password), timeout=10).json()
+        assert [b["uid"] for b in boards] == [f"ubench-{monitor_id}"[:40]]
+        assert httpx.get(grafana_url + "/api/datasources", auth=("admin", "admin"), timeout=10).status_code == 401
+        assert len(active_jobs("ubench-grafana")) == 1 and len(active_jobs("ubench-prometheus")) == 1
+    finally:
+        stopped = subprocess.run([*cmd, "stop", monitor_id], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert wait_gone("ubench-grafana") == [] and wait_gone("ubench-prometheus") == []
