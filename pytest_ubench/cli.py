@@ -21,12 +21,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import logs, manager
+from . import baselines, logs, manager
 from ._version import __version__
+from .metrics import compare
 from .orchestrators import backends, registry
 from .orchestrators.base import Endpoint, Orchestrator, ServiceError, ServiceState
 from .recipes import loader
-from .recipes.schema import GrafanaServer
+from .recipes.schema import GrafanaServer, Regression
 from .recipes.sweep import Case, expand
 from .session import CaseResult, ResultsError, Services, TargetUnreachable, default_output_root, run_case
 
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ubenchai", description="Benchmark AI-factory services from recipes.")
     ap.add_argument("--version", action="version", version=f"ubenchai {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging (else UBENCHAI_LOG_LEVEL or INFO)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{server,client,monitor,recipe}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{server,client,monitor,compare,recipe}")
 
     server = sub.add_parser("server", help="start, list, check and stop long-lived services")
     ssub = server.add_subparsers(dest="action", required=True)
@@ -59,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("service_id", metavar="ID")
         if verb == "logs":
             p.add_argument("-n", "--lines", type=int, default=40)
+
+    cmp = sub.add_parser("compare", help="compare two result directories case by case (exit 1 on regression)")
+    cmp.add_argument("baseline", type=Path, metavar="BASELINE_DIR")
+    cmp.add_argument("current", type=Path, metavar="CURRENT_DIR")
+    cmp.add_argument("--min-change", type=float, default=0.10, help="relative change that can count (default 0.10)")
+    cmp.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
 
     recipe = sub.add_parser("recipe", help="list and validate recipes")
     rsub = recipe.add_subparsers(dest="action", required=True)
@@ -94,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
     run.add_argument("--output", type=Path, metavar="DIR", help="default: ubench-results/<timestamp>")
     _placement_options(run, dry_run=True)
+    run.add_argument(
+        "--baseline", metavar="NAME|PATH", help="compare each case with its baseline (exit 1 on regression)"
+    )
+    run.add_argument(
+        "--save-baseline", nargs="?", const="default", metavar="NAME|PATH", help="store the run as a baseline"
+    )
     csub.add_parser("list", help="client runs going on now (from any terminal)")
     for verb, text in (("status", "state and cases done of a client run"), ("stop", "Ctrl-C a client run")):
         p = csub.add_parser(verb, help=text)
@@ -146,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             return _server(args)
         if args.command == "monitor":
             return _monitor(args)
+        if args.command == "compare":
+            return _compare(args)
         if args.action == "run":
             return _client_run(args)
         return _client(args)
@@ -350,6 +365,16 @@ def _client_run(args: argparse.Namespace) -> int:
             code = EXIT_TARGET
         elif not res.passed and code == EXIT_OK:
             code = EXIT_SLO
+        if args.baseline:
+            comparisons = baselines.gate(res.run_dir, baselines.resolve(args.baseline), loaded.recipe.regression)
+            if comparisons is None:
+                print(f"{res.case_id}: no baseline case to compare with")
+            else:
+                print(compare.table(comparisons))
+                if compare.regressions(comparisons) and code == EXIT_OK:
+                    code = EXIT_SLO
+        if args.save_baseline:
+            print(f"baseline saved: {baselines.save(res.run_dir, baselines.resolve(args.save_baseline))}")
     print(f"results: {root}")
     return code
 
@@ -377,6 +402,26 @@ def _client(args: argparse.Namespace) -> int:
     running, done = manager.client_progress(found)
     print(f"{found.id}: {'running' if running else 'gone'}, {done}/{found.extra['cases']} cases done, {found.run_dir}")
     return EXIT_OK if running else EXIT_TARGET
+
+
+def _compare(args: argparse.Namespace) -> int:
+    def cases(root: Path) -> dict[str, Path]:
+        return {p.parent.name: p.parent for p in sorted(root.glob("*/results.json"))}
+
+    base, cur = cases(args.baseline), cases(args.current)
+    if not base or not cur:
+        _err(f"no case results (*/results.json) under {args.baseline if not base else args.current}")
+        return EXIT_USAGE
+    rules = Regression(min_change=args.min_change, alpha=args.alpha)
+    regressed = False
+    for case_id in sorted(base.keys() | cur.keys()):
+        if case_id not in base or case_id not in cur:
+            print(f"{case_id}: only in {args.current if case_id in cur else args.baseline}\n")
+            continue
+        comparisons = baselines.compare_dirs(base[case_id], cur[case_id], rules)
+        regressed |= bool(compare.regressions(comparisons))
+        print(f"{case_id}\n{compare.table(comparisons)}\n")
+    return EXIT_SLO if regressed else EXIT_OK
 
 
 def _run_with_progress(case: Case, services: Services) -> CaseResult:

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from . import logs
+from . import baselines, logs
 from .load.engine import Progress
+from .metrics import compare
 from .orchestrators import backends
 from .orchestrators.base import Orchestrator, ServiceError
 from .recipes import loader
@@ -73,6 +74,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="URL",
         help="benchmark an already running service instead of starting the recipe's",
+    )
+    group.addoption(
+        "--ubench-save-baseline",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="NAME|PATH",
+        help="store each case's results and raw records as a baseline (default name: default)",
+    )
+    group.addoption(
+        "--ubench-baseline",
+        default=None,
+        metavar="NAME|PATH",
+        help="compare each case with its baseline; a statistically significant regression fails the case",
     )
     parser.addini("ubench_recipe_dirs", "directories searched for recipe names", type="paths", default=[])
 
@@ -196,8 +211,20 @@ class Ubench:
             pytest.fail(problem, pytrace=False)
         self._item.stash[_result_key] = result
         self._item.user_properties.append(("ubench", json.dumps(_compact(result))))
+        config = self._item.config
+        regressed = None
+        if config.getoption("ubench_baseline"):
+            comparisons = baselines.gate(
+                result.run_dir, baselines.resolve(config.getoption("ubench_baseline")), case.recipe.regression
+            )
+            if comparisons is not None and compare.regressions(comparisons):
+                regressed = f"{case.id}: regression against the baseline\n{compare.table(comparisons)}"
+        if config.getoption("ubench_save_baseline"):
+            baselines.save(result.run_dir, baselines.resolve(config.getoption("ubench_save_baseline")))
         if fail_on_slo and not result.passed:
-            pytest.fail(result.failure_message(), pytrace=False)
+            pytest.fail(result.failure_message() + (f"\n{regressed}" if regressed else ""), pytrace=False)
+        if regressed:
+            pytest.fail(regressed, pytrace=False)
         return result
 
 

@@ -207,6 +207,17 @@ class MonitorRecipe(Monitor):
     grafana: GrafanaServer | None = None
 
 
+class Regression(_Strict):
+    """When a case counts as a regression against its baseline (see ``metrics/compare.py``)."""
+
+    min_change: Annotated[float, Field(gt=0)] = 0.10  # relative change of the metric's centre
+    metrics: dict[
+        Literal["ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "requests_per_s", "output_tokens_per_s"],
+        Annotated[float, Field(gt=0)],
+    ] = Field(default_factory=dict)  # per-metric min_change
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01  # significance level of the one-sided test
+
+
 class Recipe(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
@@ -214,6 +225,7 @@ class Recipe(_Strict):
     workload: Workload
     monitor: Monitor | None = None
     slo: list[SLOExpression] = Field(default_factory=list)
+    regression: Regression = Field(default_factory=Regression)
 
     def cross_field_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
         """Checks that span parts of the recipe, as (field path, message) for the loader to locate."""

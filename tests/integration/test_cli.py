@@ -291,3 +291,25 @@ def test_client_run_listed_checked_and_stopped_from_another_command(write_recipe
     assert partial["aborted"] == "interrupted"
     assert "long-" not in ubenchai("client", "list").stdout
     assert ubenchai("client", "status", client_id).returncode == 2
+
+
+def test_compare_and_client_run_baseline_gate(write_recipe, tmp_path):
+    def recipe(ttft: str) -> Path:
+        data = truth_recipe("cmp", duration_s=2.0)
+        data["service"]["command"] = [*data["service"]["command"][:5], "--ttft-ms", ttft, "--itl-ms", "1"]
+        return write_recipe(data, "cmp")
+
+    base, fast, slow = tmp_path / "base", tmp_path / "fast", tmp_path / "slow"
+    saved = ubenchai("client", "run", "--recipe", str(recipe("10")), "--output", str(base), "--save-baseline",
+                     str(tmp_path / "bl"))  # fmt: skip
+    assert saved.returncode == 0 and (tmp_path / "bl" / "cmp-concurrency=2" / "results.json").exists()
+    same = ubenchai("client", "run", "--recipe", str(recipe("10")), "--output", str(fast), "--baseline",
+                    str(tmp_path / "bl"))  # fmt: skip
+    assert same.returncode == 0, same.stdout
+    worse = ubenchai("client", "run", "--recipe", str(recipe("14")), "--output", str(slow), "--baseline",
+                     str(tmp_path / "bl"))  # fmt: skip
+    assert worse.returncode == 1 and re.search(r"ttft_ms .* \+\d\d\.\d% .* regression", worse.stdout), worse.stdout
+    assert ubenchai("compare", str(base), str(fast)).returncode == 0
+    cmp = ubenchai("compare", str(base), str(slow))
+    assert cmp.returncode == 1 and "cmp-concurrency=2" in cmp.stdout and "regression" in cmp.stdout
+    assert ubenchai("compare", str(base), str(tmp_path / "nothing")).returncode == 2

@@ -41,7 +41,8 @@ def test_every_request_streams_exactly_max_tokens(llama_server, protocol):
         assert rec.tokens_from == "usage" and rec.output_tokens == 48
         assert len(rec.chunks) == 48  # one token per SSE chunk on the generated model
         v = request_values(rec)
-        assert 0 < v["ttft_ms"] < v["e2e_ms"]
+        # <=: when the machine is busy, a whole stream can land in one read (first chunk == last)
+        assert 0 < v["ttft_ms"] <= v["e2e_ms"]
         assert len(v["itl_ms"]) == rec.output_tokens - 1
         assert v["tpot_ms"] == pytest.approx((v["e2e_ms"] - v["ttft_ms"]) / 47)
 

@@ -149,3 +149,32 @@ def test_signal_mid_run_leaves_no_server_behind(project, sig):
     assert not pid_alive(pid)
     data = json.loads((out / "long-concurrency=2" / "results.json").read_text())
     assert data["aborted"] == "interrupted"
+
+
+def test_baseline_gate_passes_a_rerun_and_fails_an_injected_slowdown(project):
+    """Identical configuration twice: not a regression. TTFT/ITL 30 % slower on the server: caught."""
+
+    def recipe(ttft: str, itl: str) -> dict:
+        data = truth_recipe("gate", duration_s=2.0)
+        data["service"]["command"] = [*data["service"]["command"][:5], "--ttft-ms", ttft, "--itl-ms", itl]
+        return data
+
+    base = project.path / "baselines" / "main"
+    add(project, recipe("10", "2"), "gate")
+    first = project.runpytest_subprocess(
+        "--ubench-recipe=gate", f"--ubench-save-baseline={base}", "-p", "no:cacheprovider"
+    )
+    first.assert_outcomes(passed=1)
+    assert (base / "gate-concurrency=2" / "records.jsonl").exists()
+    out = project.path / "again"
+    again = project.runpytest_subprocess(
+        "--ubench-recipe=gate", f"--ubench-baseline={base}", f"--ubench-output={out}", "-p", "no:cacheprovider"
+    )
+    again.assert_outcomes(passed=1)
+    gate = json.loads((out / "gate-concurrency=2" / "results.json").read_text())["baseline"]
+    assert gate["regressed"] is False and {c["verdict"] for c in gate["comparisons"]} <= {"unchanged", "insufficient"}
+
+    add(project, recipe("13", "2.6"), "gate")
+    slow = project.runpytest_subprocess("--ubench-recipe=gate", f"--ubench-baseline={base}", "-p", "no:cacheprovider")
+    slow.assert_outcomes(failed=1)
+    slow.stdout.fnmatch_lines(["*regression against the baseline*", "*ttft_ms*+3?.?%*regression*"])
