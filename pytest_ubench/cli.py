@@ -24,11 +24,13 @@ from rich.table import Table
 from . import baselines, logs, manager
 from ._version import __version__
 from .metrics import compare
+from .metrics.results import write_json, write_text
 from .orchestrators import backends, registry
 from .orchestrators.base import Endpoint, Orchestrator, ServiceError, ServiceState
 from .recipes import loader
 from .recipes.schema import GrafanaServer, Regression
 from .recipes.sweep import Case, expand
+from .report import browser, standalone
 from .session import CaseResult, ResultsError, Services, TargetUnreachable, default_output_root, run_case
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET, EXIT_RESULTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -41,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ubenchai", description="Benchmark AI-factory services from recipes.")
     ap.add_argument("--version", action="version", version=f"ubenchai {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging (else UBENCHAI_LOG_LEVEL or INFO)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{server,client,monitor,compare,recipe}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{server,client,monitor,compare,report,recipe}")
 
     server = sub.add_parser("server", help="start, list, check and stop long-lived services")
     ssub = server.add_subparsers(dest="action", required=True)
@@ -66,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("current", type=Path, metavar="CURRENT_DIR")
     cmp.add_argument("--min-change", type=float, default=0.10, help="relative change that can count (default 0.10)")
     cmp.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+
+    rep = sub.add_parser("report", help="one self-contained report of a results directory (offline HTML, JSON, PDF)")
+    rep.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    rep.add_argument("--format", choices=["html", "json", "pdf"], default="html")
+    rep.add_argument("--output", type=Path, metavar="FILE", help="default: RUN_DIR/report.<format>")
 
     recipe = sub.add_parser("recipe", help="list and validate recipes")
     rsub = recipe.add_subparsers(dest="action", required=True)
@@ -161,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             return _monitor(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "report":
+            return _report(args)
         if args.action == "run":
             return _client_run(args)
         return _client(args)
@@ -310,10 +319,19 @@ def _monitor(args: argparse.Namespace) -> int:
     entry = found
     if args.action == "stop":
         return _stop(entry)
-    if args.format in ("html", "pdf"):
-        _err(f"--format {args.format} is not available yet (the standalone report renderer); use json")
-        return EXIT_USAGE
     data = manager.monitor_metrics(entry, args.since)
+    if args.format in ("html", "pdf"):
+        target = args.output or Path(entry.run_dir) / f"report.{args.format}"
+        page = target if args.format == "html" else target.with_suffix(".html")
+        write_text(page, standalone.render_monitor(data))
+        if args.format == "pdf":
+            try:
+                browser.print_pdf(page, target)
+            except (FileNotFoundError, RuntimeError) as exc:
+                _err(str(exc))
+                return EXIT_USAGE if isinstance(exc, FileNotFoundError) else EXIT_RESULTS
+        print(target)
+        return EXIT_OK
     if args.action == "report":  # the figures without the series
         data["queries"] = {
             k: {s: v[s] for s in ("query", "min", "mean", "max", "last")} for k, v in data["queries"].items()
@@ -402,6 +420,33 @@ def _client(args: argparse.Namespace) -> int:
     running, done = manager.client_progress(found)
     print(f"{found.id}: {'running' if running else 'gone'}, {done}/{found.extra['cases']} cases done, {found.run_dir}")
     return EXIT_OK if running else EXIT_TARGET
+
+
+def _report(args: argparse.Namespace) -> int:
+    target = args.output or args.run_dir / f"report.{args.format}"
+    try:
+        if args.format == "json":
+            cases = [c.result for c in standalone.load(args.run_dir)]
+            if not cases:
+                raise FileNotFoundError(f"no case results (*/results.json) under {args.run_dir}")
+            write_json(target, {"run": str(args.run_dir), "cases": cases})
+        else:
+            text = standalone.render(args.run_dir)
+            page = target if args.format == "html" else target.with_suffix(".html")
+            write_text(page, text)
+            if args.format == "pdf":
+                browser.print_pdf(page, target)
+    except FileNotFoundError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        _err(f"cannot write {target}: {exc.strerror or exc}")
+        return EXIT_RESULTS
+    except RuntimeError as exc:
+        _err(str(exc))
+        return EXIT_RESULTS
+    print(target)
+    return EXIT_OK
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -19,10 +19,12 @@ import pytest
 from . import baselines, logs
 from .load.engine import Progress
 from .metrics import compare
+from .metrics.results import write_text
 from .orchestrators import backends
 from .orchestrators.base import Orchestrator, ServiceError
 from .recipes import loader
 from .recipes.sweep import Case, expand
+from .report import benchmark_json, standalone
 from .report.summary import summary_html
 from .session import CaseResult, ResultsError, Services, default_output_root, run_case, stop_shared
 
@@ -88,6 +90,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="NAME|PATH",
         help="compare each case with its baseline; a statistically significant regression fails the case",
+    )
+    group.addoption(
+        "--ubench-report",
+        default=None,
+        metavar="FILE",
+        help="write the standalone offline HTML report of the run (plots, tables) at the end",
+    )
+    group.addoption(
+        "--ubench-benchmark-json",
+        default=None,
+        metavar="FILE",
+        help="also write the results as pytest-benchmark JSON (for tools that chart it over time)",
     )
     parser.addini("ubench_recipe_dirs", "directories searched for recipe names", type="paths", default=[])
 
@@ -211,6 +225,7 @@ class Ubench:
             pytest.fail(problem, pytrace=False)
         self._item.stash[_result_key] = result
         self._item.user_properties.append(("ubench", json.dumps(_compact(result))))
+        self._item.user_properties.extend(_key_figures(result))  # JUnit XML <property> elements
         config = self._item.config
         regressed = None
         if config.getoption("ubench_baseline"):
@@ -247,7 +262,30 @@ def _progress(config: pytest.Config, case_id: str) -> Progress | None:
 
 @pytest.fixture
 def ubench(request: pytest.FixtureRequest, ubench_services: Services) -> Ubench:
+    """Deploys the case's service during setup: a service that will not start (or a target that cannot
+    be reached, a job Slurm refuses) is an *error* of the case, not a *failure*; failures are verdicts."""
+    callspec = getattr(request.node, "callspec", None)
+    case = callspec.params.get("ubench_case") if callspec is not None else None
+    if isinstance(case, Case):
+        problem = None
+        try:
+            ubench_services.get(case.loaded)
+        except ServiceError as exc:
+            problem = str(exc)
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
     return Ubench(request.node, ubench_services)
+
+
+def _key_figures(result: CaseResult) -> list[tuple[str, object]]:
+    r = result.result
+    props: list[tuple[str, object]] = [("ubench.passed", result.passed)]
+    for metric in ("ttft_ms", "itl_ms", "e2e_ms"):
+        for stat in ("p50", "p95", "p99"):
+            props.append((f"ubench.{metric}.{stat}", r["metrics"][metric][stat]))
+    props += [(f"ubench.{k}", r["throughput"][k]) for k in ("requests_per_s", "output_tokens_per_s")]
+    props.append(("ubench.error_rate", r["requests"]["error_rate"]))
+    return props
 
 
 def _compact(result: CaseResult) -> dict[str, Any]:
@@ -295,4 +333,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if services is not None:
         services.close()
     if not hasattr(session.config, "workerinput") and _orchestrator_key in session.config.stash:
-        stop_shared(Path(session.config.getoption("ubench_output")), session.config.stash[_orchestrator_key])
+        root = Path(session.config.getoption("ubench_output"))
+        stop_shared(root, session.config.stash[_orchestrator_key])
+        target = session.config.getoption("ubench_benchmark_json")
+        if target and root.is_dir():
+            benchmark_json.write(Path(target), root)
+        report = session.config.getoption("ubench_report")
+        if report and any(root.glob("*/results.json")):
+            write_text(Path(report), standalone.render(root))

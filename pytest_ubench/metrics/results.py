@@ -50,6 +50,13 @@ def write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
         raise
 
 
+def write_text(path: Path, text: str) -> None:
+    def put(fh: TextIO) -> None:
+        fh.write(text)
+
+    write_atomic(path, put)
+
+
 def write_json(path: Path, obj: Any) -> None:
     def dump(fh: TextIO) -> None:
         json.dump(obj, fh, indent=2, allow_nan=False)

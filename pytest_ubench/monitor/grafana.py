@@ -8,7 +8,7 @@ the run's real Prometheus by the test suite. Rate windows use Grafana's ``$__rat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
@@ -17,7 +17,7 @@ from grafana_foundation_sdk.builders.timeseries import Panel as Timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
-from ..metrics.results import write_atomic
+from ..metrics.results import write_text
 from . import queries as query_sets
 
 DATASOURCE_UID = "ubench-prometheus"
@@ -62,18 +62,11 @@ def write_provisioning(root: Path, prometheus_url: str, dash: dict[str, Any]) ->
         "name": "ubench", "type": "file", "disableDeletion": False, "updateIntervalSeconds": 5,
         "options": {"path": str((grafana / "dashboards").absolute())},
     }]}  # fmt: skip
-    _write(grafana / "provisioning" / "datasources" / "ubench.yaml", yaml.safe_dump(datasource, sort_keys=False))
-    _write(grafana / "provisioning" / "dashboards" / "ubench.yaml", yaml.safe_dump(provider, sort_keys=False))
+    write_text(grafana / "provisioning" / "datasources" / "ubench.yaml", yaml.safe_dump(datasource, sort_keys=False))
+    write_text(grafana / "provisioning" / "dashboards" / "ubench.yaml", yaml.safe_dump(provider, sort_keys=False))
     target = grafana / "dashboards" / f"{dash['uid']}.json"
-    _write(target, JSONEncoder(sort_keys=True, indent=2).encode(dash))
+    write_text(target, JSONEncoder(sort_keys=True, indent=2).encode(dash))
     return target
-
-
-def _write(path: Path, text: str) -> None:
-    def put(fh: TextIO) -> None:
-        fh.write(text)
-
-    write_atomic(path, put)
 
 
 def sections_for(monitors: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, dict[str, str]]:

@@ -190,7 +190,11 @@ def test_monitor_commands_watch_a_running_server(write_recipe, tmp_path):
         assert csv_file.read_text().startswith("query,timestamp,value\n") and "\nup_now," in csv_file.read_text()
         report = json.loads(ubenchai("monitor", "report", monitor_id, env=env).stdout)
         assert "series" not in report["queries"]["up_now"] and report["queries"]["up_now"]["last"] == 1.0
-        assert ubenchai("monitor", "report", monitor_id, "--format", "html", env=env).returncode == 2
+        page = tmp_path / "monitor.html"
+        html_report = ubenchai("monitor", "report", monitor_id, "--format", "html", "--output", str(page), env=env)
+        assert html_report.returncode == 0, html_report.stderr
+        text = page.read_text()
+        assert text.count("<svg") == 1 and "<td>up_now</td>" in text and "default-src 'none'" in text
         prom_pid = json.loads((tmp_path / "state" / "services" / f"{monitor_id}.json").read_text())["endpoint"]["pid"]
         assert ubenchai("monitor", "stop", monitor_id, env=env).returncode == 0
         assert not pid_alive(prom_pid)

@@ -1,0 +1,108 @@
+"""Results as pytest-benchmark JSON, so tools that chart pytest-benchmark files over time (e.g.
+github-action-benchmark, ``pytest-benchmark compare``) take ubench runs unchanged.
+
+Each case gives one "benchmark" per latency metric (TTFT, ITL per request, E2E), in seconds, with the
+statistics pytest-benchmark computes for its own rounds; throughput, errors and the verdict go to
+``extra_info``. Built from the results directory, so it works the same under pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..metrics import compare
+from ..metrics.records import read_jsonl
+from ..metrics.results import write_json
+
+METRICS = ("ttft_ms", "itl_ms", "e2e_ms")
+
+
+def _stats(seconds: np.ndarray) -> dict[str, Any]:
+    q1, median, q3 = (float(v) for v in np.percentile(seconds, [25, 50, 75]))
+    iqr = q3 - q1
+    mean, std = float(seconds.mean()), float(seconds.std(ddof=1)) if len(seconds) > 1 else 0.0
+    low, high = q1 - 1.5 * iqr, q3 + 1.5 * iqr
+    iqr_out = int(((seconds < low) | (seconds > high)).sum())
+    std_out = int(((seconds < mean - std) | (seconds > mean + std)).sum())
+    return {
+        "min": float(seconds.min()),
+        "max": float(seconds.max()),
+        "mean": mean,
+        "stddev": std,
+        "rounds": len(seconds),
+        "median": median,
+        "iqr": iqr,
+        "q1": q1,
+        "q3": q3,
+        "iqr_outliers": iqr_out,
+        "stddev_outliers": std_out,
+        "outliers": f"{std_out};{iqr_out}",
+        "ld15iqr": float(seconds[seconds >= low].min()),
+        "hd15iqr": float(seconds[seconds <= high].max()),
+        "ops": 1.0 / mean if mean else 0.0,
+        "total": float(seconds.sum()),
+        "iterations": 1,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "node": platform.node(),
+        "processor": platform.processor(),
+        "machine": platform.machine(),
+        "python_compiler": platform.python_compiler(),
+        "python_implementation": platform.python_implementation(),
+        "python_implementation_version": platform.python_version(),
+        "python_version": platform.python_version(),
+        "python_build": list(platform.python_build()),
+        "release": platform.release(),
+        "system": platform.system(),
+        "cpu": {"count": os.cpu_count(), "brand_raw": platform.processor() or platform.machine()},
+    }
+
+
+def build(root: Path, test_name: str = "test_llm") -> dict[str, Any]:
+    benchmarks = []
+    for results_file in sorted(root.glob("*/results.json")):
+        case_dir = results_file.parent
+        data = json.loads(results_file.read_text(encoding="utf-8"))
+        samples = compare.samples(list(read_jsonl(case_dir / "records.jsonl")), data["throughput"]["elapsed_s"])
+        extra = {
+            "requests_per_s": data["throughput"]["requests_per_s"],
+            "output_tokens_per_s": data["throughput"]["output_tokens_per_s"],
+            "error_rate": data["requests"].get("error_rate"),
+            "passed": data["passed"],
+            "results": str(results_file),
+        }
+        for metric in METRICS:
+            values = samples[metric]
+            if len(values) == 0:
+                continue
+            name = f"{test_name}[{data['case_id']}]-{metric.removesuffix('_ms')}"
+            benchmarks.append({
+                "group": data["case_id"], "name": name, "fullname": f"benchmarks/{name}",
+                "params": {"case": data["case_id"], "metric": metric}, "param": f"{data['case_id']}-{metric}",
+                "extra_info": extra, "options": {"timer": "perf_counter", "min_rounds": 1, "warmup": False},
+                "stats": _stats(values / 1000.0),
+            })  # fmt: skip
+    return {
+        "machine_info": _machine(),
+        "commit_info": {"id": os.environ.get("GITHUB_SHA") or os.environ.get("CI_COMMIT_SHA") or "unversioned"},
+        "benchmarks": benchmarks,
+        "datetime": datetime.now(UTC).isoformat(),
+        "version": f"pytest-ubench {__version__}",
+    }
+
+
+def write(path: Path, root: Path) -> int:
+    data = build(root)
+    write_json(path, data)
+    return len(data["benchmarks"])

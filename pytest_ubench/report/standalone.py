@@ -1,0 +1,182 @@
+"""One self-contained HTML file per run: tables and inline SVG plots, no script, no CDN, no request at
+view time (a Content-Security-Policy forbids any), so it opens on an air-gapped node or as a CI artifact.
+
+Content: an overview of the cases; per recipe swept over a load axis, throughput and latency against
+load with the knee marked; per case, the SLO verdicts, the latency table, latency CDFs, TTFT and
+throughput over time with the warm-up shaded, and the server-side series when monitoring ran.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..metrics.records import Record, read_jsonl
+from . import plots
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.pass{color:#107010}.fail{color:#b00020}
+section{margin-bottom:2.5em}svg{max-width:100%;height:auto}.note{color:#666}
+"""
+KNEE_GAIN = 0.10  # the knee: the last point after which more load adds less than 10 % throughput
+
+
+@dataclass
+class Case:
+    dir: Path
+    result: dict[str, Any]
+    records: list[Record]
+
+
+def load(root: Path) -> list[Case]:
+    cases = []
+    for path in sorted(root.glob("*/results.json")):
+        records_file = path.parent / "records.jsonl"
+        records = list(read_jsonl(records_file)) if records_file.exists() else []
+        cases.append(Case(path.parent, json.loads(path.read_text(encoding="utf-8")), records))
+    return cases
+
+
+def knee(throughput: list[float]) -> int | None:
+    for i in range(len(throughput) - 1):
+        if throughput[i] > 0 and throughput[i + 1] < throughput[i] * (1 + KNEE_GAIN):
+            return i
+    return None
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _table(header: list[str], rows: list[list[Any]], cls: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        f'<tr class="{cls[i] if cls else ""}">' + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+        for i, row in enumerate(rows)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _overview(cases: list[Case]) -> str:
+    rows, cls = [], []
+    for c in cases:
+        r = c.result
+        m, t = r["metrics"], r["throughput"]
+        rows.append([r["case_id"], "PASS" if r["passed"] else "FAIL", f"{r['requests']['ok']}/{r['requests']['total']}",
+                     m["ttft_ms"]["p50"], m["ttft_ms"]["p95"], m["itl_ms"]["p50"], m["e2e_ms"]["p95"],
+                     t["requests_per_s"], t["output_tokens_per_s"]])  # fmt: skip
+        cls.append("pass" if r["passed"] else "fail")
+    header = ["case", "verdict", "ok/total", "TTFT p50 ms", "TTFT p95 ms", "ITL p50 ms", "E2E p95 ms", "req/s", "tok/s"]
+    return _table(header, rows, cls)
+
+
+def _sweeps(cases: list[Case]) -> str:
+    by_recipe: dict[str, list[Case]] = {}
+    for c in cases:
+        by_recipe.setdefault(c.result["recipe"]["name"], []).append(c)
+    out = []
+    for name, group in by_recipe.items():
+        axis = next((k for k in ("concurrency", "rate") if k in group[0].result["load"]), None)
+        if axis is None or len(group) < 2:
+            continue
+        group.sort(key=lambda c: c.result["load"][axis])
+        loads = [float(c.result["load"][axis]) for c in group]
+        thr = [c.result["throughput"]["requests_per_s"] for c in group]
+        lat = {f"{m} p95": [c.result["metrics"][m]["p95"] or 0.0 for c in group] for m in ("ttft_ms", "e2e_ms")}
+        k = knee(thr)
+        text = f"knee at {axis} = {loads[k]:g}" if k is not None else "no knee within the sweep"
+        out.append(
+            f"<h3>{html.escape(name)}: sweep over {axis}</h3><p>{text}</p>{plots.sweep(loads, axis, thr, lat, k)}"
+        )
+    return "<section><h2>Sweeps</h2>" + "".join(out) + "</section>" if out else ""
+
+
+def _case(c: Case) -> str:
+    r = c.result
+    parts = [f'<section id="{html.escape(r["case_id"])}"><h2>{html.escape(r["case_id"])}</h2>']
+    parts.append(f"<p>endpoint {html.escape(str(r['endpoint']))} · {_fmt(r['provenance'].get('started'))}</p>")
+    if r["slo"]:
+        rows = [[s["expression"], s["measured"], s["allowed"], "PASS" if s["passed"] else "FAIL"] for s in r["slo"]]
+        parts.append("<h3>SLOs</h3>" + _table(["SLO", "measured", "allowed", "verdict"], rows,
+                                               ["pass" if s["passed"] else "fail" for s in r["slo"]]))  # fmt: skip
+    stats = ["count", "mean", "p50", "p90", "p99", "max"]
+    parts.append("<h3>Latency (ms)</h3>" + _table(["metric", *stats], [[k, *(v.get(s) for s in stats)]
+                                                                        for k, v in r["metrics"].items()]))  # fmt: skip
+    measured = [x for x in c.records if not x.warmup and x.ok]
+    if measured:
+        from ..metrics.stats import request_values
+
+        values = [request_values(x) for x in measured]
+        series = {
+            "TTFT": np.asarray([v["ttft_ms"] for v in values if v["ttft_ms"] is not None]),
+            "ITL": np.asarray([g for v in values for g in v["itl_ms"]]),
+            "E2E": np.asarray([v["e2e_ms"] for v in values]),
+        }
+        parts.append("<h3>Latency distributions</h3>" + plots.cdfs(series))
+        warm = [x.intended for x in c.records if x.warmup]
+        warmup_end = min(x.intended for x in measured) if warm else 0.0
+        ends = np.asarray([x.end for x in c.records if x.ok])
+        starts = np.asarray([x.start for x in measured])
+        ttft = np.asarray([v["ttft_ms"] if v["ttft_ms"] is not None else np.nan for v in values])
+        parts.append("<h3>Over time</h3>" + plots.over_time(starts, ttft, ends, warmup_end, float(ends.max(initial=1))))
+    server = r.get("server_metrics")
+    if server:
+        named = {k: v.get("series") or [] for k, v in server.items()}
+        t0 = min((p[0] for pts in named.values() for p in pts), default=0.0)
+        parts.append("<h3>Server side (Prometheus)</h3>" + plots.series(named, t0))
+    elif r.get("monitoring") and r["monitoring"].get("note"):
+        parts.append(f'<p class="note">server-side metrics: {html.escape(r["monitoring"]["note"])}</p>')
+    if r.get("service_failure"):
+        parts.append(f'<pre class="fail">{html.escape(r["service_failure"])}</pre>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render(root: Path) -> str:
+    cases = load(root)
+    if not cases:
+        raise FileNotFoundError(f"no case results (*/results.json) under {root}")
+    title = f"ubench report: {root.name}"
+    generated = datetime.now(UTC).isoformat(timespec="seconds")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        f'<h1>{html.escape(title)}</h1><p class="note">{len(cases)} cases · generated {generated} by '
+        f"pytest-ubench {__version__} · {html.escape(str(root))}</p>"
+        f"<section><h2>Overview</h2>{_overview(cases)}</section>{_sweeps(cases)}"
+        + "".join(_case(c) for c in cases)
+        + "</body></html>"
+    )
+
+
+def render_monitor(data: dict[str, Any]) -> str:
+    """A monitor's window (``ubenchai monitor report``): each query's figures, then its series."""
+    rows = [[name, q.get("query"), q.get("min"), q.get("mean"), q.get("max"), q.get("last")]
+            for name, q in data["queries"].items()]  # fmt: skip
+    named = {k: v.get("series") or [] for k, v in data["queries"].items()}
+    start, end = data["window"]
+    title = f"ubench monitor report: {data['monitor']}"
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        f'<h1>{html.escape(title)}</h1><p class="note">Prometheus {html.escape(data["prometheus"])} · targets '
+        f"{html.escape(', '.join(data['targets']))} · window {end - start:.0f} s from "
+        f"{datetime.fromtimestamp(start, UTC).isoformat(timespec='seconds')}</p>"
+        f"<section><h2>Queries</h2>{_table(['query', 'PromQL', 'min', 'mean', 'max', 'last'], rows)}</section>"
+        f"<section><h2>Series</h2>{plots.series(named, start)}</section></body></html>"
+    )
