@@ -322,14 +322,11 @@ def _monitor(args: argparse.Namespace) -> int:
     data = manager.monitor_metrics(entry, args.since)
     if args.format in ("html", "pdf"):
         target = args.output or Path(entry.run_dir) / f"report.{args.format}"
-        page = target if args.format == "html" else target.with_suffix(".html")
-        write_text(page, standalone.render_monitor(data))
-        if args.format == "pdf":
-            try:
-                browser.print_pdf(page, target)
-            except (FileNotFoundError, RuntimeError) as exc:
-                _err(str(exc))
-                return EXIT_USAGE if isinstance(exc, FileNotFoundError) else EXIT_RESULTS
+        try:
+            _page(target, args.format, standalone.render_monitor(data))
+        except (FileNotFoundError, RuntimeError) as exc:
+            _err(str(exc))
+            return EXIT_USAGE if isinstance(exc, FileNotFoundError) else EXIT_RESULTS
         print(target)
         return EXIT_OK
     if args.action == "report":  # the figures without the series
@@ -431,11 +428,7 @@ def _report(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"no case results (*/results.json) under {args.run_dir}")
             write_json(target, {"run": str(args.run_dir), "cases": cases})
         else:
-            text = standalone.render(args.run_dir)
-            page = target if args.format == "html" else target.with_suffix(".html")
-            write_text(page, text)
-            if args.format == "pdf":
-                browser.print_pdf(page, target)
+            _page(target, args.format, standalone.render(args.run_dir))
     except FileNotFoundError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -447,6 +440,14 @@ def _report(args: argparse.Namespace) -> int:
         return EXIT_RESULTS
     print(target)
     return EXIT_OK
+
+
+def _page(target: Path, fmt: str, text: str) -> None:
+    """The HTML report, or the same page printed to PDF (the HTML is kept beside it)."""
+    page = target if fmt == "html" else target.with_suffix(".html")
+    write_text(page, text)
+    if fmt == "pdf":
+        browser.print_pdf(page, target)
 
 
 def _compare(args: argparse.Namespace) -> int:
