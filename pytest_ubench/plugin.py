@@ -25,6 +25,7 @@ from .orchestrators.base import Orchestrator, ServiceError
 from .recipes import loader
 from .recipes.sweep import Case, expand
 from .report import benchmark_json, standalone
+from .report.allure_report import Recorder
 from .report.summary import summary_html
 from .session import CaseResult, ResultsError, Services, default_output_root, run_case, stop_shared
 
@@ -214,33 +215,46 @@ class Ubench:
     def __init__(self, item: pytest.Item, services: Services) -> None:
         self._item = item
         self._services = services
+        self._allure = Recorder(active=bool(getattr(item.config.option, "allure_report_dir", None)))
 
     def run(self, case: Case, fail_on_slo: bool = True) -> CaseResult:
+        w = case.recipe.workload
+        self._allure.case(case, self._services.orchestrator.name)
         problem: str | None = None
-        try:
-            result = run_case(case, self._services, _progress(self._item.config, case.id))
-        except (ServiceError, ResultsError) as exc:
-            problem = str(exc)
+        with self._allure.step(
+            f"load: {case.load.mode} {case.point}, {w.duration_s:g} s after {w.warmup_s:g} s warm-up"
+        ):
+            try:
+                result = run_case(case, self._services, _progress(self._item.config, case.id))
+            except (ServiceError, ResultsError) as exc:
+                problem = str(exc)
         if problem is not None:  # failed outside the except block: no "during handling of" chain
             pytest.fail(problem, pytrace=False)
         self._item.stash[_result_key] = result
         self._item.user_properties.append(("ubench", json.dumps(_compact(result))))
         self._item.user_properties.extend(_key_figures(result))  # JUnit XML <property> elements
-        config = self._item.config
-        regressed = None
-        if config.getoption("ubench_baseline"):
-            comparisons = baselines.gate(
-                result.run_dir, baselines.resolve(config.getoption("ubench_baseline")), case.recipe.regression
-            )
-            if comparisons is not None and compare.regressions(comparisons):
-                regressed = f"{case.id}: regression against the baseline\n{compare.table(comparisons)}"
-        if config.getoption("ubench_save_baseline"):
-            baselines.save(result.run_dir, baselines.resolve(config.getoption("ubench_save_baseline")))
+        with self._allure.step("verdict: SLOs and baseline"):
+            regressed = _baseline_gate(self._item.config, case, result)
+        dep = self._services.get(case.loaded)
+        self._allure.attach(result.run_dir, dep.run_dir, self._services.orchestrator.logs(dep) if dep.handle else "")
         if fail_on_slo and not result.passed:
             pytest.fail(result.failure_message() + (f"\n{regressed}" if regressed else ""), pytrace=False)
         if regressed:
             pytest.fail(regressed, pytrace=False)
         return result
+
+
+def _baseline_gate(config: pytest.Config, case: Case, result: CaseResult) -> str | None:
+    """Compare with the baseline and/or save into one; the failure message of a regression, if any."""
+    regressed = None
+    if config.getoption("ubench_baseline"):
+        baseline = baselines.resolve(config.getoption("ubench_baseline"))
+        comparisons = baselines.gate(result.run_dir, baseline, case.recipe.regression)
+        if comparisons is not None and compare.regressions(comparisons):
+            regressed = f"{case.id}: regression against the baseline\n{compare.table(comparisons)}"
+    if config.getoption("ubench_save_baseline"):
+        baselines.save(result.run_dir, baselines.resolve(config.getoption("ubench_save_baseline")))
+    return regressed
 
 
 def _progress(config: pytest.Config, case_id: str) -> Progress | None:
@@ -269,7 +283,10 @@ def ubench(request: pytest.FixtureRequest, ubench_services: Services) -> Ubench:
     if isinstance(case, Case):
         problem = None
         try:
-            ubench_services.get(case.loaded)
+            with Recorder(active=bool(getattr(request.config.option, "allure_report_dir", None))).step(
+                f"deploy {case.recipe.name} ({ubench_services.orchestrator.name})"
+            ):
+                ubench_services.get(case.loaded)
         except ServiceError as exc:
             problem = str(exc)
         if problem is not None:

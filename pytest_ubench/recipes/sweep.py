@@ -12,13 +12,17 @@ from .schema import Load, Recipe
 SWEEPABLE = ("concurrency", "rate")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Case:
     """One benchmark point: a recipe with every sweep list resolved to a single value."""
 
     loaded: LoadedRecipe
     load: Load
     point: dict[str, Any]
+
+    def __repr__(self) -> str:
+        # Short: reports (Allure parameters, assertion messages) show the case, not the whole recipe.
+        return f"Case({self.id})"
 
     @property
     def recipe(self) -> Recipe:

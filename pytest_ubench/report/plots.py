@@ -1,24 +1,39 @@
-"""Plots as inline SVG (matplotlib's SVG backend draws text as paths): nothing to fetch at view time."""
+"""Plots as inline SVG (matplotlib's SVG backend draws text as paths): nothing to fetch at view time.
+
+matplotlib is imported on first use: the pytest plugin imports this module, and every pytest run
+would otherwise pay for it.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("svg")
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
 
-plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 96, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@functools.cache
+def _pyplot() -> ModuleType:
+    import matplotlib
+
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "path", "figure.dpi": 96, "font.size": 9, "axes.grid": True,
+                         "grid.alpha": 0.3})  # fmt: skip
+    return plt
 
 
 def svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog and doctype: the SVG goes inline
 
@@ -26,7 +41,7 @@ def svg(fig: Figure) -> str:
 def cdfs(series: dict[str, np.ndarray]) -> str:
     """Latency CDFs, one panel per metric."""
     shown = {k: v for k, v in series.items() if len(v)}
-    fig, axes = plt.subplots(
+    fig, axes = _pyplot().subplots(
         1, max(len(shown), 1), figsize=(3.2 * max(len(shown), 1), 2.6), squeeze=False, layout="constrained"
     )
     for ax, (name, values) in zip(axes[0], shown.items(), strict=False):
@@ -42,7 +57,7 @@ def over_time(
     start_s: np.ndarray, ttft_ms: np.ndarray, done_s: np.ndarray, warmup_end_s: float, duration_s: float
 ) -> str:
     """TTFT of each request by its start time, and completions per second; warm-up shaded."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 2.6), layout="constrained")
+    fig, (a, b) = _pyplot().subplots(1, 2, figsize=(8, 2.6), layout="constrained")
     for ax in (a, b):
         ax.axvspan(0, warmup_end_s, color="0.85", label="warm-up")
         ax.set_xlabel("s since start")
@@ -60,7 +75,7 @@ def over_time(
 def sweep(loads: Sequence[float], axis: str, throughput: Sequence[float], latencies: Mapping[str, Sequence[float]],
           knee: int | None) -> str:  # fmt: skip
     """Throughput and latency against the swept load, the knee marked."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 2.8), layout="constrained")
+    fig, (a, b) = _pyplot().subplots(1, 2, figsize=(8, 2.8), layout="constrained")
     a.plot(loads, throughput, marker="o")
     a.set_title("throughput vs load")
     a.set_ylabel("requests/s")
@@ -85,7 +100,7 @@ def series(named: dict[str, Sequence[Sequence[float]]], t0: float) -> str:
     shown = {k: v for k, v in named.items() if v}
     cols = 3
     rows = max((len(shown) + cols - 1) // cols, 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(9, 2.2 * rows), squeeze=False, layout="constrained")
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(9, 2.2 * rows), squeeze=False, layout="constrained")
     for ax, (name, points) in zip(axes.flat, shown.items(), strict=False):
         ts = np.asarray([p[0] for p in points]) - t0
         ax.plot(ts, [p[1] for p in points], lw=1.2)

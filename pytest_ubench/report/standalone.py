@@ -20,6 +20,7 @@ import numpy as np
 
 from .._version import __version__
 from ..metrics.records import Record, read_jsonl
+from ..metrics.stats import request_values
 from . import plots
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -53,6 +54,16 @@ def knee(throughput: list[float]) -> int | None:
         if throughput[i] > 0 and throughput[i + 1] < throughput[i] * (1 + KNEE_GAIN):
             return i
     return None
+
+
+def cdf_series(measured: list[Record]) -> dict[str, np.ndarray]:
+    """Per-request TTFT and E2E, and every ITL gap, of the measured successful requests (ms)."""
+    values = [request_values(x) for x in measured]
+    return {
+        "TTFT": np.asarray([v["ttft_ms"] for v in values if v["ttft_ms"] is not None]),
+        "ITL": np.asarray([g for v in values for g in v["itl_ms"]]),
+        "E2E": np.asarray([v["e2e_ms"] for v in values]),
+    }
 
 
 def _fmt(v: Any) -> str:
@@ -117,15 +128,8 @@ def _case(c: Case) -> str:
                                                                         for k, v in r["metrics"].items()]))  # fmt: skip
     measured = [x for x in c.records if not x.warmup and x.ok]
     if measured:
-        from ..metrics.stats import request_values
-
         values = [request_values(x) for x in measured]
-        series = {
-            "TTFT": np.asarray([v["ttft_ms"] for v in values if v["ttft_ms"] is not None]),
-            "ITL": np.asarray([g for v in values for g in v["itl_ms"]]),
-            "E2E": np.asarray([v["e2e_ms"] for v in values]),
-        }
-        parts.append("<h3>Latency distributions</h3>" + plots.cdfs(series))
+        parts.append("<h3>Latency distributions</h3>" + plots.cdfs(cdf_series(measured)))
         warm = [x.intended for x in c.records if x.warmup]
         warmup_end = min(x.intended for x in measured) if warm else 0.0
         ends = np.asarray([x.end for x in c.records if x.ok])

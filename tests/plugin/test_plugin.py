@@ -97,14 +97,38 @@ def test_unreachable_target_is_an_error_not_a_failure(project):
     res.stdout.fnmatch_lines(["*ERROR at setup of test_llm*", "*cannot reach http://127.0.0.1:9*"])
 
 
-def test_html_report_carries_the_summary_table(project):
-    add(project, truth_recipe("good"), "good")
+def test_html_report_carries_the_summary_table_and_plots_under_xdist(project):
+    add(project, truth_recipe("good", load={"mode": "closed", "concurrency": [1, 2]}), "good")
     report = project.path / "report.html"
-    res = project.runpytest_subprocess("--ubench-recipe=good", f"--html={report}", "--self-contained-html")
-    res.assert_outcomes(passed=1)
+    res = project.runpytest_subprocess("--ubench-recipe=good", f"--html={report}", "--self-contained-html", "-n", "2")
+    res.assert_outcomes(passed=2)
     # pytest-html 4 keeps results as an HTML-escaped JSON blob holding our (escaped) HTML table
     text = html.unescape(html.unescape(report.read_text()))
-    assert "<th>ttft_ms</th>" in text and "PASS error_rate < 0.01: measured 0" in text
+    assert text.count("<th>ttft_ms</th>") == 2 and "PASS error_rate < 0.01: measured 0" in text
+    assert text.count("<svg") == 2  # each case's latency CDFs, carried on its report from the worker
+
+
+def test_allure_results_carry_parameters_labels_steps_and_attachments(project):
+    add(project, truth_recipe("good", load={"mode": "closed", "concurrency": [2]}), "good")
+    results = project.path / "allure"
+    res = project.runpytest_subprocess("--ubench-recipe=good", f"--alluredir={results}", "-p", "no:cacheprovider")
+    res.assert_outcomes(passed=1)
+    (case,) = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
+    assert case["status"] == "passed"
+    assert {"name": "concurrency", "value": "2"} in case["parameters"]
+    assert {"name": "ubench_case", "value": "Case(good-concurrency=2)"} in case["parameters"]
+    labels = {(lb["name"], lb["value"]) for lb in case["labels"]}
+    assert {("recipe", "good"), ("protocol", "openai-chat"), ("orchestrator", "local")} <= labels
+    assert ("service", "pytest_ubench.testing.truthserver") in labels
+    steps = [st["name"] for st in case["steps"]]
+    assert steps[0].startswith("load: closed {'concurrency': 2}") and steps[1] == "verdict: SLOs and baseline"
+    attachments = {a["name"]: results / a["source"] for a in case["attachments"]}
+    assert set(attachments) == {"results.json", "records.jsonl", "latency CDFs", "service log (tail)"}
+    assert json.loads(attachments["results.json"].read_text())["case_id"] == "good-concurrency=2"
+    assert attachments["latency CDFs"].read_text().startswith("<svg")
+    container = [json.loads(p.read_text()) for p in results.glob("*-container.json")]
+    befores = [b["name"] for c in container for b in c.get("befores", []) for b in b.get("steps", [])]
+    assert "deploy good (local)" in befores  # the deploy step, in the fixture's setup
 
 
 def test_works_under_xdist(project):
