@@ -330,6 +330,14 @@ def pytest_runtest_makereport(
     return report
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: Any) -> None:
+    """pytest-html: the sweep curves (throughput and latency against load, knee marked) above the table."""
+    root = Path(session.config.getoption("ubench_output"))
+    if not hasattr(session.config, "workerinput") and any(root.glob("*/results.json")):
+        prefix.append(standalone.sweeps_html(standalone.load(root)))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     lines = []
     for key in ("passed", "failed"):

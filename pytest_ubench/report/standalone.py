@@ -94,7 +94,7 @@ def _overview(cases: list[Case]) -> str:
     return _table(header, rows, cls)
 
 
-def _sweeps(cases: list[Case]) -> str:
+def sweeps_html(cases: list[Case]) -> str:
     by_recipe: dict[str, list[Case]] = {}
     for c in cases:
         by_recipe.setdefault(c.result["recipe"]["name"], []).append(c)
@@ -161,7 +161,7 @@ def render(root: Path) -> str:
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
         f'<h1>{html.escape(title)}</h1><p class="note">{len(cases)} cases · generated {generated} by '
         f"pytest-ubench {__version__} · {html.escape(str(root))}</p>"
-        f"<section><h2>Overview</h2>{_overview(cases)}</section>{_sweeps(cases)}"
+        f"<section><h2>Overview</h2>{_overview(cases)}</section>{sweeps_html(cases)}"
         + "".join(_case(c) for c in cases)
         + "</body></html>"
     )

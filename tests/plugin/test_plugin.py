@@ -105,7 +105,8 @@ def test_html_report_carries_the_summary_table_and_plots_under_xdist(project):
     # pytest-html 4 keeps results as an HTML-escaped JSON blob holding our (escaped) HTML table
     text = html.unescape(html.unescape(report.read_text()))
     assert text.count("<th>ttft_ms</th>") == 2 and "PASS error_rate < 0.01: measured 0" in text
-    assert text.count("<svg") == 2  # each case's latency CDFs, carried on its report from the worker
+    assert text.count("<svg") == 3  # each case's latency CDFs, carried on its report from the worker, and:
+    assert "good: sweep over concurrency" in text  # the session's sweep summary above the table
 
 
 def test_allure_results_carry_parameters_labels_steps_and_attachments(project):
