@@ -327,7 +327,7 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
     elif case.recipe.monitor is not None and case.recipe.monitor.enabled:
         note = watch.note if watch is not None else None
         monitoring = {"note": note or "server-side metrics were not collected"}
-    verdicts = slo.judge(slos, summary)
+    verdicts = slo.judge(slos, summary, case.recipe.strict_samples)
     result = {
         "schema": results.SCHEMA_VERSION,
         "case_id": case.id,
@@ -342,7 +342,13 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         "load": {"mode": case.load.mode, **case.point, "warmup_requests": len(run.records) - len(measured)},
         **summary,
         "slo": [
-            {"expression": v.expression, "measured": v.measured, "allowed": v.allowed, "passed": v.passed}
+            {
+                "expression": v.expression,
+                "measured": v.measured,
+                "allowed": v.allowed,
+                "passed": v.passed,
+                "note": v.note,
+            }
             for v in verdicts
         ],
         "passed": all(v.passed for v in verdicts) and service_failure is None,

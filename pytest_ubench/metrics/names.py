@@ -21,3 +21,9 @@ def known_paths() -> set[str]:
     paths |= {f"requests.{c}" for c in REQUEST_COUNTS}
     paths.add("error_rate")
     return paths
+
+
+# Fewest samples that support each percentile (MLPerf LoadGen's rule at 99 % confidence: p90 64, p99 662,
+# p99.9 6,636; p50 and p95 follow the same ~6.6 / (1 - q) shape). Below it a percentile is reported but
+# flagged as under-sampled, and an SLO on it says so (and fails with ``strict_samples: true``).
+MIN_SAMPLES = {"p50": 13, "p90": 64, "p95": 132, "p99": 662, "p99_9": 6636}

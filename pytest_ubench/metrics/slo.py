@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .names import LATENCY_METRICS, known_paths
+from .names import LATENCY_METRICS, MIN_SAMPLES, known_paths
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -53,11 +53,14 @@ class Verdict:
     measured: float | None
     allowed: str
     passed: bool
+    note: str = ""  # e.g. the percentile is under-sampled
 
     def describe(self) -> str:
         mark = "PASS" if self.passed else "FAIL"
         shown = "n/a (no successful requests)" if self.measured is None else f"{self.measured:.4g}"
-        return f"{mark} {self.expression}: measured {shown}, allowed {self.allowed}"
+        return f"{mark} {self.expression}: measured {shown}, allowed {self.allowed}" + (
+            f" ({self.note})" if self.note else ""
+        )
 
 
 SERVER_STATS = ("min", "mean", "max", "last")
@@ -104,10 +107,18 @@ def lookup(summary: Mapping[str, Any], path: str) -> float | None:
     return None if value is None else float(value)
 
 
-def judge(slos: list[SLO], summary: Mapping[str, Any]) -> list[Verdict]:
+def judge(slos: list[SLO], summary: Mapping[str, Any], strict_samples: bool = False) -> list[Verdict]:
+    """Each SLO against the summary; one on an under-sampled percentile says so (and fails when strict)."""
     verdicts = []
     for slo in slos:
         measured = lookup(summary, slo.path)
         passed = measured is not None and slo.holds(measured)
-        verdicts.append(Verdict(slo.expression, measured, f"{slo.op} {slo.threshold:g}", passed))
+        note = ""
+        head, _, stat = slo.path.partition(".")
+        if head in LATENCY_METRICS and stat in MIN_SAMPLES:
+            stats = summary["metrics"].get(head, {})
+            if stat in stats.get("under_sampled", []):
+                note = f"under-sampled: {stats['count']} samples, {stat} needs >= {MIN_SAMPLES[stat]}"
+                passed = passed and not strict_samples
+        verdicts.append(Verdict(slo.expression, measured, f"{slo.op} {slo.threshold:g}", passed, note))
     return verdicts

@@ -14,18 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from .names import LATENCY_METRICS, PERCENTILES
+from .names import LATENCY_METRICS, MIN_SAMPLES, PERCENTILES
 from .records import Record
 
 
-def summarize(values: Sequence[float] | np.ndarray) -> dict[str, float | int | None]:
+def summarize(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
-        return {"count": 0} | dict.fromkeys(("mean", "min", *PERCENTILES, "max"))
+        return {"count": 0} | dict.fromkeys(("mean", "min", *PERCENTILES, "max")) | {"under_sampled": list(MIN_SAMPLES)}
     qs = np.percentile(arr, list(PERCENTILES.values()))
-    out: dict[str, float | int | None] = {"count": int(arr.size), "mean": float(arr.mean()), "min": float(arr.min())}
+    out: dict[str, Any] = {"count": int(arr.size), "mean": float(arr.mean()), "min": float(arr.min())}
     out |= {name: float(q) for name, q in zip(PERCENTILES, qs, strict=True)}
     out["max"] = float(arr.max())
+    out["under_sampled"] = [name for name, need in MIN_SAMPLES.items() if arr.size < need]
     return out
 
 

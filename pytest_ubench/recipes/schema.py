@@ -226,6 +226,7 @@ class Recipe(_Strict):
     monitor: Monitor | None = None
     slo: list[SLOExpression] = Field(default_factory=list)
     regression: Regression = Field(default_factory=Regression)
+    strict_samples: bool = False  # an SLO on an under-sampled percentile fails instead of passing with a note
 
     def cross_field_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
         """Checks that span parts of the recipe, as (field path, message) for the loader to locate."""

@@ -58,3 +58,18 @@ def test_per_request_bound_only_for_latency_ceilings():
     assert slo.parse("ttft_ms.p95 < 500").per_request_bound == ("ttft_ms", 500.0)
     assert slo.parse("ttft_ms.p95 > 500").per_request_bound is None
     assert slo.parse("error_rate < 0.1").per_request_bound is None
+
+
+def test_an_slo_on_an_under_sampled_percentile_says_so_and_fails_when_strict() -> None:
+    from pytest_ubench.metrics.stats import summarize
+
+    few = summarize([10.0] * 100)
+    assert few["under_sampled"] == ["p95", "p99", "p99_9"]
+    assert summarize([10.0] * 700)["under_sampled"] == ["p99_9"]
+    summary = {"metrics": {"ttft_ms": few}, "requests": {"error_rate": 0.0}}
+    slos = [slo.parse("ttft_ms.p99 < 50"), slo.parse("ttft_ms.p50 < 50")]
+    relaxed = slo.judge(slos, summary)
+    assert relaxed[0].passed and "under-sampled: 100 samples, p99 needs >= 662" in relaxed[0].describe()
+    assert relaxed[1].passed and relaxed[1].note == ""
+    strict = slo.judge(slos, summary, strict_samples=True)
+    assert not strict[0].passed and strict[1].passed
