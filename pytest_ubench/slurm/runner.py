@@ -16,9 +16,15 @@ from typing import Protocol
 
 from loguru import logger
 
+from ..orchestrators.base import ServiceError
 
-class SlurmError(Exception):
-    """A Slurm command failed, timed out or is missing; the message names the command."""
+
+class SlurmError(ServiceError):
+    """A Slurm command failed, timed out or is missing; the message names the command.
+
+    A ServiceError, so a controller that stops answering mid-run ends the case as an infrastructure
+    error with this message (CLI exit 3), never as a traceback.
+    """
 
 
 @dataclass(frozen=True)

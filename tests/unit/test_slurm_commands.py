@@ -129,3 +129,22 @@ def test_pending_reasons_that_waiting_cannot_resolve() -> None:
     assert not JobInfo("1", "PENDING", "Resources").hopeless
     assert not JobInfo("1", "PENDING", "QOSMaxJobsPerUserLimit").hopeless  # frees up when other jobs end
     assert not JobInfo("1", "RUNNING", "PartitionNodeLimit").hopeless
+
+
+def test_a_controller_that_stops_answering_is_a_service_error_and_the_job_is_cancelled(tmp_path: Path) -> None:
+    from pytest_ubench.orchestrators.base import ServiceError
+    from pytest_ubench.orchestrators.slurm import SlurmOrchestrator
+    from pytest_ubench.recipes.schema import ServiceSpec
+
+    class Hanging(FakeRunner):
+        def run(self, argv: Sequence[str], timeout: float) -> Completed:
+            if argv[0] in ("squeue", "scontrol"):
+                self.calls.append(list(argv))
+                raise SlurmError(f"{' '.join(argv)}: no answer after {timeout:g} s (is slurmctld reachable?)")
+            return super().run(argv, timeout)
+
+    runner = Hanging({"sbatch": [ok("12\n")], "scancel": [ok()]})
+    orch = SlurmOrchestrator(slurm=Slurm(runner, timeout_s=1.0))
+    with pytest.raises(ServiceError, match="no answer after 1 s"):
+        orch.deploy(ServiceSpec(command=["true"]), "svc", tmp_path / "svc")
+    assert ["scancel", "12"] in runner.calls  # nothing left queued
