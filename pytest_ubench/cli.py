@@ -31,7 +31,15 @@ from .recipes import loader
 from .recipes.schema import GrafanaServer, Regression
 from .recipes.sweep import Case, expand
 from .report import browser, standalone
-from .session import CaseResult, ResultsError, Services, TargetUnreachable, default_output_root, run_case
+from .session import (
+    CaseResult,
+    ResultsError,
+    Services,
+    TargetUnreachable,
+    default_output_root,
+    run_case,
+    service_dir,
+)
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET, EXIT_RESULTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -135,10 +143,7 @@ def _placement_options(p: argparse.ArgumentParser, dry_run: bool = False) -> Non
 
 
 def _placement(args: argparse.Namespace) -> Orchestrator:
-    """The option wins, then the cluster profile's choice, then local processes."""
-    profile = loader.load_cluster(args.cluster) if args.cluster else None
-    name = args.orchestrator or (profile.orchestrator if profile else "local")
-    return backends.get_orchestrator(name, profile)
+    return backends.placement(args.orchestrator, args.cluster)
 
 
 def _dry_run(orch: Orchestrator, loaded: loader.LoadedRecipe, root: Path) -> int:
@@ -147,7 +152,7 @@ def _dry_run(orch: Orchestrator, loaded: loader.LoadedRecipe, root: Path) -> int
         _err(f"{loaded.recipe.name}: the recipe gives a url ({spec.url}); nothing would be deployed")
         return EXIT_USAGE
     try:
-        print(orch.dry_run(spec, loaded.recipe.name, root / "services" / loaded.recipe.name))
+        print(orch.dry_run(spec, loaded.recipe.name, service_dir(root, loaded.recipe.name)))
     except ServiceError as exc:
         _err(str(exc))
         return EXIT_USAGE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,12 @@ from .monitor import grafana_server, queries
 from .monitor import prometheus as prom_monitor
 from .orchestrators import registry
 from .orchestrators.backends import get_orchestrator
-from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceState
+from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceState, from_record, to_record
 from .orchestrators.health import probe
 from .orchestrators.local import LocalProcess
 from .recipes.loader import LoadedRecipe
 from .recipes.schema import MonitorRecipe
-from .session import deploy
+from .session import deploy, service_dir
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def start(loaded: LoadedRecipe, root: Path, orch: Orchestrator | None = None) ->
         raise ValueError(f"{loaded.recipe.name}: the recipe gives a url, not a command: nothing to start")
     orch = orch or get_orchestrator("local")
     service_id = registry.new_id(loaded.recipe.name)
-    dep = deploy(orch, loaded.recipe.service, loaded.recipe.name, root / "services" / service_id, detach=True)
+    dep = deploy(orch, loaded.recipe.service, loaded.recipe.name, service_dir(root, service_id), detach=True)
     spec = loaded.recipe.service
     return _register(service_id, loaded.recipe.name, orch, dep, health_path=spec.health.path,
                      metrics_path=spec.metrics_path)  # fmt: skip
@@ -86,7 +86,7 @@ def stop(service_id: str) -> registry.Entry:
     orch = get_orchestrator(entry.orchestrator)
     board = grafana_deployment(entry)
     if board is not None:  # a monitor's Grafana goes with it
-        orch.stop(orch.attach(board, entry.extra["grafana"]["handle"]))
+        orch.stop(board)
     orch.stop(orch.attach(entry.deployment(), entry.handle))
     registry.remove(service_id)
     return entry
@@ -94,10 +94,7 @@ def stop(service_id: str) -> registry.Entry:
 
 def grafana_deployment(entry: registry.Entry) -> Deployment | None:
     g = entry.extra.get("grafana")
-    if not g:
-        return None
-    log = Path(g["log_path"]) if g["log_path"] else None
-    return Deployment("grafana", Endpoint(**g["endpoint"]), Path(g["run_dir"]), log, g["command"])
+    return from_record(get_orchestrator(entry.orchestrator), "grafana", g) if g else None
 
 
 def logs(entry: registry.Entry, lines: int = 40) -> str:
@@ -134,10 +131,8 @@ def monitor_start(
             where = root / "monitors" / monitor_id
             board = grafana_server.deploy(orch, where, mon.grafana, prom.url, list(mon.query_sets),
                                           dict(mon.queries), monitor_id)  # fmt: skip
-            g = board.deployment
-            details["grafana"] = {"endpoint": asdict(g.endpoint), "run_dir": str(g.run_dir), "command": g.command,
-                                  "log_path": str(g.log_path) if g.log_path else None, "handle": orch.describe(g),
-                                  "password_file": str(board.password_file), "user": board.user}  # fmt: skip
+            access = {"password_file": str(board.password_file), "user": board.user}
+            details["grafana"] = to_record(orch, board.deployment) | access
     except BaseException:
         orch.stop(prom.deployment)
         raise

@@ -27,12 +27,13 @@ from .recipes.sweep import Case, expand
 from .report import benchmark_json, standalone
 from .report.allure_report import Recorder
 from .report.summary import summary_html
-from .session import CaseResult, ResultsError, Services, default_output_root, run_case, stop_shared
+from .session import CaseResult, ResultsError, Services, default_output_root, run_case, service_dir, stop_shared
 
 _services_key = pytest.StashKey[Services]()
 _result_key = pytest.StashKey[CaseResult]()
 _cases_key = pytest.StashKey[list[Case]]()
 _orchestrator_key = pytest.StashKey[Orchestrator]()
+_figure_key = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -123,7 +124,9 @@ def pytest_configure(config: pytest.Config) -> None:
         except loader.RecipeError as exc:
             raise pytest.UsageError(str(exc)) from None
     try:
-        config.stash[_orchestrator_key] = _orchestrator(config)
+        config.stash[_orchestrator_key] = backends.placement(
+            config.getoption("ubench_orchestrator"), config.getoption("ubench_cluster"), _recipe_dirs(config)
+        )
     except (loader.RecipeError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("ubench_dry_run"):
@@ -139,14 +142,6 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["ubench_output"] = node.config.option.ubench_output
 
 
-def _orchestrator(config: pytest.Config) -> Orchestrator:
-    """The option wins, then the cluster profile's choice, then local processes."""
-    cluster = config.getoption("ubench_cluster")
-    profile = loader.load_cluster(cluster, _recipe_dirs(config)) if cluster else None
-    name = config.getoption("ubench_orchestrator") or (profile.orchestrator if profile else "local")
-    return backends.get_orchestrator(name, profile)
-
-
 def _dry_run(config: pytest.Config) -> None:
     cases = config.stash.get(_cases_key, [])
     if not cases:
@@ -160,7 +155,7 @@ def _dry_run(config: pytest.Config) -> None:
             continue
         seen.add(recipe.name)
         try:
-            text = orch.dry_run(recipe.service, recipe.name, root / "services" / recipe.name)
+            text = orch.dry_run(recipe.service, recipe.name, service_dir(root, recipe.name))
         except ServiceError as exc:
             raise pytest.UsageError(str(exc)) from None
         print(f"# --- {recipe.name} ({orch.name}) ---\n{text}", flush=True)
@@ -215,7 +210,7 @@ class Ubench:
     def __init__(self, item: pytest.Item, services: Services) -> None:
         self._item = item
         self._services = services
-        self._allure = Recorder(active=bool(getattr(item.config.option, "allure_report_dir", None)))
+        self._allure = _allure(item.config)
 
     def run(self, case: Case, fail_on_slo: bool = True) -> CaseResult:
         w = case.recipe.workload
@@ -235,13 +230,27 @@ class Ubench:
         self._item.user_properties.extend(_key_figures(result))  # JUnit XML <property> elements
         with self._allure.step("verdict: SLOs and baseline"):
             regressed = _baseline_gate(self._item.config, case, result)
-        dep = self._services.get(case.loaded)
-        self._allure.attach(result.run_dir, dep.run_dir, self._services.orchestrator.logs(dep) if dep.handle else "")
+        if self._allure.active:
+            dep = self._services.get(case.loaded)
+            log_tail = self._services.orchestrator.logs(dep) if dep.handle else ""
+            self._allure.attach(result.run_dir, dep.run_dir, log_tail, _figure(self._item))
         if fail_on_slo and not result.passed:
             pytest.fail(result.failure_message() + (f"\n{regressed}" if regressed else ""), pytrace=False)
         if regressed:
             pytest.fail(regressed, pytrace=False)
         return result
+
+
+def _figure(item: pytest.Item) -> str:
+    """The case's latency CDFs, drawn once for every report layer that shows them."""
+    if _figure_key not in item.stash:
+        item.stash[_figure_key] = standalone.cdf_figure(item.stash[_result_key].run_dir)
+    return item.stash[_figure_key]
+
+
+def _allure(config: pytest.Config) -> Recorder:
+    """Allure steps and attachments, recorded only when allure-pytest collects (``--alluredir``)."""
+    return Recorder(active=bool(getattr(config.option, "allure_report_dir", None)))
 
 
 def _baseline_gate(config: pytest.Config, case: Case, result: CaseResult) -> str | None:
@@ -283,9 +292,7 @@ def ubench(request: pytest.FixtureRequest, ubench_services: Services) -> Ubench:
     if isinstance(case, Case):
         problem = None
         try:
-            with Recorder(active=bool(getattr(request.config.option, "allure_report_dir", None))).step(
-                f"deploy {case.recipe.name} ({ubench_services.orchestrator.name})"
-            ):
+            with _allure(request.config).step(f"deploy {case.recipe.name} ({ubench_services.orchestrator.name})"):
                 ubench_services.get(case.loaded)
         except ServiceError as exc:
             problem = str(exc)
@@ -326,7 +333,8 @@ def pytest_runtest_makereport(
         from pytest_html import extras  # optional: richer reports come with pytest-html installed
     except ImportError:
         return report
-    report.extras = [*getattr(report, "extras", []), extras.html(summary_html(result))]  # type: ignore[attr-defined]
+    html = summary_html(result, _figure(item))
+    report.extras = [*getattr(report, "extras", []), extras.html(html)]  # type: ignore[attr-defined]
     return report
 
 

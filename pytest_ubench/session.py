@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,15 @@ from .metrics.records import write_jsonl
 from .monitor.prometheus import Prometheus
 from .monitor.watch import Monitoring
 from .orchestrators.backends import get_orchestrator
-from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
+from .orchestrators.base import (
+    Deployment,
+    Endpoint,
+    Orchestrator,
+    ServiceError,
+    ServiceState,
+    from_record,
+    to_record,
+)
 from .orchestrators.health import probe, wait_healthy
 from .orchestrators.slurm import SlurmOrchestrator
 from .recipes.loader import LoadedRecipe
@@ -50,6 +58,11 @@ def default_output_root() -> Path:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def service_dir(root: Path, name: str) -> Path:
+    """Where a service's script, log and endpoint file live in a results directory."""
+    return root / "services" / name
 
 
 def deploy(orchestrator: Orchestrator, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
@@ -118,7 +131,7 @@ class Services:
 
     def _deploy(self, loaded: LoadedRecipe) -> Deployment:
         spec = loaded.recipe.service
-        run_dir = self.root / "services" / loaded.recipe.name
+        run_dir = service_dir(self.root, loaded.recipe.name)
         url = self.target_url or spec.url
         if url is not None:
             parts = urlsplit(url)
@@ -173,15 +186,8 @@ def _deploy_shared(orch: Orchestrator, spec: ServiceSpec, name: str, run_dir: Pa
                 return dep
             record.unlink()
         dep = deploy(orch, spec, name, run_dir, detach=True)
-        data = {
-            "orchestrator": orch.name,
-            "endpoint": asdict(dep.endpoint),
-            "log_path": str(dep.log_path) if dep.log_path else None,
-            "command": dep.command,
-            "handle": orch.describe(dep),
-        }
         try:
-            results.write_json(record, data)
+            results.write_json(record, to_record(orch, dep))
         except BaseException:
             orch.stop(dep)
             raise
@@ -189,10 +195,7 @@ def _deploy_shared(orch: Orchestrator, spec: ServiceSpec, name: str, run_dir: Pa
 
 
 def _attach_shared(orch: Orchestrator, record: Path) -> Deployment:
-    data = json.loads(record.read_text(encoding="utf-8"))
-    log = Path(data["log_path"]) if data["log_path"] else None
-    dep = Deployment(record.parent.name, Endpoint(**data["endpoint"]), record.parent, log, data["command"])
-    return orch.attach(dep, data["handle"])
+    return from_record(orch, record.parent.name, json.loads(record.read_text(encoding="utf-8")))
 
 
 def stop_shared(root: Path, orch: Orchestrator) -> list[str]:

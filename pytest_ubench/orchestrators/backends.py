@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
+from ..recipes import loader
 from ..recipes.schema import ClusterProfile
 from .base import Orchestrator
 from .local import LocalOrchestrator
@@ -25,3 +27,9 @@ def get_orchestrator(name: str, profile: ClusterProfile | None = None) -> Orches
     except KeyError:
         raise ValueError(f"unknown orchestrator {name!r}; available: {', '.join(names())}") from None
     return factory(profile)
+
+
+def placement(orchestrator: str | None, cluster: str | None, extra_dirs: Iterable[Path] = ()) -> Orchestrator:
+    """Where services go: the explicit choice wins, then the cluster profile's, then local processes."""
+    profile = loader.load_cluster(cluster, extra_dirs) if cluster else None
+    return get_orchestrator(orchestrator or (profile.orchestrator if profile else "local"), profile)

@@ -63,6 +63,23 @@ class Deployment:
     detail: str = ""  # what the backend knows beyond the exit code, e.g. "job 12 FAILED (NonZeroExitCode)"
 
 
+def to_record(orch: Orchestrator, dep: Deployment) -> dict[str, Any]:
+    """A deployment as JSON-able data another process can rebuild it from (``from_record``)."""
+    return {
+        "endpoint": asdict(dep.endpoint),
+        "run_dir": str(dep.run_dir),
+        "log_path": str(dep.log_path) if dep.log_path else None,
+        "command": dep.command,
+        "handle": orch.describe(dep),
+    }
+
+
+def from_record(orch: Orchestrator, name: str, data: dict[str, Any]) -> Deployment:
+    log = Path(data["log_path"]) if data["log_path"] else None
+    dep = Deployment(name, Endpoint(**data["endpoint"]), Path(data["run_dir"]), log, data["command"])
+    return orch.attach(dep, data["handle"])
+
+
 def tail(path: Path | None, lines: int = 40) -> str:
     """The last lines of a service's log, whichever backend wrote it."""
     if path is None or not path.exists():

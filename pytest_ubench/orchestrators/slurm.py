@@ -190,13 +190,14 @@ class SlurmOrchestrator:
         job: SlurmJob = dep.handle
         _LIVE.pop(job.job_id, None)
         start = time.monotonic()
-        _cancel_and_wait(self.slurm, job.job_id, self.stop_timeout_s)
+        cancel_and_wait(self.slurm, job.job_id, self.stop_timeout_s)
         info = self._info(job)
         dep.exit_code = info.exit_code
         logger.info("{}: job {} gone after {:.2f} s ({})", dep.name, job.job_id, time.monotonic() - start, info.state)
 
 
-def _cancel_and_wait(slurm: Slurm, job_id: str, timeout_s: float) -> None:
+def cancel_and_wait(slurm: Slurm, job_id: str, timeout_s: float) -> None:
+    """scancel, then wait until the controller no longer counts the job as active."""
     slurm.cancel(job_id)
     deadline = time.monotonic() + timeout_s
     backoff = Backoff(fast=0.02, most=0.5)
@@ -220,4 +221,4 @@ def cancel_all() -> None:
         _LIVE.pop(job_id, None)
         with contextlib.suppress(Exception):
             logger.warning("{}: cancelling job {} at exit", name, job_id)
-            _cancel_and_wait(slurm, job_id, 30.0)
+            cancel_and_wait(slurm, job_id, 30.0)

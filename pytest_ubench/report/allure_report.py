@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..metrics.records import read_jsonl
 from ..recipes.sweep import Case
 
 try:
@@ -46,23 +45,15 @@ class Recorder:
             allure.dynamic.label(name, value)
         allure.dynamic.tag("ubench")
 
-    def attach(self, run_dir: Path, service_dir: Path | None, log_tail: str) -> None:
+    def attach(self, run_dir: Path, service_dir: Path | None, log_tail: str, figure: str) -> None:
         if not self.active:
             return
         kind = allure.attachment_type
         allure.attach.file(str(run_dir / "results.json"), "results.json", kind.JSON)
         allure.attach.file(str(run_dir / "records.jsonl"), "records.jsonl", kind.TEXT)
-        svg = _cdfs(run_dir)
-        if svg:
-            allure.attach(svg, "latency CDFs", kind.SVG)
+        if figure:
+            allure.attach(figure, "latency CDFs", kind.SVG)
         if log_tail:
             allure.attach(log_tail, "service log (tail)", kind.TEXT)
         if service_dir is not None and (service_dir / "job.sbatch").exists():
             allure.attach.file(str(service_dir / "job.sbatch"), "batch script", kind.TEXT)
-
-
-def _cdfs(run_dir: Path) -> str | None:
-    from . import plots, standalone  # matplotlib, only when there is something to draw
-
-    measured = [r for r in read_jsonl(run_dir / "records.jsonl") if not r.warmup and r.ok]
-    return plots.cdfs(standalone.cdf_series(measured)) if measured else None

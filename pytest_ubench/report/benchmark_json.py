@@ -8,7 +8,6 @@ statistics pytest-benchmark computes for its own rounds; throughput, errors and 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from datetime import UTC, datetime
@@ -19,8 +18,8 @@ import numpy as np
 
 from .._version import __version__
 from ..metrics import compare
-from ..metrics.records import read_jsonl
 from ..metrics.results import write_json
+from . import standalone
 
 METRICS = ("ttft_ms", "itl_ms", "e2e_ms")
 
@@ -71,16 +70,15 @@ def _machine() -> dict[str, Any]:
 
 def build(root: Path, test_name: str = "test_llm") -> dict[str, Any]:
     benchmarks = []
-    for results_file in sorted(root.glob("*/results.json")):
-        case_dir = results_file.parent
-        data = json.loads(results_file.read_text(encoding="utf-8"))
-        samples = compare.samples(list(read_jsonl(case_dir / "records.jsonl")), data["throughput"]["elapsed_s"])
+    for case in standalone.load(root):
+        data = case.result
+        samples = compare.samples(case.records, data["throughput"]["elapsed_s"])
         extra = {
             "requests_per_s": data["throughput"]["requests_per_s"],
             "output_tokens_per_s": data["throughput"]["output_tokens_per_s"],
             "error_rate": data["requests"].get("error_rate"),
             "passed": data["passed"],
-            "results": str(results_file),
+            "results": str(case.dir / "results.json"),
         }
         for metric in METRICS:
             values = samples[metric]

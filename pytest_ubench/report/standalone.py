@@ -66,6 +66,13 @@ def cdf_series(measured: list[Record]) -> dict[str, np.ndarray]:
     }
 
 
+def cdf_figure(case_dir: Path) -> str:
+    """A case's latency CDFs as inline SVG, from its records file ("" when nothing succeeded)."""
+    records = case_dir / "records.jsonl"
+    measured = [r for r in read_jsonl(records) if not r.warmup and r.ok] if records.exists() else []
+    return plots.cdfs(cdf_series(measured)) if measured else ""
+
+
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from html import escape
 
-from ..metrics.records import read_jsonl
 from ..session import CaseResult
-from . import plots, standalone
 
 
-def summary_html(result: CaseResult) -> str:
-    """Key figures, percentiles of every metric and SLO verdicts as one small HTML fragment."""
+def summary_html(result: CaseResult, figure: str = "") -> str:
+    """Key figures, percentiles of every metric and SLO verdicts (and a figure) as one HTML fragment."""
     rows = []
     for name, stats in result.result["metrics"].items():
         cells = "".join(
@@ -20,9 +18,6 @@ def summary_html(result: CaseResult) -> str:
     verdicts = "".join(
         f"<li style='color:{'green' if v.passed else 'red'}'>{escape(v.describe())}</li>" for v in result.verdicts
     )
-    records = result.run_dir / "records.jsonl"
-    measured = [r for r in read_jsonl(records) if not r.warmup and r.ok] if records.exists() else []
-    figure = plots.cdfs(standalone.cdf_series(measured)) if measured else ""
     return (
         f"<div class='ubench'><p>{escape(result.key_figures())}</p>"
         "<table border='1'><tr><th>metric</th><th>count</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th>"

@@ -20,7 +20,7 @@ from loguru import logger
 from ..load import engine
 from ..metrics.records import Record, read_jsonl
 from ..orchestrators.base import ServiceError
-from ..orchestrators.slurm import Backoff, SlurmOrchestrator
+from ..orchestrators.slurm import Backoff, SlurmOrchestrator, cancel_and_wait
 from ..recipes.sweep import Case
 from . import script
 from .runner import SlurmError
@@ -97,9 +97,7 @@ def run(
                     progress(min(time.monotonic() - started, total), total, 0, 0)
             backoff.sleep()
     except BaseException as exc:
-        orch.slurm.cancel(job_id)
-        while (info := orch.slurm.query(job_id)) is not None and info.active:
-            time.sleep(0.1)
+        cancel_and_wait(orch.slurm, job_id, orch.stop_timeout_s)
         if not isinstance(exc, KeyboardInterrupt):
             raise
         result = merge(out_dir)
