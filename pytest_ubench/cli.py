@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import baselines, logs, manager
 from ._version import __version__
-from .metrics import compare
+from .metrics import capacity, compare
 from .metrics.results import write_json, write_text
 from .orchestrators import backends, registry
 from .orchestrators.base import Endpoint, Orchestrator, ServiceError, ServiceState
+from .progress import LiveDisplay, StageLines
 from .recipes import loader
 from .recipes.schema import GrafanaServer, Regression
 from .recipes.sweep import Case, expand
@@ -395,6 +395,12 @@ def _client_run(args: argparse.Namespace) -> int:
                     code = EXIT_SLO
         if args.save_baseline:
             print(f"baseline saved: {baselines.save(res.run_dir, baselines.resolve(args.save_baseline))}")
+    if results:
+        for summary in capacity.write_sweeps(root, [r.result for r in results]):
+            sweep = json.loads(summary.read_text(encoding="utf-8"))
+            knee = sweep["knee"]
+            where = f"knee at {sweep['axis']} = {knee[sweep['axis']]:g}" if knee else "no knee within the sweep"
+            print(f"{sweep['recipe']}: {where} ({summary})")
     print(f"results: {root}")
     return code
 
@@ -476,20 +482,11 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _run_with_progress(case: Case, services: Services) -> CaseResult:
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[counts]}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(case.id, total=None, counts="")
-
-        def tick(elapsed: float, total: float, done: int, failed: int) -> None:
-            progress.update(task, completed=min(elapsed, total), total=total, counts=f"{done} ok, {failed} failed")
-
-        return run_case(case, services, tick)
+    if not console.is_terminal:
+        lines = StageLines(case.id, case.recipe.workload.warmup_s, lambda line: console.print(line, highlight=False))
+        return run_case(case, services, lines)
+    with LiveDisplay(case.id, console) as live:
+        return run_case(case, services, live)
 
 
 def _print_result(res: CaseResult) -> None:

@@ -18,10 +18,11 @@ import pytest
 
 from . import baselines, logs
 from .load.engine import Progress
-from .metrics import compare
+from .metrics import capacity, compare
 from .metrics.results import write_text
 from .orchestrators import backends
 from .orchestrators.base import Orchestrator, ServiceError
+from .progress import StageLines
 from .recipes import loader
 from .recipes.sweep import Case, expand
 from .report import benchmark_json, standalone
@@ -220,7 +221,7 @@ class Ubench:
             f"load: {case.load.mode} {case.point}, {w.duration_s:g} s after {w.warmup_s:g} s warm-up"
         ):
             try:
-                result = run_case(case, self._services, _progress(self._item.config, case.id))
+                result = run_case(case, self._services, _progress(self._item.config, case))
             except (ServiceError, ResultsError) as exc:
                 problem = str(exc)
         if problem is not None:  # failed outside the except block: no "during handling of" chain
@@ -266,21 +267,18 @@ def _baseline_gate(config: pytest.Config, case: Case, result: CaseResult) -> str
     return regressed
 
 
-def _progress(config: pytest.Config, case_id: str) -> Progress | None:
-    """A line every 5 s on the terminal while a case runs, so long runs are visibly alive."""
+def _progress(config: pytest.Config, case: Case) -> Progress | None:
+    """A line per stage (warm-up, load, drain) on the terminal, so long runs are visibly alive."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is None or capture is None or hasattr(config, "workerinput"):  # no terminal under xdist
         return None
-    last = [0.0]
 
-    def tick(elapsed: float, total: float, done: int, failed: int) -> None:
-        if elapsed - last[0] >= 5.0:
-            last[0] = elapsed
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(f"  {case_id}: {elapsed:.0f}/{total:.0f} s, {done} ok, {failed} failed")
+    def write(line: str) -> None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("  " + line)
 
-    return tick
+    return StageLines(case.id, case.recipe.workload.warmup_s, write)
 
 
 @pytest.fixture
@@ -368,6 +366,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not hasattr(session.config, "workerinput") and _orchestrator_key in session.config.stash:
         root = Path(session.config.getoption("ubench_output"))
         stop_shared(root, session.config.stash[_orchestrator_key])
+        if root.is_dir():
+            capacity.write_sweeps_under(root)  # sweeps/<recipe>.json: the knee, as data
         target = session.config.getoption("ubench_benchmark_json")
         if target and root.is_dir():
             benchmark_json.write(Path(target), root)

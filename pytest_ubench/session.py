@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,11 @@ from urllib.parse import urlsplit
 from filelock import FileLock
 from loguru import logger
 
+from . import planning
 from ._version import __version__
-from .load import engine
-from .load.dataset import synthetic_prompts
-from .load.http import build_request
-from .load.openai import PATHS, request_body
-from .metrics import results, slo, stats
-from .metrics.records import write_jsonl
+from .load import engine, parallel
+from .metrics import client_check, repeats, results, search, slo, stats, steady
+from .metrics.records import Record, write_jsonl
 from .monitor.prometheus import Prometheus
 from .monitor.watch import Monitoring
 from .orchestrators.backends import get_orchestrator
@@ -38,8 +36,9 @@ from .orchestrators.base import (
 )
 from .orchestrators.health import probe, wait_healthy
 from .orchestrators.slurm import SlurmOrchestrator
+from .planning import Planned
 from .recipes.loader import LoadedRecipe
-from .recipes.schema import ServiceSpec
+from .recipes.schema import Ramp, ServiceSpec
 from .recipes.sweep import Case
 from .slurm import clients as slurm_clients
 
@@ -249,44 +248,176 @@ class CaseResult:
         )
 
 
-def plan_for(case: Case, endpoint: Endpoint) -> engine.LoadPlan:
-    w = case.recipe.workload
-    prompts = synthetic_prompts(w.dataset.prompts, w.dataset.prompt_tokens, w.dataset.seed, case.id)
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if w.stream else "application/json"}
-    if w.api_key_env:
-        key = os.environ.get(w.api_key_env)
-        if not key:
-            raise ServiceError(f"{case.recipe.name}: workload.api_key_env names {w.api_key_env}, which is not set")
-        headers["Authorization"] = f"Bearer {key}"
-    base = urlsplit(endpoint.url).path.rstrip("/")
-    path = base + PATHS[w.protocol]
-    reqs = [
-        build_request(
-            "POST",
-            endpoint.host,
-            endpoint.port,
-            path,
-            request_body(w.protocol, w.model, p, w.dataset.output_tokens, w.stream, w.params),
-            headers,
+@dataclass
+class _Measured:
+    """One load run and everything computed from it."""
+
+    run: engine.Run
+    summary: dict[str, Any]
+    extras: dict[str, Any]  # dataset, steady_state, stages, client
+    monitoring: dict[str, Any] | None
+    service_failure: str | None
+
+
+def _load_run(
+    case: Case, services: Services, dep: Deployment, planned: Planned, run_dir: Path, progress: engine.Progress | None
+) -> engine.Run:
+    if case.recipe.workload.orchestration == "slurm":
+        orch = services.orchestrator
+        slurm_orch = orch if isinstance(orch, SlurmOrchestrator) else SlurmOrchestrator()
+        return slurm_clients.run(case, dep.run_dir / "endpoint.json", run_dir / "clients", slurm_orch, progress)
+    target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.url.startswith("https:"))
+    workers = parallel.worker_count(case.load.workers)
+    if workers > 1:
+        return parallel.run(target, planned.plan, workers, progress)
+    watch = services.monitoring
+    return engine.run(target, planned.plan, progress, watch.observer if watch else None)
+
+
+def _measure(
+    case: Case, services: Services, dep: Deployment, planned: Planned, run_dir: Path, progress: engine.Progress | None
+) -> _Measured:
+    run = _load_run(case, services, dep, planned, run_dir, progress)
+    measured = run.measured
+    service_failure = None
+    if not services.alive(dep):
+        service_failure = (
+            f"service {dep.name} exited (code {dep.exit_code}) during the run\n"
+            f"--- last lines of {dep.log_path} ---\n{services.orchestrator.logs(dep)}"
         )
-        for p in prompts
-    ]
-    load = case.load
-    assert not isinstance(load.concurrency, list) and not isinstance(load.rate, list)  # resolved by the sweep
-    return engine.LoadPlan(
-        requests=reqs,
-        stream=w.stream,
-        mode=load.mode,
-        concurrency=load.concurrency or 1,
-        rate=load.rate or 1.0,
-        arrival=load.arrival,
-        seed=load.seed,
-        duration_s=w.duration_s,
-        warmup_s=w.warmup_s,
-        max_requests=w.max_requests,
-        connect_timeout_s=w.timeouts.connect_s,
-        request_timeout_s=w.timeouts.request_s,
+    elif run.aborted and run.aborted.startswith("target unreachable"):
+        service_failure = f"{dep.endpoint.url}: {run.aborted}; the run was stopped early"
+    bounds = [b for s in case.recipe.slos() if (b := s.per_request_bound) is not None]
+    summary = stats.summary(measured, run.window_start, run.window_end, bounds)
+    extras: dict[str, Any] = {"dataset": planned.dataset}
+    plan = planned.plan
+    extras["client"] = client_check.check(run.client, run.records, plan.mode, run.window_start, run.window_end)
+    if run.aborted != "interrupted":
+        extras["steady_state"] = _steady(measured, run, bounds)
+    if planned.stages:
+        extras["stages"] = _stages(measured, run.window_start, planned, bounds)
+    monitoring = None
+    watch = services.monitoring
+    if watch is not None and run.aborted != "interrupted":
+        # The same window the throughput figures use: from the end of warm-up to the last completion.
+        start = run.window_start + run.wall_t0 - run.t0  # perf_counter -> epoch seconds
+        monitoring = watch.collect(case.recipe, run, start, start + summary["throughput"]["elapsed_s"])
+    if monitoring is not None:
+        summary["server_metrics"] = monitoring.pop("queries")
+    elif case.recipe.monitor is not None and case.recipe.monitor.enabled:
+        note = watch.note if watch is not None else None
+        monitoring = {"note": note or "server-side metrics were not collected"}
+    return _Measured(run, summary, extras, monitoring, service_failure)
+
+
+def _steady(measured: list[Record], run: engine.Run, bounds: list[tuple[str, float]]) -> dict[str, Any]:
+    """The stable window (MSER-5) and the figures over it, beside the whole run's."""
+    win = steady.window(measured, run.window_start, run.window_end)
+    lo, hi = run.window_start + win["start_s"], run.window_start + win["end_s"]
+    inside = [r for r in measured if lo <= r.intended < hi]
+    part = stats.summary(inside, lo, hi, bounds)
+    return win | {"requests": part["requests"], "metrics": part["metrics"], "throughput": part["throughput"]}
+
+
+def _stages(
+    measured: list[Record], start: float, planned: Planned, bounds: list[tuple[str, float]]
+) -> list[dict[str, Any]]:
+    """Figures per step of a ramp: a whole capacity curve from one run."""
+    out = []
+    for st in planned.stages:
+        end = start + st.duration_s
+        part = stats.summary([r for r in measured if start <= r.intended < end], start, end, bounds)
+        out.append(
+            {
+                "rate": st.rate,
+                "duration_s": st.duration_s,
+                "requests": part["requests"],
+                "metrics": part["metrics"],
+                "throughput": part["throughput"],
+            }
+        )
+        start = end
+    return out
+
+
+def _client_verdict(client: dict[str, Any], strict: bool) -> list[slo.Verdict]:
+    """A client that was likely the bottleneck warns in the verdicts (fails with ``strict_client``)."""
+    if not client.get("bottleneck"):
+        return []
+    note = "; ".join(client["reasons"]) + ("" if strict else " (warning; strict_client: true fails it)")
+    return [slo.Verdict("client is not the bottleneck", client.get("cpu_busy_max"), "cpu <= 0.8", not strict, note)]
+
+
+def _judge(case: Case, m: _Measured, slos: list[slo.SLO]) -> list[slo.Verdict]:
+    verdicts = slo.judge(slos, m.summary, case.recipe.strict_samples)
+    return verdicts + _client_verdict(m.extras["client"], case.recipe.strict_client)
+
+
+def _probe_case(case: Case, value: float) -> Case:
+    over = case.load.over
+    load = case.load.model_copy(
+        update={
+            "mode": "open" if over == "rate" else "closed",
+            over: value if over == "rate" else int(value),
+            "low": None,
+            "high": None,
+            "slo": [],
+        }
     )
+    return Case(case.loaded, load, {**case.point, over: value})
+
+
+def _search(
+    case: Case, services: Services, dep: Deployment, run_dir: Path, progress: engine.Progress | None
+) -> tuple[_Measured | None, list[slo.Verdict], dict[str, Any]]:
+    load = case.load
+    slos = [slo.parse(e) for e in load.slo] if load.slo else case.recipe.slos()
+    duration = load.probe_s or case.recipe.workload.duration_s
+    assert load.low is not None and load.high is not None
+    best: dict[str, Any] = {}
+
+    # Clearly saturated: by Little's law, this many requests in flight means a mean latency of twice the
+    # loosest latency bound; the probe stops there instead of queueing for its whole duration.
+    latency_bounds = [b[1] / 1000.0 for s in slos if (b := s.per_request_bound) is not None]
+
+    def probe(value: float) -> search.Probe:
+        pcase = _probe_case(case, value)
+        logger.info("{}: probe {} = {:g}", case.id, load.over, value)
+        planned = planning.plan_for(pcase, dep.endpoint, duration)
+        if load.over == "rate" and latency_bounds:
+            limit = max(8, math.ceil(value * 2 * max(latency_bounds)))
+            planned.plan = replace(planned.plan, saturated_in_flight=limit)
+        m = _measure(pcase, services, dep, planned, run_dir, progress)
+        if m.run.aborted == "interrupted":
+            raise KeyboardInterrupt
+        saturated = bool(m.run.aborted and m.run.aborted.startswith("saturated"))
+        verdicts = _judge(pcase, m, slos)
+        passed = (
+            all(v.passed for v in verdicts)
+            and m.service_failure is None
+            and m.summary["requests"]["ok"] > 0
+            and not saturated
+        )
+        if passed and value >= best.get("value", -1.0):
+            best.update(value=value, measured=m, verdicts=verdicts)
+        t, met = m.summary["throughput"], m.summary["metrics"]
+        figures = {
+            "requests_per_s": t["requests_per_s"],
+            "output_tokens_per_s": t["output_tokens_per_s"],
+            "ttft_p95_ms": met["ttft_ms"]["p95"],
+            "e2e_p95_ms": met["e2e_ms"]["p95"],
+            "error_rate": m.summary["requests"]["error_rate"],
+            "failed_slos": [v.describe() for v in verdicts if not v.passed],
+        }
+        if saturated:
+            figures["stopped"] = m.run.aborted
+        return search.Probe(value, passed, figures, saturated)
+
+    found = search.find_max(probe, load.over, load.low, load.high, load.precision, integer=load.over == "concurrency")
+    info = found.to_json()
+    if "measured" not in best:
+        return None, [slo.Verdict(f"max {load.over} under SLO", None, f">= {load.low:g}", False, found.note)], info
+    return best["measured"], best["verdicts"], info
 
 
 def run_case(case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
@@ -297,40 +428,78 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
-    plan = plan_for(case, dep.endpoint)
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
-    target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.url.startswith("https:"))
-    watch = services.monitoring
-    if case.recipe.workload.orchestration == "slurm":
-        orch = services.orchestrator
-        slurm_orch = orch if isinstance(orch, SlurmOrchestrator) else SlurmOrchestrator()
-        run = slurm_clients.run(case, dep.run_dir / "endpoint.json", run_dir / "clients", slurm_orch, progress)
+    extra: dict[str, Any] = {}
+    if case.load.mode == "search":
+        main, verdicts, extra["search"] = _search(case, services, dep, run_dir, progress)
+        runs = [main] if main is not None else []
     else:
-        run = engine.run(target, plan, progress, watch.observer if watch else None)
-    measured = run.measured
+        runs = []
+        for i in range(case.recipe.workload.repeat):
+            if i:
+                logger.info("{}: repeat {}/{}", case.id, i + 1, case.recipe.workload.repeat)
+            m = _measure(case, services, dep, planning.plan_for(case, dep.endpoint), run_dir, progress)
+            runs.append(m)
+            if m.run.aborted == "interrupted" or m.service_failure:
+                break
+        main = runs[-1]
+        if len(runs) > 1:
+            extra["repeats"] = _repeats(runs)
+            bounds = [b for s in case.recipe.slos() if (b := s.per_request_bound) is not None]
+            summary = stats.pooled([m.summary for m in runs], [r for m in runs for r in m.run.measured], bounds)
+            main = _Measured(
+                runs[0].run,
+                summary | {k: v for k, v in main.summary.items() if k == "server_metrics"},
+                main.extras,
+                main.monitoring,
+                main.service_failure,
+            )
+        verdicts = _judge(case, main, case.recipe.slos())
+    return _write_case(case, run_dir, dep, main, runs, verdicts, extra)
 
-    service_failure = None
-    if not services.alive(dep):
-        service_failure = (
-            f"service {dep.name} exited (code {dep.exit_code}) during the run\n"
-            f"--- last lines of {dep.log_path} ---\n{services.orchestrator.logs(dep)}"
-        )
-    elif run.aborted and run.aborted.startswith("target unreachable"):
-        service_failure = f"{dep.endpoint.url}: {run.aborted}; the run was stopped early"
-    slos = case.recipe.slos()
-    bounds = [b for s in slos if (b := s.per_request_bound) is not None]
-    summary = stats.summary(measured, run.window_start, run.window_end, bounds)
-    monitoring = None
-    if watch is not None and run.aborted != "interrupted":
-        # The same window the throughput figures use: from the end of warm-up to the last completion.
-        start = run.window_start + run.wall_t0 - run.t0  # perf_counter -> epoch seconds
-        monitoring = watch.collect(case.recipe, run, start, start + summary["throughput"]["elapsed_s"])
-    if monitoring is not None:
-        summary["server_metrics"] = monitoring.pop("queries")
-    elif case.recipe.monitor is not None and case.recipe.monitor.enabled:
-        note = watch.note if watch is not None else None
-        monitoring = {"note": note or "server-side metrics were not collected"}
-    verdicts = slo.judge(slos, summary, case.recipe.strict_samples)
+
+def _repeats(runs: list[_Measured]) -> dict[str, Any]:
+    per_run = [m.summary for m in runs]
+    return {
+        "n": len(runs),
+        "figures": repeats.across(per_run),
+        "runs": [
+            {
+                "requests": s["requests"],
+                "throughput": s["throughput"],
+                "ttft_p50_ms": s["metrics"]["ttft_ms"]["p50"],
+                "e2e_p95_ms": s["metrics"]["e2e_ms"]["p95"],
+                "steady_state": {
+                    k: v for k, v in m.extras.get("steady_state", {}).items() if k in ("start_s", "stable")
+                },
+            }
+            for s, m in zip(per_run, runs, strict=True)
+        ],
+        "note": "figures above the repeats are pooled over every run; these give the spread between runs",
+    }
+
+
+def _write_case(
+    case: Case,
+    run_dir: Path,
+    dep: Deployment,
+    main: _Measured | None,
+    runs: list[_Measured],
+    verdicts: list[slo.Verdict],
+    extra: dict[str, Any],
+) -> CaseResult:
+    if main is None:  # a search where no probe passed: the lowest probe's figures are in extra["search"]
+        empty = engine.Run([], 0.0, 0.0, 0.0, 0.0)
+        main = _Measured(empty, stats.summary([], 0.0, 0.0), {}, None, None)
+    run = main.run
+    records = [r for m in runs for r in m.run.records] or run.records
+    first = runs[0].run if runs else run
+    service_failure = main.service_failure
+    shape: dict[str, Any] = {}
+    if isinstance(case.load.rate, Ramp):
+        shape["ramp"] = case.load.rate.model_dump(by_alias=True)
+    if "search" in extra:
+        shape[case.load.over] = extra["search"]["max_passing"]
     result = {
         "schema": results.SCHEMA_VERSION,
         "case_id": case.id,
@@ -340,10 +509,17 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
             "sha256": case.loaded.sha256,
             "resolved": case.recipe.model_dump(mode="json"),
         },
-        "provenance": results.provenance(__version__, _iso(run.wall_t0), _iso(run.wall_t1), dep.command),
+        "provenance": results.provenance(__version__, _iso(first.wall_t0), _iso(run.wall_t1), dep.command),
         "endpoint": dep.endpoint.url,
-        "load": {"mode": case.load.mode, **case.point, "warmup_requests": len(run.records) - len(measured)},
-        **summary,
+        "load": {
+            "mode": case.load.mode,
+            **case.point,
+            **shape,
+            "warmup_requests": len(records) - sum(1 for r in records if not r.warmup),
+        },
+        **main.summary,
+        **main.extras,
+        **extra,
         "slo": [
             {
                 "expression": v.expression,
@@ -357,13 +533,13 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         "passed": all(v.passed for v in verdicts) and service_failure is None,
         "aborted": run.aborted,
         "service_failure": service_failure,
-        "monitoring": monitoring,
+        "monitoring": main.monitoring,
         "records_file": "records.jsonl",
     }
     _scrub_nan(result)
     try:
         results.write_json(run_dir / "results.json", result)
-        write_jsonl(run_dir / "records.jsonl", run.records, run.t0)
+        write_jsonl(run_dir / "records.jsonl", records, first.t0)
     except OSError as exc:
         raise ResultsError(f"{case.id}: cannot write results to {run_dir}: {exc.strerror or exc}") from None
     if run.aborted == "interrupted":

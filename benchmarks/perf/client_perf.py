@@ -28,6 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.engine import LoadPlan, Target, run
 from pytest_ubench.load.http import build_request
 from pytest_ubench.load.openai import request_body
@@ -225,7 +226,7 @@ def accuracy(secs: int) -> None:
             for name in ("pytest-ubench", "httpx"):
                 urllib.request.urlopen(urllib.request.Request(base + "/truth/reset", data=b"")).read()
                 if name == "pytest-ubench":
-                    body = request_body("openai-chat", "m", "hi", 32, True, {})
+                    body = request_body("openai-chat", "m", Prompt("hi"), 32, True, {})
                     req = build_request("POST", "127.0.0.1", port, "/v1/chat/completions", body, {})
                     r = run(
                         Target("127.0.0.1", port), LoadPlan([req], True, "closed", concurrency=conc, duration_s=secs)

@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from time import perf_counter, time
+from dataclasses import dataclass, field
+from time import perf_counter, process_time, time
 from typing import Any, Protocol
 
+import numpy as np
 from loguru import logger
 
 from ..metrics.records import Record
 from .http import Connection, Pool, RequestFailed, tls_context
 from .openai import JsonSink, StreamSink, sink_for
-from .schedule import arrivals
+from .schedule import Schedule, arrivals, build
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ class LoadPlan:
     concurrency: int = 1
     rate: float = 1.0
     arrival: str = "poisson"
+    burstiness: float = 1.0  # gamma shape
     seed: int = 0
+    schedule: Schedule | None = None  # open loop: given (ramps, bursts, traces), else drawn from rate
+    max_in_flight: int | None = None  # open loop: arrivals beyond it are dropped (recorded, not sent)
+    saturated_in_flight: int | None = None  # open loop: stop early once this many wait (clearly saturated)
     duration_s: float = 10.0
     warmup_s: float = 0.0
     max_requests: int | None = None
@@ -61,12 +66,50 @@ class Run:
     wall_t1: float = 0.0
     aborted: str | None = None
 
+    # The client's own health, sampled while it ran (one entry per client process).
+    client: list[ClientHealth] = field(default_factory=list)
+
     @property
     def measured(self) -> list[Record]:
         return [r for r in self.records if not r.warmup]
 
 
-Progress = Callable[[float, float, int, int], None]  # elapsed, total, completed, failed
+def schedule_of(plan: LoadPlan) -> Schedule:
+    """The open-loop arrivals of a plan: given, or drawn from its rate; cut to ``max_requests``."""
+    sched = plan.schedule
+    if sched is None:
+        total = plan.warmup_s + plan.duration_s
+        sched = build(arrivals(plan.rate, total, plan.arrival, plan.seed, plan.burstiness))
+    return sched if plan.max_requests is None else sched.head(plan.max_requests)
+
+
+@dataclass
+class ClientHealth:
+    """Whether this client process kept up: busy CPU share per second (time spent polling for the
+    next send excluded: it is idle time spent precisely) and event-loop lag per 100 ms tick."""
+
+    cpu: list[float] = field(default_factory=list)
+    loop_lag_ms: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A live view of a run for progress displays."""
+
+    elapsed: float
+    total: float
+    sent: int
+    completed: int
+    failed: int
+    in_flight: int
+    dropped: int = 0
+    target_rate: float | None = None  # open loop
+    rate: float = 0.0  # completions per second over the last second or so
+    ttft_p50_ms: float | None = None  # over the latest completions
+    ttft_p95_ms: float | None = None
+
+
+Progress = Callable[[Snapshot], None]
 
 
 class Observer(Protocol):
@@ -90,15 +133,18 @@ class _Engine:
         self.payloads = itertools.cycle(plan.requests)
         self.completed = 0
         self.failed = 0
+        self.dropped = 0
+        self.spin = 0.0  # seconds spent polling for precise send times (idle, not load)
+        self.health = ClientHealth()
+        self.schedule: Schedule | None = None  # open loop, once drawn
         self.loop = asyncio.get_running_loop()
         self.in_flight: dict[Connection, float] = {}  # connection -> send time of its request
         self.refused = 0  # connection failures since the last success
         self.stopped: str | None = None  # why the run stopped issuing requests early
 
-    async def one(self, rec: Record) -> None:
+    async def one(self, rec: Record, payload: bytes) -> None:
         self.records.append(rec)
         sink = sink_for(self.plan.stream, rec)
-        payload = next(self.payloads)
         try:
             await self._exchange(rec, sink, payload)
             sink.finish()
@@ -161,18 +207,19 @@ class _Engine:
 
         async def user() -> None:
             while (now := perf_counter()) < stop_at and self.stopped is None and next(budget, None) is not None:
-                await self.one(Record(now, warmup=now < measure_from))
+                await self.one(Record(now, warmup=now < measure_from), next(self.payloads))
 
         await asyncio.gather(*(user() for _ in range(self.plan.concurrency)))
 
     async def open(self, t0: float, stop_at: float, measure_from: float) -> None:
         plan = self.plan
-        offsets = arrivals(plan.rate, stop_at - t0, plan.arrival, plan.seed)
-        if plan.max_requests is not None:
-            offsets = offsets[: plan.max_requests]
+        sched = self.schedule = schedule_of(plan)
+        requests, n = plan.requests, len(plan.requests)
+        cap = plan.max_in_flight if plan.max_in_flight is not None else -1
+        saturated = plan.saturated_in_flight if plan.saturated_in_flight is not None else -1
         tasks: set[asyncio.Task[None]] = set()
         sleep = asyncio.sleep
-        for offset in offsets.tolist():
+        for offset, idx in zip(sched.offsets.tolist(), sched.requests.tolist(), strict=True):
             if self.stopped is not None:
                 break
             intended = t0 + offset
@@ -182,37 +229,102 @@ class _Engine:
                 # sleep to 1 ms before the send time, then yield to the loop until it is reached:
                 # responses keep being handled meanwhile, at the cost of polling for <= 1 ms.
                 await sleep(delay - 0.001)
-            while perf_counter() < intended:
-                await sleep(0)
-            task = self.loop.create_task(self.one(Record(intended, warmup=intended < measure_from)))
+            if (now := perf_counter()) < intended:
+                while perf_counter() < intended:
+                    await sleep(0)
+                self.spin += perf_counter() - now
+            if len(tasks) == saturated:
+                self.stopped = f"saturated: {saturated} requests in flight at {offset:.1f} s"
+                break
+            rec = Record(intended, warmup=intended < measure_from)
+            if len(tasks) == cap:
+                rec.error = "dropped"  # k6's dropped_iterations: the cap left no room to send it on time
+                self.records.append(rec)
+                self.dropped += 1
+                continue
+            task = self.loop.create_task(self.one(rec, requests[idx % n]))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
 
+    def _scheduled_rate(self, elapsed: float) -> float | None:
+        """Arrivals the schedule holds for the last second: the rate the run should be delivering."""
+        if self.schedule is None:
+            return None
+        lo, hi = np.searchsorted(self.schedule.offsets, [max(0.0, elapsed - 1.0), elapsed])
+        return float(hi - lo) / min(1.0, elapsed) if elapsed > 0 else None
+
+    async def watch_health(self) -> None:
+        tick = 0.1
+        last_t, last_cpu, last_spin = perf_counter(), process_time(), 0.0
+        while True:
+            before = perf_counter()
+            await asyncio.sleep(tick)
+            now = perf_counter()
+            self.health.loop_lag_ms.append((now - before - tick) * 1000.0)
+            if now - last_t >= 1.0:
+                cpu, spin = process_time(), self.spin
+                busy = (cpu - last_cpu) - (spin - last_spin)
+                self.health.cpu.append(max(0.0, busy) / (now - last_t))
+                last_t, last_cpu, last_spin = now, cpu, spin
+
+    def snapshot(self, elapsed: float, total: float, prev: tuple[float, int]) -> Snapshot:
+        recent = [r.first - r.intended for r in self.records[-2000:] if r.first == r.first and r.error is None]
+        p50 = p95 = None
+        if recent:
+            p50, p95 = (float(x) * 1000.0 for x in np.percentile(recent, [50, 95]))
+        done = self.completed + self.failed
+        dt = elapsed - prev[0]
+        return Snapshot(
+            elapsed,
+            total,
+            len(self.records) - self.dropped,
+            self.completed,
+            self.failed,
+            len(self.in_flight),
+            self.dropped,
+            self._scheduled_rate(elapsed),
+            (done - prev[1]) / dt if dt > 0 else 0.0,
+            p50,
+            p95,
+        )
+
 
 async def run_async(
-    target: Target, plan: LoadPlan, progress: Progress | None = None, observer: Observer | None = None
+    target: Target,
+    plan: LoadPlan,
+    progress: Progress | None = None,
+    observer: Observer | None = None,
+    start_at: float | None = None,
 ) -> Run:
+    """``start_at``: a ``perf_counter`` time to start at, so client processes on one host (one
+    monotonic clock) share a start and their records merge exactly."""
     engine = _Engine(target, plan)
     if observer is not None:
         observer.attach(engine)
-    t0 = perf_counter()
-    wall_t0 = time()
+    if start_at is not None and (wait := start_at - perf_counter()) > 0:
+        await asyncio.sleep(wait)
+    t0 = start_at if start_at is not None else perf_counter()
+    wall_t0 = time() - (perf_counter() - t0)
     measure_from = t0 + plan.warmup_s
     stop_at = measure_from + plan.duration_s
-    run = Run(engine.records, t0, wall_t0, measure_from, stop_at)
+    run = Run(engine.records, t0, wall_t0, measure_from, stop_at, client=[engine.health])
     ticker = None
     if progress is not None:
 
         async def tick() -> None:
             total = plan.warmup_s + plan.duration_s
+            prev = (0.0, 0)
             while True:
-                progress(perf_counter() - t0, total, engine.completed, engine.failed)
+                elapsed = perf_counter() - t0
+                progress(engine.snapshot(elapsed, total, prev))
+                prev = (elapsed, engine.completed + engine.failed)
                 await asyncio.sleep(0.5)
 
         ticker = asyncio.create_task(tick())
     sweeper = asyncio.create_task(engine.enforce_timeouts())
+    watcher = asyncio.create_task(engine.watch_health())
     driver = engine.closed if plan.mode == "closed" else engine.open
     drain = plan.drain_timeout_s if plan.drain_timeout_s is not None else plan.request_timeout_s
     try:
@@ -226,6 +338,7 @@ async def run_async(
         run.aborted = engine.stopped
     finally:
         sweeper.cancel()
+        watcher.cancel()
         if observer is not None:
             observer.detach()
         if ticker is not None:
@@ -236,6 +349,21 @@ async def run_async(
     return run
 
 
-def run(target: Target, plan: LoadPlan, progress: Progress | None = None, observer: Observer | None = None) -> Run:
-    """Run a load plan on a fresh event loop (one loop per process)."""
-    return asyncio.run(run_async(target, plan, progress, observer))
+def run(
+    target: Target,
+    plan: LoadPlan,
+    progress: Progress | None = None,
+    observer: Observer | None = None,
+    start_at: float | None = None,
+) -> Run:
+    """Run a load plan on a fresh event loop (one loop per process; uvloop's where installed)."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(run_async(target, plan, progress, observer, start_at))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

@@ -14,21 +14,32 @@ from typing import Any
 import orjson
 
 from ..metrics.records import Record
+from .dataset import Prompt
 
 PATHS = {"openai-chat": "/v1/chat/completions", "openai-completions": "/v1/completions"}
 
 
 def request_body(
-    protocol: str, model: str, prompt: str, max_tokens: int, stream: bool, params: dict[str, Any]
+    protocol: str, model: str, prompt: Prompt, max_tokens: int, stream: bool, params: dict[str, Any]
 ) -> bytes:
-    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": stream}
-    if protocol == "openai-chat":
-        body["messages"] = [{"role": "user", "content": prompt}]
+    """The JSON body for one prompt; ``max_tokens`` applies where the prompt gives none.
+
+    A recorded ``body`` (trace replay) is sent as recorded, except that ``stream`` follows the
+    workload: the response is parsed as the workload says it streams.
+    """
+    if prompt.body is not None:
+        body: dict[str, Any] = {"model": model, **prompt.body, "stream": stream}
     else:
-        body["prompt"] = prompt
+        body = {"model": model, "max_tokens": prompt.max_tokens or max_tokens, "stream": stream}
+        if protocol == "openai-chat":
+            body["messages"] = prompt.messages or [{"role": "user", "content": prompt.text}]
+        elif prompt.messages is not None:
+            raise ValueError("chat 'messages' need protocol openai-chat (openai-completions takes a prompt)")
+        else:
+            body["prompt"] = prompt.text
+        body.update(params)
     if stream:
-        body["stream_options"] = {"include_usage": True}
-    body.update(params)
+        body.setdefault("stream_options", {"include_usage": True})
     return json.dumps(body, separators=(",", ":")).encode()
 
 

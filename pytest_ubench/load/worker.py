@@ -4,8 +4,8 @@ records, and the clock reference that lets the parent merge every task's records
     python -m pytest_ubench.load.worker --recipe-json R --case ID --endpoint E --out DIR
 
 The task index and count come from ``SLURM_PROCID``/``SLURM_NTASKS``. Closed loop splits the users
-(the first ``c % n`` tasks take one more), open loop splits the rate (each task with its own seed), so
-the union is the case's load. SIGTERM (``scancel``) ends the run like Ctrl-C: what was measured is kept.
+(the first ``c % n`` tasks take one more), open loop deals out the one schedule (``parallel.task_plan``),
+so the union is the case's load. SIGTERM (``scancel``) ends the run like Ctrl-C: what was measured is kept.
 """
 
 from __future__ import annotations
@@ -15,29 +15,17 @@ import json
 import os
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from ..metrics.records import write_jsonl
 from ..metrics.results import write_json
 from ..orchestrators.base import Endpoint
+from ..planning import plan_for  # the one way a case becomes a plan
 from ..recipes.loader import LoadedRecipe
 from ..recipes.schema import Recipe
 from ..recipes.sweep import expand
-from ..session import plan_for  # the one way a case becomes a plan
 from . import engine
-
-
-def share(total: int, index: int, count: int) -> int:
-    return total // count + (1 if index < total % count else 0)
-
-
-def task_plan(plan: engine.LoadPlan, index: int, count: int) -> engine.LoadPlan:
-    """This task's part of the plan; the parts add up to the whole."""
-    max_requests = None if plan.max_requests is None else share(plan.max_requests, index, count)
-    if plan.mode == "closed":
-        return replace(plan, concurrency=share(plan.concurrency, index, count), max_requests=max_requests)
-    return replace(plan, rate=plan.rate / count, seed=plan.seed + index, max_requests=max_requests)
+from .parallel import idle, task_plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     loaded = LoadedRecipe(Recipe.model_validate(saved["data"]), Path(saved["path"]), saved["data"])
     case = next(c for c in expand(loaded) if c.id == args.case)
     endpoint = Endpoint.read(args.endpoint)
-    plan = task_plan(plan_for(case, endpoint), index, count)
+    plan = task_plan(plan_for(case, endpoint).plan, index, count)
     out = args.out / f"task-{index}"
     out.mkdir(parents=True, exist_ok=True)
-    if (plan.mode == "closed" and plan.concurrency == 0) or (plan.max_requests == 0):
+    if idle(plan):
         run = engine.Run([], 0.0, 0.0, 0.0, 0.0)  # more tasks than users: this one has nothing to do
     else:
         target = engine.Target(endpoint.host, endpoint.port, tls=endpoint.url.startswith("https:"))

@@ -11,7 +11,7 @@ THROUGHPUT: tuple[str, ...] = (
     "output_tokens_per_s",
     "goodput_requests_per_s",
 )
-REQUEST_COUNTS: tuple[str, ...] = ("total", "ok", "failed")
+REQUEST_COUNTS: tuple[str, ...] = ("total", "ok", "failed", "dropped")
 
 
 def known_paths() -> set[str]:

@@ -78,8 +78,12 @@ def summary(
 
     ``records`` are the measured ones (warm-up excluded). Throughput divides by the time from the
     window start to the later of the window end and the last measured completion, since requests
-    sent inside the window are all awaited.
+    sent inside the window are all awaited. Arrivals dropped by an open loop's ``max_in_flight`` were
+    never sent: counted apart (k6's dropped_iterations), not as failures.
     """
+    dropped = sum(1 for r in records if r.error == "dropped")
+    if dropped:
+        records = [r for r in records if r.error != "dropped"]
     ok = [r for r in records if r.ok]
     failed = [r for r in records if not r.ok]
     last = max((r.end for r in records if not math.isnan(r.end)), default=window_end)
@@ -93,6 +97,7 @@ def summary(
             "total": total,
             "ok": len(ok),
             "failed": len(failed),
+            "dropped": dropped,
             "error_rate": (len(failed) / total) if total else 0.0,
             "errors": dict(Counter(r.error for r in failed)),
             "output_tokens_from": dict(sources),
@@ -107,3 +112,24 @@ def summary(
             "output_tokens": out_tokens,
         },
     }
+
+
+def pooled(
+    summaries: Sequence[dict[str, Any]], records: Sequence[Record], bounds: Sequence[tuple[str, float]] = ()
+) -> dict[str, Any]:
+    """One summary over repeated runs: latency over every measured request, throughput over the
+    summed load windows (the gaps between repeats are not load time)."""
+    out = summary(records, 0.0, 0.0, bounds)
+    elapsed = sum(s["throughput"]["elapsed_s"] for s in summaries)
+    t = out["throughput"]
+    ok, good = (
+        out["requests"]["ok"],
+        sum(s["throughput"]["goodput_requests_per_s"] * s["throughput"]["elapsed_s"] for s in summaries),
+    )
+    t |= {
+        "elapsed_s": elapsed,
+        "requests_per_s": ok / elapsed if elapsed > 0 else 0.0,
+        "output_tokens_per_s": t["output_tokens"] / elapsed if elapsed > 0 else 0.0,
+        "goodput_requests_per_s": good / elapsed if elapsed > 0 else 0.0,
+    }
+    return out

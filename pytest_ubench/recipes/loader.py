@@ -134,7 +134,10 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 
 def _is_branch_tag(part: int | str) -> bool:
     return isinstance(part, str) and (
-        "[" in part or part.startswith(("constrained-", "function-")) or part in {"int", "float", "str", "bool"}
+        "[" in part
+        or part.startswith(("constrained-", "function-"))
+        or part in {"int", "float", "str", "bool"}
+        or part[:1].isupper()  # a model branch (``Ramp``): recipe fields are lower case
     )
 
 

@@ -117,35 +117,138 @@ class ServiceSpec(_Strict):
         return v
 
 
+class LengthDistribution(_Strict):
+    """Token lengths drawn per prompt (seeded), clipped to ``[min, max]``.
+
+    ``normal`` and ``lognormal`` take the mean and standard deviation of the lengths themselves.
+    """
+
+    dist: Literal["fixed", "uniform", "normal", "lognormal"]
+    mean: PositiveFloat | None = None
+    std: Annotated[float, Field(ge=0)] = 0.0
+    min: PositiveInt = 1
+    max: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> LengthDistribution:
+        if self.dist == "uniform" and self.max is None:
+            raise ValueError("'uniform' needs 'min' and 'max'")
+        if self.dist != "uniform" and self.mean is None:
+            raise ValueError(f"'{self.dist}' needs 'mean'")
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"'max' ({self.max}) is below 'min' ({self.min})")
+        return self
+
+
+TokenLength = PositiveInt | LengthDistribution
+
+
 class Dataset(_Strict):
-    kind: Literal["synthetic"] = "synthetic"
-    prompt_tokens: PositiveInt = 128
-    output_tokens: PositiveInt = 64
+    """Synthetic prompts, or prompts from a local file (never fetched at run time).
+
+    ``jsonl``: one ``{"prompt": ...}`` or ``{"messages": [...]}`` per line, optional ``max_tokens``;
+    ``sharegpt``: ShareGPT conversations (JSON array or JSONL), first human turn as the prompt and the
+    reply's length as ``max_tokens``.
+    """
+
+    kind: Literal["synthetic", "jsonl", "sharegpt"] = "synthetic"
+    path: str | None = None  # relative to the recipe file
+    prompt_tokens: TokenLength = 128
+    output_tokens: TokenLength = 64  # files: when a line gives no max_tokens
     seed: int = 1
-    prompts: PositiveInt = 1024
+    prompts: PositiveInt = 1024  # synthetic: how many; files: at most this many
+    # A random prefix per prompt, so a warm prefix cache cannot serve repeated prompts from memory.
+    unique_prefix: bool = False
+    # Synthetic prompts are cut to exact token counts with the server's /tokenize where it answers
+    # ("auto"), or must ("server"); "approximate" never asks. Results say which was used.
+    token_counts: Literal["auto", "server", "approximate"] = "auto"
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> Dataset:
+        if (self.kind == "synthetic") != (self.path is None):
+            raise ValueError("'path' goes with kind 'jsonl' or 'sharegpt' (and only with them)")
+        return self
+
+
+class Ramp(_Strict):
+    """``rate: {from: 1, to: 64, steps: 7, step_s: 30}``: stepped load within one case.
+
+    Steps are spaced geometrically by default (1, 2, 4, ... 64), linearly with ``spacing: linear``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    start: PositiveFloat = Field(alias="from")
+    to: PositiveFloat
+    steps: Annotated[int, Field(ge=2)]
+    step_s: PositiveFloat
+    spacing: Literal["geometric", "linear"] = "geometric"
+
+    def rates(self) -> list[float]:
+        n = self.steps - 1
+        if self.spacing == "linear":
+            return [self.start + (self.to - self.start) * i / n for i in range(self.steps)]
+        return [self.start * (self.to / self.start) ** (i / n) for i in range(self.steps)]
+
+
+class Bursts(_Strict):
+    """``size`` extra requests at once every ``every_s`` seconds, on top of the arrivals."""
+
+    every_s: PositiveFloat
+    size: PositiveInt
+
+
+class Trace(_Strict):
+    """Replay of a JSONL trace: ``{"timestamp": s, ...}`` plus a prompt, messages or a whole ``body``."""
+
+    path: str  # relative to the recipe file
+    speed: PositiveFloat = 1.0  # 2 replays twice as fast
 
 
 class Load(_Strict):
-    """Closed loop (``concurrency`` users) or open loop (``rate`` arrivals per second)."""
+    """Closed loop (``concurrency`` users), open loop (``rate`` arrivals per second, a ramp or a
+    trace), or ``search``: the highest rate (or concurrency) that still meets the SLOs."""
 
-    mode: Literal["closed", "open"] = "closed"
+    mode: Literal["closed", "open", "search"] = "closed"
     concurrency: PositiveInt | list[PositiveInt] | None = None
-    rate: PositiveFloat | list[PositiveFloat] | None = None
-    arrival: Literal["poisson", "constant"] = "poisson"
+    rate: PositiveFloat | list[PositiveFloat] | Ramp | None = None
+    arrival: Literal["poisson", "constant", "gamma"] = "poisson"
+    burstiness: PositiveFloat = 1.0  # gamma shape: 1 is Poisson, below 1 burstier
+    bursts: Bursts | None = None
+    trace: Trace | None = None
+    max_in_flight: PositiveInt | None = None  # open loop: arrivals beyond it are dropped and counted
     seed: int = 0
+    # Client processes, each with its own event loop; "auto" is one per core.
+    workers: PositiveInt | Literal["auto"] = 1
+    # search
+    over: Literal["rate", "concurrency"] = "rate"
+    low: PositiveFloat | None = None
+    high: PositiveFloat | None = None
+    precision: Annotated[float, Field(gt=0, lt=1)] = 0.1  # relative width of the final bracket
+    slo: list[SLOExpression] = Field(default_factory=list)  # default: the recipe's SLOs
+    probe_s: PositiveFloat | None = None  # each probe's duration (default: workload.duration_s)
 
     @model_validator(mode="after")
     def _fields_match_mode(self) -> Load:
         if self.mode == "closed":
             if self.concurrency is None:
                 raise ValueError("closed loop needs 'concurrency'")
-            if self.rate is not None:
-                raise ValueError("'rate' is for open loop; closed loop uses 'concurrency'")
-        else:
-            if self.rate is None:
-                raise ValueError("open loop needs 'rate' (requests per second)")
+            if self.rate is not None or self.trace is not None:
+                raise ValueError("'rate' and 'trace' are for open loop; closed loop uses 'concurrency'")
+            if self.max_in_flight is not None or self.bursts is not None:
+                raise ValueError("'max_in_flight' and 'bursts' are for open loop")
+        elif self.mode == "open":
+            if (self.rate is None) == (self.trace is None):
+                raise ValueError("open loop needs 'rate' (requests per second) or a 'trace' to replay, not both")
             if self.concurrency is not None:
                 raise ValueError("'concurrency' is for closed loop; open loop uses 'rate'")
+        else:
+            if self.low is None or self.high is None or self.low >= self.high:
+                raise ValueError("search needs 'low' < 'high' (the bracket to search)")
+            if self.rate is not None or self.concurrency is not None or self.trace is not None:
+                raise ValueError("search sets the load itself: give 'low' and 'high', not 'rate' or 'concurrency'")
+        if self.mode != "search" and (self.low is not None or self.high is not None or self.slo):
+            raise ValueError("'low', 'high' and 'slo' are for mode: search")
         for name in ("concurrency", "rate"):
             value = getattr(self, name)
             if isinstance(value, list) and not value:
@@ -174,6 +277,8 @@ class Workload(_Strict):
     # clients.tasks_per_node processes that split the load and whose records are merged exactly.
     orchestration: Literal["local", "slurm"] = "local"
     clients: Resources = Field(default_factory=Resources)
+    # Each point runs this many times; results give mean, 95 % confidence interval and CV per figure.
+    repeat: PositiveInt = 1
 
 
 class Monitor(_Strict):
@@ -227,6 +332,7 @@ class Recipe(_Strict):
     slo: list[SLOExpression] = Field(default_factory=list)
     regression: Regression = Field(default_factory=Regression)
     strict_samples: bool = False  # an SLO on an under-sampled percentile fails instead of passing with a note
+    strict_client: bool = False  # a run whose client was likely the bottleneck fails instead of warning
 
     def cross_field_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
         """Checks that span parts of the recipe, as (field path, message) for the loader to locate."""

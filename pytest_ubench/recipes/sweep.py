@@ -41,7 +41,8 @@ def _fmt(value: Any) -> str:
 
 def expand(loaded: LoadedRecipe) -> list[Case]:
     load = loaded.recipe.workload.load
-    axes = {name: getattr(load, name) for name in SWEEPABLE if getattr(load, name) is not None}
+    # A ramp is one case (its steps are reported inside it), not a sweep axis.
+    axes = {name: v for name in SWEEPABLE if isinstance(v := getattr(load, name), int | float | list)}
     names = list(axes)
     values = [v if isinstance(v, list) else [v] for v in axes.values()]
     cases = []

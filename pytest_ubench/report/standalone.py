@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..metrics import capacity
 from ..metrics.records import Record, read_jsonl
 from ..metrics.stats import request_values
 from . import plots
@@ -30,7 +31,6 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.pass{color:#107010}.fail{color:#b00020}
 section{margin-bottom:2.5em}svg{max-width:100%;height:auto}.note{color:#666}
 """
-KNEE_GAIN = 0.10  # the knee: the last point after which more load adds less than 10 % throughput
 
 
 @dataclass
@@ -47,13 +47,6 @@ def load(root: Path) -> list[Case]:
         records = list(read_jsonl(records_file)) if records_file.exists() else []
         cases.append(Case(path.parent, json.loads(path.read_text(encoding="utf-8")), records))
     return cases
-
-
-def knee(throughput: list[float]) -> int | None:
-    for i in range(len(throughput) - 1):
-        if throughput[i] > 0 and throughput[i + 1] < throughput[i] * (1 + KNEE_GAIN):
-            return i
-    return None
 
 
 def cdf_series(measured: list[Record]) -> dict[str, np.ndarray]:
@@ -102,22 +95,22 @@ def _overview(cases: list[Case]) -> str:
 
 
 def sweeps_html(cases: list[Case]) -> str:
-    by_recipe: dict[str, list[Case]] = {}
+    by_recipe: dict[str, list[dict[str, Any]]] = {}
     for c in cases:
-        by_recipe.setdefault(c.result["recipe"]["name"], []).append(c)
+        by_recipe.setdefault(c.result["recipe"]["name"], []).append(c.result)
     out = []
     for name, group in by_recipe.items():
-        axis = next((k for k in ("concurrency", "rate") if k in group[0].result["load"]), None)
-        if axis is None or len(group) < 2:
+        sweep = capacity.sweep(group)
+        if sweep is None:
             continue
-        group.sort(key=lambda c: c.result["load"][axis])
-        loads = [float(c.result["load"][axis]) for c in group]
-        thr = [c.result["throughput"]["requests_per_s"] for c in group]
-        lat = {f"{m} p95": [c.result["metrics"][m]["p95"] or 0.0 for c in group] for m in ("ttft_ms", "e2e_ms")}
-        k = knee(thr)
-        text = f"knee at {axis} = {loads[k]:g}" if k is not None else "no knee within the sweep"
+        axis, points, k = sweep["axis"], sweep["points"], sweep["knee"]
+        loads = [float(p[axis]) for p in points]
+        thr = [p["requests_per_s"] for p in points]
+        lat = {f"{m} p95": [p[f"{m}_p95_ms"] or 0.0 for p in points] for m in ("ttft", "e2e")}
+        text = f"knee at {axis} = {k[axis]:g} ({html.escape(sweep['rule'])})" if k else "no knee within the sweep"
         out.append(
-            f"<h3>{html.escape(name)}: sweep over {axis}</h3><p>{text}</p>{plots.sweep(loads, axis, thr, lat, k)}"
+            f"<h3>{html.escape(name)}: sweep over {axis}</h3><p>{text}</p>"
+            + plots.sweep(loads, axis, thr, lat, k["index"] if k else None)
         )
     return "<section><h2>Sweeps</h2>" + "".join(out) + "</section>" if out else ""
 
@@ -143,6 +136,7 @@ def _case(c: Case) -> str:
         starts = np.asarray([x.start for x in measured])
         ttft = np.asarray([v["ttft_ms"] if v["ttft_ms"] is not None else np.nan for v in values])
         parts.append("<h3>Over time</h3>" + plots.over_time(starts, ttft, ends, warmup_end, float(ends.max(initial=1))))
+    parts.append(_trust(r))
     server = r.get("server_metrics")
     if server:
         named = {k: v.get("series") or [] for k, v in server.items()}
@@ -153,6 +147,49 @@ def _case(c: Case) -> str:
     if r.get("service_failure"):
         parts.append(f'<pre class="fail">{html.escape(r["service_failure"])}</pre>')
     parts.append("</section>")
+    return "".join(parts)
+
+
+def _trust(r: dict[str, Any]) -> str:
+    """How far the figures can be trusted: steady state, the client's self-check, repeats; and the
+    capacity answers carried inside a case (ramp steps, the SLO search)."""
+    parts = []
+    st = r.get("steady_state")
+    if st:
+        verdict = "stable" if st["stable"] else "never became stable within the run"
+        t, m = st["throughput"], st["metrics"]
+        parts.append(f"<p>steady state ({st['method']}): from {st['start_s']:g} s to {st['end_s']:g} s, {verdict}; "
+                     f"{_fmt(t['requests_per_s'])} req/s, TTFT p50 {_fmt(m['ttft_ms']['p50'])} ms, "
+                     f"E2E p95 {_fmt(m['e2e_ms']['p95'])} ms over that window</p>")  # fmt: skip
+    client = r.get("client")
+    if client:
+        cls = "fail" if client.get("bottleneck") else "note"
+        said = "; ".join(client["reasons"]) if client.get("reasons") else "kept up"
+        figures = (
+            f"busy CPU max {_fmt(client.get('cpu_busy_max'))}, loop lag p99 {_fmt(client.get('loop_lag_p99_ms'))} ms, "
+            f"send lag p99 {_fmt(client.get('send_lag_p99_ms'))} ms"
+        )
+        parts.append(
+            f'<p class="{cls}">load client ({client["processes"]} process(es)): {html.escape(said)}; {figures}</p>'
+        )
+    rep = r.get("repeats")
+    if rep:
+        rows = [[k, v["mean"], v["ci_low"], v["ci_high"], v["cv"], v["quality"]] for k, v in rep["figures"].items()
+                if k.startswith("throughput") or k.endswith((".p50", ".p95"))]  # fmt: skip
+        parts.append(f"<h3>Repeats ({rep['n']} runs)</h3>"
+                     + _table(["figure", "mean", "95% CI low", "95% CI high", "CV", "quality"], rows))  # fmt: skip
+    stages = r.get("stages")
+    if stages:
+        rows = [[s["rate"], s["requests"]["total"], s["throughput"]["requests_per_s"], s["metrics"]["ttft_ms"]["p95"],
+                 s["metrics"]["e2e_ms"]["p95"]] for s in stages]  # fmt: skip
+        parts.append("<h3>Ramp steps</h3>" + _table(["rate", "requests", "req/s", "TTFT p95 ms", "E2E p95 ms"], rows))
+    found = r.get("search")
+    if found:
+        rows = [[p["value"], "PASS" if p["passed"] else "FAIL", p["requests_per_s"], p["e2e_p95_ms"],
+                 p.get("stopped") or "; ".join(p["failed_slos"])] for p in found["probes"]]  # fmt: skip
+        parts.append(f"<h3>Search: {html.escape(found['note'])}</h3>"
+                     + _table([found["over"], "verdict", "req/s", "E2E p95 ms", "why"], rows,
+                              ["pass" if p["passed"] else "fail" for p in found["probes"]]))  # fmt: skip
     return "".join(parts)
 
 

@@ -94,7 +94,8 @@ def run(
             if info.state == "RUNNING":
                 started = started or time.monotonic()
                 if progress is not None:
-                    progress(min(time.monotonic() - started, total), total, 0, 0)
+                    elapsed = min(time.monotonic() - started, total)
+                    progress(engine.Snapshot(elapsed, total, 0, 0, 0, 0))
             backoff.sleep()
     except BaseException as exc:
         cancel_and_wait(orch.slurm, job_id, orch.stop_timeout_s)

@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.engine import LoadPlan, Target, run
 from pytest_ubench.load.http import build_request
 from pytest_ubench.load.openai import request_body
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def plan(port: int, *, tokens: int = 32, stream: bool = True, **kw: object) -> LoadPlan:
-    body = request_body("openai-chat", "m", "hello", tokens, stream, {})
+    body = request_body("openai-chat", "m", Prompt("hello"), tokens, stream, {})
     raw = build_request("POST", "127.0.0.1", port, "/v1/chat/completions", body, {"Content-Type": "application/json"})
     return LoadPlan(requests=[raw], stream=stream, **kw)  # type: ignore[arg-type]
 

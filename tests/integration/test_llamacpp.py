@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.engine import LoadPlan, Target, run
 from pytest_ubench.load.http import build_request
 from pytest_ubench.load.openai import PATHS, request_body
@@ -23,7 +24,9 @@ def plan(port: int, protocol: str = "openai-chat", tokens: int = 48, **kw: objec
             "127.0.0.1",
             port,
             PATHS[protocol],
-            request_body(protocol, "tiny", f"prompt number {i} about benchmarks", tokens, True, {"temperature": 1.0}),
+            request_body(
+                protocol, "tiny", Prompt(f"prompt number {i} about benchmarks"), tokens, True, {"temperature": 1.0}
+            ),
             {"Content-Type": "application/json"},
         )
         for i in range(16)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.openai import JsonSink, StreamSink, request_body
 from pytest_ubench.metrics.records import Record
 
@@ -108,7 +109,7 @@ def test_non_streaming_response():
 
 @pytest.mark.parametrize("protocol", ["openai-chat", "openai-completions"])
 def test_request_body(protocol):
-    body = json.loads(request_body(protocol, "m", "hello", 16, True, {"temperature": 0.5}))
+    body = json.loads(request_body(protocol, "m", Prompt("hello"), 16, True, {"temperature": 0.5}))
     assert body["max_tokens"] == 16 and body["stream"] and body["stream_options"] == {"include_usage": True}
     assert body["temperature"] == 0.5
     assert ("messages" in body) == (protocol == "openai-chat")

@@ -142,9 +142,12 @@ def test_monitor_recipe_errors_are_located(write_recipe, tmp_path):
 
 
 def test_each_sweep_point_gets_its_own_reproducible_prompts():
-    from pytest_ubench.load.dataset import synthetic_prompts
+    from pytest_ubench.load.dataset import Lengths, synthetic
 
-    a = synthetic_prompts(8, 32, seed=1, stream="x-concurrency=1")
-    assert a == synthetic_prompts(8, 32, seed=1, stream="x-concurrency=1")
-    assert not set(a) & set(synthetic_prompts(8, 32, seed=1, stream="x-concurrency=4"))
+    def texts(stream: str) -> list[str]:
+        return [p.text for p in synthetic(8, Lengths("fixed", 32), Lengths("fixed", 4), seed=1, stream=stream)]
+
+    a = texts("x-concurrency=1")
+    assert a == texts("x-concurrency=1")
+    assert not set(a) & set(texts("x-concurrency=4"))
     assert all(len(p) == 32 for p in a)

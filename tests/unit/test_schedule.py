@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_ubench.load.schedule import arrivals
+from pytest_ubench.load.schedule import Stage, arrivals, build, bursts, staged
 
 
 def test_poisson_rate_within_two_percent_over_10k_draws():
@@ -32,3 +32,39 @@ def test_constant_spacing_and_bounds():
 def test_bad_rate():
     with pytest.raises(ValueError):
         arrivals(0, 1)
+
+
+def test_gamma_keeps_the_rate_and_sets_burstiness():
+    rate, n = 40.0, 20_000
+    for shape in (0.25, 1.0, 4.0):
+        t = arrivals(rate, n / rate, "gamma", seed=5, shape=shape)
+        gaps = np.diff(t)
+        assert abs(len(t) / (n / rate) - rate) / rate < 0.05
+        # gamma gaps: coefficient of variation 1/sqrt(shape)
+        assert abs(gaps.std() / gaps.mean() - 1 / np.sqrt(shape)) < 0.06 / np.sqrt(shape)
+
+
+def test_ramp_steps_each_at_its_rate():
+    stages = [Stage(r, 50.0) for r in (2.0, 8.0, 32.0)]
+    t = staged(stages, "poisson", seed=2)
+    counts = [np.sum((t >= 50 * i) & (t < 50 * (i + 1))) for i in range(3)]
+    for count, st in zip(counts, stages, strict=True):
+        expected = st.rate * st.duration_s
+        assert abs(count - expected) < 4 * np.sqrt(expected)
+    assert t.max() < 150 and np.all(np.diff(t) >= 0)
+
+
+def test_bursts_arrive_together():
+    b = bursts(every_s=2.0, size=5, duration_s=7.0, first_s=1.0)
+    assert b.tolist() == [1.0] * 5 + [3.0] * 5 + [5.0] * 5
+
+
+def test_dealt_parts_add_up_to_the_whole_schedule():
+    whole = build(np.concatenate([arrivals(100, 5, seed=1), bursts(1.0, 3, 5.0)]))
+    parts = [whole.deal(i, 3) for i in range(3)]
+    assert sum(len(p) for p in parts) == len(whole)
+    merged = np.sort(np.concatenate([p.offsets for p in parts]))
+    assert np.array_equal(merged, whole.offsets)
+    # every arrival keeps the request the single-process run would have sent
+    assert sorted(np.concatenate([p.requests for p in parts]).tolist()) == list(range(len(whole)))
+    assert np.all(np.diff(parts[1].offsets) >= 0)

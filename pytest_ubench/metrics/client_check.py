@@ -1,0 +1,64 @@
+"""Did the load client keep up? A run judged on a client that was the bottleneck measures the client.
+
+Evidence, per run: each client process's busy CPU share (time polling for precise send times
+excluded), event-loop lag (how late a 100 ms timer fired), open-loop send lag (actual minus intended
+send time) and the send rate achieved inside the load window against the schedule's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..load.engine import ClientHealth
+from .records import Record
+
+CPU_LIMIT = 0.80
+LOOP_LAG_P99_MS = 10.0
+SEND_LAG_P99_MS = 10.0
+ACHIEVED_MIN = 0.95
+
+
+def check(
+    health: Sequence[ClientHealth], records: Sequence[Record], mode: str, window_start: float, window_end: float
+) -> dict[str, Any]:
+    reasons = []
+    cpu = [float(np.mean(h.cpu)) for h in health if h.cpu]
+    lags = [x for h in health for x in h.loop_lag_ms]
+    out: dict[str, Any] = {
+        "processes": len(health),
+        "cpu_busy_max": max(cpu) if cpu else None,
+        "loop_lag_p99_ms": float(np.percentile(lags, 99)) if lags else None,
+        "send_lag_p99_ms": None,
+        "send_rate": None,
+        "scheduled_rate": None,
+    }
+    if not health:
+        out |= {"bottleneck": None, "reasons": ["client health was not sampled (Slurm client tasks)"]}
+        return out
+    if cpu and max(cpu) > CPU_LIMIT:
+        reasons.append(f"a client process was {max(cpu):.0%} busy (limit {CPU_LIMIT:.0%})")
+    if lags and out["loop_lag_p99_ms"] > LOOP_LAG_P99_MS:
+        reasons.append(f"event-loop lag p99 {out['loop_lag_p99_ms']:.1f} ms (limit {LOOP_LAG_P99_MS:g} ms)")
+    if mode == "open":
+        measured = [r for r in records if not r.warmup]
+        sent = [r for r in measured if not math.isnan(r.start)]
+        if sent:
+            lag = np.percentile([(r.start - r.intended) * 1000.0 for r in sent], 99)
+            out["send_lag_p99_ms"] = float(lag)
+            if lag > SEND_LAG_P99_MS:
+                reasons.append(f"send lag p99 {lag:.1f} ms (limit {SEND_LAG_P99_MS:g} ms)")
+        span = window_end - window_start
+        scheduled = sum(1 for r in measured if window_start <= r.intended < window_end)
+        on_time = sum(1 for r in sent if window_start <= r.start < window_end)
+        if span > 0 and scheduled:
+            out["scheduled_rate"], out["send_rate"] = scheduled / span, on_time / span
+            if on_time < ACHIEVED_MIN * scheduled and not any(r.error == "dropped" for r in measured):
+                reasons.append(
+                    f"sent {on_time / span:.1f} req/s within the window against {scheduled / span:.1f} scheduled"
+                )
+    out |= {"bottleneck": bool(reasons), "reasons": reasons}
+    return out

@@ -1,0 +1,172 @@
+"""From a recipe case to a load plan: the prompts, the serialised requests and the arrival schedule.
+
+The one way a case becomes a plan, for the in-process engine, local worker processes and Slurm
+client tasks alike. Files named by a recipe (datasets, traces) are read relative to the recipe.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from loguru import logger
+
+from .load import dataset, engine, schedule
+from .load.http import build_request
+from .load.openai import PATHS, request_body
+from .load.tokenizer import NoTokenizer, ServerTokenizer
+from .orchestrators.base import Endpoint, ServiceError
+from .recipes.schema import Dataset, Load, Ramp, TokenLength
+from .recipes.sweep import Case
+
+
+class PlanError(ServiceError):
+    """A case that cannot be planned (a broken dataset file, a tokenizer that was required)."""
+
+
+@dataclass
+class Planned:
+    plan: engine.LoadPlan
+    dataset: dict[str, Any]  # what was sent, for the results: kind, count, token_counts
+    stages: list[schedule.Stage] = field(default_factory=list)  # ramp steps, after the warm-up
+
+
+def lengths(spec: TokenLength) -> dataset.Lengths:
+    if isinstance(spec, int):
+        return dataset.Lengths("fixed", float(spec), min=spec, max=spec)
+    return dataset.Lengths(spec.dist, spec.mean, spec.std, spec.min, spec.max)
+
+
+def _resolve(case: Case, path: str) -> Path:
+    p = Path(os.path.expandvars(path)).expanduser()
+    return p if p.is_absolute() else case.loaded.path.parent / p
+
+
+def prompts_for(case: Case, endpoint: Endpoint) -> tuple[list[dataset.Prompt], dict[str, Any]]:
+    d: Dataset = case.recipe.workload.dataset
+    try:
+        if d.kind == "jsonl":
+            assert d.path is not None
+            prompts = dataset.read_prompts(_resolve(case, d.path), d.prompts)
+            info: dict[str, Any] = {"kind": d.kind, "path": d.path, "token_counts": "as written"}
+        elif d.kind == "sharegpt":
+            assert d.path is not None
+            prompts = dataset.read_sharegpt(_resolve(case, d.path), d.prompts)
+            info = {"kind": d.kind, "path": d.path, "token_counts": "as written"}
+        else:
+            prompts = dataset.synthetic(d.prompts, lengths(d.prompt_tokens), lengths(d.output_tokens), d.seed, case.id)
+            prompts, counted = _exact_lengths(prompts, case, endpoint)
+            info = {"kind": d.kind, "token_counts": counted}
+    except dataset.DatasetError as exc:
+        raise PlanError(f"{case.recipe.name}: workload.dataset: {exc}") from None
+    if d.unique_prefix:
+        prompts = dataset.with_unique_prefix(prompts, d.seed, case.id)
+    info |= {"prompts": len(prompts), "unique_prefix": d.unique_prefix}
+    return prompts, info
+
+
+def _exact_lengths(prompts: list[dataset.Prompt], case: Case, endpoint: Endpoint) -> tuple[list[dataset.Prompt], str]:
+    """Synthetic prompts cut to exact token counts by the server's tokenizer, where it has one."""
+    d = case.recipe.workload.dataset
+    if d.token_counts == "approximate":
+        return prompts, "approximate (one character per token)"
+    tok = ServerTokenizer(endpoint.url, case.recipe.workload.model)
+    try:
+        out = []
+        for p in prompts:
+            assert p.text is not None
+            text = dataset.cut_to_tokens(p.text, len(p.text), tok.tokenize, tok.detokenize)
+            if text is None:
+                raise NoTokenizer("a prompt did not round-trip through /detokenize to its token count")
+            out.append(dataset.Prompt(text, max_tokens=p.max_tokens))
+        return out, "exact (server /tokenize)"
+    except NoTokenizer as exc:
+        if d.token_counts == "server":
+            raise PlanError(f"{case.recipe.name}: workload.dataset.token_counts is 'server' but {exc}") from None
+        logger.info("{}: prompt lengths approximate: {}", case.id, exc)
+        return prompts, "approximate (one character per token)"
+    finally:
+        tok.close()
+
+
+def schedule_for(
+    load: Load, warmup_s: float, duration_s: float
+) -> tuple[schedule.Schedule | None, float, list[schedule.Stage]]:
+    """Open loop's arrivals when they are more than one rate: a ramp, bursts or a trace; and the
+    load window's length they imply."""
+    shape = load.burstiness
+    stages: list[schedule.Stage] = []
+    if load.trace is not None:
+        return None, duration_s, stages  # built with its own prompts in plan_for
+    if isinstance(load.rate, Ramp):
+        stages = [schedule.Stage(r, load.rate.step_s) for r in load.rate.rates()]
+        duration_s = sum(st.duration_s for st in stages)
+        warm = [schedule.Stage(stages[0].rate, warmup_s)] if warmup_s > 0 else []
+        offsets = schedule.staged(warm + stages, load.arrival, load.seed, shape)
+    elif load.bursts is not None:
+        assert isinstance(load.rate, float | int)
+        offsets = schedule.arrivals(float(load.rate), warmup_s + duration_s, load.arrival, load.seed, shape)
+    else:
+        return None, duration_s, stages
+    if load.bursts is not None:
+        extra = schedule.bursts(load.bursts.every_s, load.bursts.size, warmup_s + duration_s, first_s=warmup_s)
+        offsets = np.concatenate([offsets, extra])
+    return schedule.build(offsets), duration_s, stages
+
+
+def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) -> Planned:
+    w = case.recipe.workload
+    load = case.load
+    if load.mode == "search":
+        raise PlanError(f"{case.id}: a search case is planned probe by probe (search.probe_case)")
+    prompts, info = prompts_for(case, endpoint)
+    duration = w.duration_s if duration_s is None else duration_s
+    sched, duration, stages = schedule_for(load, w.warmup_s, duration)
+    if load.trace is not None:
+        try:
+            times, prompts = dataset.read_trace(_resolve(case, load.trace.path))
+        except dataset.DatasetError as exc:
+            raise PlanError(f"{case.recipe.name}: workload.load.trace: {exc}") from None
+        times = times / load.trace.speed  # the first warmup_s seconds of the trace are the warm-up
+        sched = schedule.build(times)
+        duration = max(float(times[-1]) - w.warmup_s, 0.0) + 1e-3
+        info = {"kind": "trace", "path": load.trace.path, "speed": load.trace.speed, "prompts": len(prompts)}
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if w.stream else "application/json"}
+    if w.api_key_env:
+        key = os.environ.get(w.api_key_env)
+        if not key:
+            raise ServiceError(f"{case.recipe.name}: workload.api_key_env names {w.api_key_env}, which is not set")
+        headers["Authorization"] = f"Bearer {key}"
+    path = urlsplit(endpoint.url).path.rstrip("/") + PATHS[w.protocol]
+    default_out = lengths(w.dataset.output_tokens)
+    outs = default_out.draw(len(prompts), np.random.default_rng([w.dataset.seed, 2]))
+    try:
+        bodies = [
+            request_body(w.protocol, w.model, p, int(o), w.stream, w.params) for p, o in zip(prompts, outs, strict=True)
+        ]
+    except ValueError as exc:
+        raise PlanError(f"{case.recipe.name}: workload.dataset: {exc}") from None
+    reqs = [build_request("POST", endpoint.host, endpoint.port, path, b, headers) for b in bodies]
+    assert not isinstance(load.concurrency, list) and not isinstance(load.rate, list)  # resolved by the sweep
+    plan = engine.LoadPlan(
+        requests=reqs,
+        stream=w.stream,
+        mode=load.mode,
+        concurrency=load.concurrency or 1,
+        rate=float(load.rate) if isinstance(load.rate, float | int) else 1.0,
+        arrival=load.arrival,
+        burstiness=load.burstiness,
+        seed=load.seed,
+        schedule=sched,
+        max_in_flight=load.max_in_flight,
+        duration_s=duration,
+        warmup_s=w.warmup_s,
+        max_requests=w.max_requests,
+        connect_timeout_s=w.timeouts.connect_s,
+        request_timeout_s=w.timeouts.request_s,
+    )
+    return Planned(plan, info, stages)
