@@ -122,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--save-baseline", nargs="?", const="default", metavar="NAME|PATH", help="store the run as a baseline"
     )
+    cal = csub.add_parser(
+        "calibrate", help="measure the rate below which this machine's client results are trustworthy"
+    )
+    cal.add_argument("--workers", default="1", metavar="N|auto", help="client processes (default 1)")
+    cal.add_argument("--seconds", type=float, default=3.0, help="length of each rate step (default 3)")
+    cal.add_argument("--max-rate", type=float, default=256_000.0, help="highest rate tried (default 256,000)")
+    cal.add_argument("--server", choices=["auto", "nginx", "builtin"], default="auto",
+                     help="the no-op server: nginx when installed (auto), else the built-in one")  # fmt: skip
     csub.add_parser("list", help="client runs going on now (from any terminal)")
     for verb, text in (("status", "state and cases done of a client run"), ("stop", "Ctrl-C a client run")):
         p = csub.add_parser(verb, help=text)
@@ -177,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.action == "run":
             return _client_run(args)
+        if args.action == "calibrate":
+            return _client_calibrate(args)
         return _client(args)
     except (loader.RecipeError, ValueError) as exc:
         _err(str(exc))
@@ -353,6 +363,34 @@ def _csv(data: dict[str, Any]) -> str:
     for name, q in data["queries"].items():
         writer.writerows([name, t, v] for t, v in q["series"])
     return buf.getvalue()
+
+
+def _client_calibrate(args: argparse.Namespace) -> int:
+    from .load import calibrate, parallel
+
+    workers = parallel.worker_count(args.workers if args.workers == "auto" else int(args.workers))
+    table = Table("target req/s", "achieved", "send lag p99 ms", "CPU max", "kept up", title="client calibration")
+
+    def row(step: calibrate.Step) -> None:
+        c = step.check
+        said = "kept up" if step.kept_up else "; ".join(c["reasons"])
+        cpu = "-" if c["cpu_busy_max"] is None else f"{c['cpu_busy_max']:.0%}"
+        lag = "-" if step.send_lag_p99_ms is None else f"{step.send_lag_p99_ms:.2f}"
+        table.add_row(f"{step.rate:,.0f}", f"{step.achieved:,.0f}", lag, cpu, "yes" if step.kept_up else "no")
+        console.print(f"{step.rate:>9,.0f} req/s: {said}", highlight=False)
+
+    with calibrate.noop_server(args.server, processes=max(1, workers)) as (port, what):
+        console.print(f"{workers} client process(es) against {what}, {args.seconds:g} s per step", highlight=False)
+        steps = calibrate.calibrate(port, workers, args.seconds, limit=args.max_rate, on_step=row)
+    console.print(table)
+    best = calibrate.trustworthy(steps)
+    if best is None:
+        _err(f"the client did not keep up even at {steps[0].rate:,.0f} req/s on this machine")
+        return EXIT_SLO
+    if best == steps[-1].rate:
+        print(f"kept up at every rate tried, up to {best:,.0f} req/s (raise --max-rate to find the limit)")
+    print(f"trustworthy below {best:,.0f} req/s with {workers} client process(es) (non-streaming; {what})")
+    return EXIT_OK
 
 
 def _client_run(args: argparse.Namespace) -> int:

@@ -7,8 +7,13 @@ Not a test: prints figures. Needs Debian's nginx and wrk (installed when run as 
 1. Non-streaming requests/s of one client process (64 connections) against nginx on loopback, next
    to wrk (1 thread) and to httpx and aiohttp loops; client and nginx pinned to different cores.
 2. SSE events/s parsed from a static event stream served by nginx, next to wrk's byte rate.
-3. Open-loop send lag (how late each request left versus its schedule) at 2,000 req/s.
+3. Open-loop send lag (how late each request left versus its schedule) at 2,000 and 10,000 req/s.
 4. TTFT/ITL accuracy against the ground-truth stream server at 1, 16 and 64 streams (ours vs httpx).
+5. The event loop: asyncio's against uvloop's, one process (the engine uses uvloop when installed).
+6. Worker processes: 1 and N (N = cores) sharing one closed-loop load, against one process.
+7. Memory per request record and the time to summarise 1M records.
+8. Peer clients installed from PyPI into a side virtualenv (Locust; GuideLLM and AIPerf where they run),
+   against the same nginx in the same run (``--peers``).
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pytest_ubench.load import parallel
 from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.engine import LoadPlan, Target, run
 from pytest_ubench.load.http import build_request
 from pytest_ubench.load.openai import request_body
+from pytest_ubench.metrics import client_check
 from pytest_ubench.metrics.stats import summary
 
 BODY = json.dumps({"choices": [{"index": 0, "message": {"content": "x"}}], "usage": {"completion_tokens": 1}})
@@ -53,13 +60,13 @@ def ensure_tools() -> None:
         sys.exit(f"missing {missing}: apt-get install {' '.join(missing)}")
 
 
-def start_nginx(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+def start_nginx(tmp: Path, port: int, pin: bool = True) -> subprocess.Popen[bytes]:
     sse = tmp / "stream.txt"
     last = 'data: {"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}\n\ndata: [DONE]\n\n'
     sse.write_text(EVENT * N_EVENTS + last)
     conf = tmp / "nginx.conf"
     conf.write_text(f"""
-daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
+daemon off; worker_processes {1 if pin else "auto"}; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
 events {{ worker_connections 4096; }}
 http {{
   access_log off; keepalive_requests 1000000; keepalive_timeout 60;
@@ -73,7 +80,7 @@ http {{
 }}
 """)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen(["taskset", "-c", "1", nginx, "-c", str(conf), "-p", str(tmp)])
+    proc = subprocess.Popen([*(["taskset", "-c", "1"] if pin else []), nginx, "-c", str(conf), "-p", str(tmp)])
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), 0.1).close()
@@ -83,9 +90,9 @@ http {{
     raise RuntimeError("nginx did not start")
 
 
-def wrk(url: str, seconds: int, conns: int = 64) -> tuple[float, float]:
+def wrk(url: str, seconds: int, conns: int = 64, threads: int = 1, pin: bool = True) -> tuple[float, float]:
     out = subprocess.run(
-        ["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", url],
+        [*(["taskset", "-c", "0"] if pin else []), "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", url],
         capture_output=True,
         text=True,
         check=True,
@@ -96,10 +103,14 @@ def wrk(url: str, seconds: int, conns: int = 64) -> tuple[float, float]:
     return rps, float(m.group(1)) * scale
 
 
-def pinned(code: str, seconds: int) -> dict:
+def pinned(code: str, seconds: int, env: dict[str, str] | None = None) -> dict:
     """Run a client snippet in its own process pinned to core 0; it prints one JSON line."""
     out = subprocess.run(
-        ["taskset", "-c", "0", sys.executable, "-c", code, str(seconds)], capture_output=True, text=True, check=True
+        ["taskset", "-c", "0", sys.executable, "-c", code, str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -179,15 +190,123 @@ def sse_events(port: int, secs: int) -> None:
     print(f"{'pytest-ubench StreamSink':34} {eps:>10,.0f} events/s   {eps / ref:6.1%} of wrk   failed {r['failed']}")
 
 
-def send_lag(port: int, secs: int, rate: float = 2000) -> None:
-    print(f"\n## 3. Open-loop send lag at {rate:,.0f} req/s (Poisson), non-streaming, against nginx")
+def send_lag(port: int, secs: int) -> None:
+    print("\n## 3. Open-loop send lag (Poisson), non-streaming, against nginx; target p99 <= 1 ms")
     req = build_request("POST", "127.0.0.1", port, "/v1/chat/completions", b"{}", {})
-    r = run(Target("127.0.0.1", port), LoadPlan([req], False, "open", rate=rate, duration_s=secs))
-    s = summary(r.measured, r.window_start, r.window_end)["metrics"]["send_lag_ms"]
-    print(
-        f"requests {s['count']:,}  send_lag_ms p50 {s['p50']:.3f}  p99 {s['p99']:.3f}  max {s['max']:.3f}"
-        f"   (target p99 <= 1 ms)"
-    )
+    for rate, workers in ((2000, 1), (10000, 1), (10000, os.cpu_count() or 1)):
+        plan = LoadPlan([req], False, "open", rate=rate, duration_s=secs)
+        r = parallel.run(Target("127.0.0.1", port), plan, workers)
+        s = summary(r.measured, r.window_start, r.window_end)
+        lag = s["metrics"]["send_lag_ms"]
+        check = client_check.check(r.client, r.records, "open", r.window_start, r.window_end)
+        print(
+            f"{rate:>6,} req/s  {workers} process(es)  sent {lag['count']:,}  send_lag_ms p50 {lag['p50']:.3f}  "
+            f"p99 {lag['p99']:.3f}  max {lag['max']:.3f}  achieved {s['throughput']['requests_per_s']:,.0f} req/s  "
+            f"self-check: {'BOTTLENECK ' + '; '.join(check['reasons']) if check['bottleneck'] else 'kept up'}"
+        )
+
+
+def event_loops(port: int, secs: int) -> None:
+    print("\n## 5. Event loop, one process pinned to one core, 64 connections, non-streaming")
+    code = OURS.format(port=port, path="/v1/chat/completions", method="POST", stream=False, conns=64)
+    got = {}
+    for name, env in (("asyncio", {"UBENCHAI_LOOP": "asyncio"}), ("uvloop", {})):
+        r = pinned(code, secs, env)
+        got[name] = r["ok"] / r["secs"]
+        print(f"{name:10} {got[name]:>10,.0f} req/s")
+    print(f"uvloop / asyncio: {got['uvloop'] / got['asyncio']:.2f}x")
+
+
+def workers_scaling(port: int, secs: int) -> None:
+    n = os.cpu_count() or 1
+    print(f"\n## 6. Worker processes (closed loop, 128 connections, non-streaming); nginx shares the {n} cores")
+    ref, _ = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", secs, conns=128, threads=n, pin=False)
+    print(f"{'wrk -t' + str(n) + ' -c128 (reference)':30} {ref:>10,.0f} req/s")
+    req = build_request("POST", "127.0.0.1", port, "/v1/chat/completions", b"{}", {})
+    base = None
+    for workers in sorted({1, n}):
+        r = parallel.run(
+            Target("127.0.0.1", port), LoadPlan([req], False, "closed", concurrency=128, duration_s=secs), workers
+        )
+        rps = summary(r.measured, r.window_start, r.window_end)["throughput"]["requests_per_s"]
+        base = base or rps
+        scale = f"{rps / base:4.2f}x one process"
+        print(f"{workers} process(es){'':17} {rps:>10,.0f} req/s   {scale}   {rps / ref:6.1%} of wrk")
+
+
+def records_cost() -> None:
+    print("\n## 7. Request records: memory each, and the time to summarise 1M (target <= 100 B, <= 10 s)")
+    import gc
+    import tracemalloc
+
+    from pytest_ubench.metrics.records import Record
+
+    def make(n: int, chunks: int) -> list[Record]:
+        out = []
+        for i in range(n):
+            rec = Record(i * 1e-3)
+            rec.start, rec.end, rec.status, rec.output_tokens, rec.tokens_from = (
+                i * 1e-3,
+                i * 1e-3 + 0.01,
+                200,
+                1,
+                "usage",
+            )
+            rec.chunks = [i * 1e-3 + 0.001 * k for k in range(chunks)]
+            rec.first = rec.chunks[0] if chunks else rec.first
+            out.append(rec)
+        return out
+
+    for chunks in (0, 1):
+        gc.collect()
+        tracemalloc.start()
+        recs = make(100_000, chunks)
+        size, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"record with {chunks} chunk(s): {size / len(recs):6.0f} bytes")
+        del recs
+    recs = make(1_000_000, 1)
+    t = time.perf_counter()
+    summary(recs, 0.0, 1000.0)
+    print(f"summarise 1,000,000 records: {time.perf_counter() - t:5.2f} s")
+
+
+LOCUSTFILE = """
+from locust import constant, task
+from locust.contrib.fasthttp import FastHttpUser
+class U(FastHttpUser):
+    wait_time = constant(0)
+    @task
+    def post(self):
+        self.client.post("/v1/chat/completions", data=b"{}")
+"""
+
+
+def peers(port: int, secs: int, tmp: Path) -> None:
+    print("\n## 8. Peer clients from PyPI, one process on one core, 64 users, non-streaming, against nginx")
+    venv = tmp / "peers"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([venv / "bin" / "pip", "install", "-q", "locust"], capture_output=True, text=True)
+    if pip.returncode:
+        print(f"locust: could not install: {pip.stderr.strip().splitlines()[-1:]}")
+        return
+    ours = pinned(OURS.format(port=port, path="/v1/chat/completions", method="POST", stream=False, conns=64), secs)
+    ours_rps = ours["ok"] / ours["secs"]
+    (tmp / "locustfile.py").write_text(LOCUSTFILE)
+    out = subprocess.run(
+        ["taskset", "-c", "0", venv / "bin" / "locust", "-f", tmp / "locustfile.py", "--headless", "-u", "64",
+         "-r", "64", "-t", f"{secs}s", "--host", f"http://127.0.0.1:{port}", "--only-summary", "--csv", tmp / "loc"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    rows = (tmp / "loc_stats.csv").read_text().splitlines() if (tmp / "loc_stats.csv").exists() else []
+    agg = next((r.split(",") for r in rows if ",Aggregated," in r), None)
+    if agg is None:
+        print(f"locust: no result ({out.stderr.strip().splitlines()[-1:]})")
+        return
+    header = rows[0].split(",")
+    rps = float(agg[header.index("Requests/s")])
+    print(f"{'pytest-ubench':30} {ours_rps:>10,.0f} req/s")
+    print(f"{'locust FastHttpUser':30} {rps:>10,.0f} req/s   ours / locust: {ours_rps / rps:.1f}x")
 
 
 HTTPX_STREAM = """
@@ -265,6 +384,7 @@ def accuracy(secs: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--peers", action="store_true", help="also install and measure peer clients (Locust)")
     args = ap.parse_args()
     ensure_tools()
     print(f"# client perf  {time.strftime('%Y-%m-%d %H:%M')}  cores={os.cpu_count()}  python {sys.version.split()[0]}")
@@ -275,10 +395,21 @@ def main() -> None:
             non_streaming(port, args.seconds)
             sse_events(port, args.seconds)
             send_lag(port, args.seconds)
+            event_loops(port, args.seconds)
+            nginx.terminate()
+            nginx.wait()
+            nginx = start_nginx(Path(tmp), port, pin=False)
+            workers_scaling(port, args.seconds)
+            if args.peers:
+                nginx.terminate()
+                nginx.wait()
+                nginx = start_nginx(Path(tmp), port)
+                peers(port, args.seconds, Path(tmp))
         finally:
             nginx.terminate()
             nginx.wait()
     accuracy(args.seconds)
+    records_cost()
 
 
 if __name__ == "__main__":

@@ -313,3 +313,29 @@ def test_compare_and_client_run_baseline_gate(write_recipe, tmp_path):
     cmp = ubenchai("compare", str(base), str(slow))
     assert cmp.returncode == 1 and "cmp-concurrency=2" in cmp.stdout and "regression" in cmp.stdout
     assert ubenchai("compare", str(base), str(tmp_path / "nothing")).returncode == 2
+
+
+def test_client_calibrate_reports_a_trustworthy_rate(tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_ubench",
+            "client",
+            "calibrate",
+            "--seconds",
+            "0.5",
+            "--server",
+            "builtin",
+            "--max-rate",
+            "2000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+    assert res.returncode == 0, res.stderr
+    assert "500 req/s: kept up" in res.stderr  # progress and the table go to the console (stderr)
+    assert "trustworthy below 2,000 req/s with 1 client process(es)" in res.stdout
+    assert "kept up at every rate tried" in res.stdout
