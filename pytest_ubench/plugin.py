@@ -352,6 +352,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 if name == "ubench":
                     data = json.loads(value)
                     lines.append(f"{key.upper():6} {data['case']}: {data['figures']}")
+    config = terminalreporter.config
+    root = Path(config.getoption("ubench_output")) if _orchestrator_key in config.stash else None
+    if root is not None and root.is_dir() and not hasattr(config, "workerinput"):
+        by_recipe: dict[str, list[dict[str, Any]]] = {}
+        for path in sorted(root.glob("*/results.json")):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            by_recipe.setdefault(data["recipe"]["name"], []).append(data)
+        for name, group in by_recipe.items():
+            sweep = capacity.sweep(group)
+            if sweep is not None:
+                k, axis = sweep["knee"], sweep["axis"]
+                lines.append(
+                    f"SWEEP  {name}: " + (f"knee at {axis} = {k[axis]:g}" if k else "no knee within the sweep")
+                )
     if lines:
         terminalreporter.write_sep("=", "ubench summary")
         for line in lines:

@@ -241,11 +241,24 @@ class CaseResult:
             v = m[metric][stat]
             return "n/a" if v is None else f"{v:.1f}"
 
-        return (
+        text = (
             f"{r['ok']}/{r['total']} ok, ttft p50 {f('ttft_ms', 'p50')} p95 {f('ttft_ms', 'p95')} ms, "
             f"itl p50 {f('itl_ms', 'p50')} ms, e2e p95 {f('e2e_ms', 'p95')} ms, "
             f"{t['requests_per_s']:.2f} req/s, {t['output_tokens_per_s']:.1f} tok/s"
         )
+        res = self.result
+        if "search" in res:
+            text = f"{res['search']['note']}; at it: {text}"
+        if r.get("dropped"):
+            text += f", {r['dropped']} dropped"
+        if "repeats" in res:
+            cv = res["repeats"]["figures"].get("throughput.requests_per_s", {})
+            text += f" [{res['repeats']['n']} runs, req/s CV {_pct(cv.get('cv'))} {cv.get('quality', '')}]"
+        if res.get("steady_state") and not res["steady_state"]["stable"]:
+            text += " [never reached a steady state]"
+        if (res.get("client") or {}).get("bottleneck"):
+            text += " [load client likely the bottleneck: " + "; ".join(res["client"]["reasons"]) + "]"
+        return text
 
 
 @dataclass
@@ -268,9 +281,13 @@ def _load_run(
         return slurm_clients.run(case, dep.run_dir / "endpoint.json", run_dir / "clients", slurm_orch, progress)
     target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.url.startswith("https:"))
     workers = parallel.worker_count(case.load.workers)
-    if workers > 1:
-        return parallel.run(target, planned.plan, workers, progress)
     watch = services.monitoring
+    if workers > 1:
+        if watch is not None and watch.observer is not None:
+            logger.info(
+                "{}: {} client processes: the client's live Prometheus series are not exported", case.id, workers
+            )
+        return parallel.run(target, planned.plan, workers, progress)
     return engine.run(target, planned.plan, progress, watch.observer if watch else None)
 
 
@@ -545,6 +562,10 @@ def _write_case(
     if run.aborted == "interrupted":
         raise KeyboardInterrupt
     return CaseResult(case.id, run_dir, result, verdicts, service_failure)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1%}"
 
 
 def _scrub_nan(obj: Any) -> None:
