@@ -254,7 +254,7 @@ class CaseResult:
         if "repeats" in res:
             cv = res["repeats"]["figures"].get("throughput.requests_per_s", {})
             text += f" [{res['repeats']['n']} runs, req/s CV {_pct(cv.get('cv'))} {cv.get('quality', '')}]"
-        if res.get("steady_state") and not res["steady_state"]["stable"]:
+        if res.get("steady_state") and res["steady_state"]["stable"] is False:
             text += " [never reached a steady state]"
         if (res.get("client") or {}).get("bottleneck"):
             text += " [load client likely the bottleneck: " + "; ".join(res["client"]["reasons"]) + "]"
@@ -370,6 +370,9 @@ def _judge(case: Case, m: _Measured, slos: list[slo.SLO]) -> list[slo.Verdict]:
     return verdicts + _client_verdict(m.extras["client"], case.recipe.strict_client)
 
 
+SATURATED_E2E_S = 10.0
+
+
 def _probe_case(case: Case, value: float) -> Case:
     over = case.load.over
     load = case.load.model_copy(
@@ -393,16 +396,18 @@ def _search(
     assert load.low is not None and load.high is not None
     best: dict[str, Any] = {}
 
-    # Clearly saturated: by Little's law, this many requests in flight means a mean latency of twice the
-    # loosest latency bound; the probe stops there instead of queueing for its whole duration.
-    latency_bounds = [b[1] / 1000.0 for s in slos if (b := s.per_request_bound) is not None]
+    # Clearly saturated: by Little's law (in flight = rate x end-to-end latency), this many requests in
+    # flight means a mean end-to-end latency of twice the E2E bound (10 s without one); the probe stops
+    # there instead of queueing for its whole duration.
+    e2e_bounds = [b[1] / 1000.0 for s in slos if (b := s.per_request_bound) is not None and b[0] == "e2e_ms"]
+    saturated_after_s = 2 * max(e2e_bounds) if e2e_bounds else SATURATED_E2E_S
 
     def probe(value: float) -> search.Probe:
         pcase = _probe_case(case, value)
         logger.info("{}: probe {} = {:g}", case.id, load.over, value)
         planned = planning.plan_for(pcase, dep.endpoint, duration)
-        if load.over == "rate" and latency_bounds:
-            limit = max(8, math.ceil(value * 2 * max(latency_bounds)))
+        if load.over == "rate":
+            limit = max(16, math.ceil(value * saturated_after_s))
             planned.plan = replace(planned.plan, saturated_in_flight=limit)
         m = _measure(pcase, services, dep, planned, run_dir, progress)
         if m.run.aborted == "interrupted":

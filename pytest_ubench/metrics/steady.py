@@ -21,12 +21,13 @@ BATCH = 5
 MIN_BATCHES = 10  # fewer batches than this and MSER runs on single observations (MSER-1)
 
 
-def mser(series: Sequence[float] | np.ndarray, batch: int = BATCH) -> tuple[int, bool]:
-    """The truncation point (in observations) and whether the series settled (cut within its first half)."""
+def mser(series: Sequence[float] | np.ndarray, batch: int = BATCH) -> tuple[int, bool | None]:
+    """The truncation point (in observations) and whether the series settled (cut within its first
+    half); None when it is too short to tell (fewer than 10 observations)."""
     y = np.asarray(series, dtype=np.float64)
     y = y[np.isfinite(y)] if not np.all(np.isfinite(y)) else y
     if len(y) < MIN_BATCHES:
-        return 0, False
+        return 0, None
     if len(y) < batch * MIN_BATCHES:
         batch = 1
     n = len(y) // batch
@@ -65,12 +66,16 @@ def window(records: Sequence[Record], start: float, end: float) -> dict[str, Any
     """Where the run became stable: ``start_s``/``end_s`` relative to the load window's start."""
     throughput, latency = per_second(records, start, end)
     cut_t, ok_t = mser(throughput)
-    cut_l, ok_l = mser(latency) if np.isfinite(latency).sum() >= MIN_BATCHES else (0, False)
+    cut_l, ok_l = mser(latency)
     cut = max(cut_t, cut_l)
-    return {
+    stable = None if ok_t is None or ok_l is None else ok_t and ok_l
+    out: dict[str, Any] = {
         "method": "MSER-5",
         "start_s": float(cut),
         "end_s": float(len(throughput)),
-        "stable": bool(ok_t and ok_l),
+        "stable": stable,
         "cut_s": {"throughput": float(cut_t), "latency": float(cut_l)},
     }
+    if stable is None:
+        out["note"] = f"too short to tell: {MIN_BATCHES} or more seconds with completions are needed"
+    return out

@@ -156,7 +156,7 @@ def _trust(r: dict[str, Any]) -> str:
     parts = []
     st = r.get("steady_state")
     if st:
-        verdict = "stable" if st["stable"] else "never became stable within the run"
+        verdict = {True: "stable", False: "never became stable within the run"}.get(st["stable"], st.get("note", ""))
         t, m = st["throughput"], st["metrics"]
         parts.append(f"<p>steady state ({st['method']}): from {st['start_s']:g} s to {st['end_s']:g} s, {verdict}; "
                      f"{_fmt(t['requests_per_s'])} req/s, TTFT p50 {_fmt(m['ttft_ms']['p50'])} ms, "
@@ -166,7 +166,7 @@ def _trust(r: dict[str, Any]) -> str:
         cls = "fail" if client.get("bottleneck") else "note"
         said = "; ".join(client["reasons"]) if client.get("reasons") else "kept up"
         figures = (
-            f"busy CPU max {_fmt(client.get('cpu_busy_max'))}, loop lag p99 {_fmt(client.get('loop_lag_p99_ms'))} ms, "
+            f"CPU max {_fmt(client.get('cpu_busy_max'))}, loop lag p99 {_fmt(client.get('loop_lag_p99_ms'))} ms, "
             f"send lag p99 {_fmt(client.get('send_lag_p99_ms'))} ms"
         )
         parts.append(

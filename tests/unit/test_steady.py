@@ -20,13 +20,19 @@ def test_finds_a_known_warmup_end():
 def test_a_stationary_series_is_kept_whole():
     rng = np.random.default_rng(1)
     cut, stable = mser(50 + rng.normal(0, 2, 120))
-    assert stable and cut <= 10
+    assert stable is True and cut <= 10
 
 
 def test_a_series_that_never_settles_is_flagged():
     cut, stable = mser(np.linspace(10, 500, 120))  # a queue that keeps growing
-    assert not stable
+    assert stable is False
     assert cut > 60
+
+
+def test_too_short_to_tell_is_not_called_unstable():
+    assert mser(np.full(8, 5.0)) == (0, None)
+    win = window(_records([0.1] * 8), 0.0, 8.0)
+    assert win["stable"] is None and "too short" in win["note"]
 
 
 def test_short_series_uses_single_observations():
