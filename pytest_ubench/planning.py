@@ -6,8 +6,11 @@ client tasks alike. Files named by a recipe (datasets, traces) are read relative
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,9 +19,12 @@ import numpy as np
 from loguru import logger
 
 from .load import dataset, engine, schedule
+from .load.generic import StatusSink
 from .load.http import build_request
-from .load.openai import PATHS, request_body
+from .load.openai import PATHS, EmbeddingsSink, embeddings_body, request_body
 from .load.tokenizer import NoTokenizer, ServerTokenizer
+from .metrics.records import Record
+from .orchestrators import placeholders
 from .orchestrators.base import Endpoint, ServiceError
 from .recipes.schema import Dataset, Load, Ramp, TokenLength
 from .recipes.sweep import Case
@@ -123,7 +129,11 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
     load = case.load
     if load.mode == "search":
         raise PlanError(f"{case.id}: a search case is planned probe by probe (search.probe_case)")
-    prompts, info = prompts_for(case, endpoint)
+    if w.protocol == "http":  # one fixed request: no prompts, and no calls to a tokenizer it may not have
+        prompts: list[dataset.Prompt] = []
+        info: dict[str, Any] = {"kind": "none", "prompts": 0}
+    else:
+        prompts, info = prompts_for(case, endpoint)
     duration = w.duration_s if duration_s is None else duration_s
     sched, duration, stages = schedule_for(load, w.warmup_s, duration)
     if load.trace is not None:
@@ -141,16 +151,32 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
         if not key:
             raise ServiceError(f"{case.recipe.name}: workload.api_key_env names {w.api_key_env}, which is not set")
         headers["Authorization"] = f"Bearer {key}"
-    path = urlsplit(endpoint.url).path.rstrip("/") + PATHS[w.protocol]
-    default_out = lengths(w.dataset.output_tokens)
-    outs = default_out.draw(len(prompts), np.random.default_rng([w.dataset.seed, 2]))
+    base = urlsplit(endpoint.url).path.rstrip("/")
+    sink: Callable[[Record], engine.Sink] | None = None
     try:
-        bodies = [
-            request_body(w.protocol, w.model, p, int(o), w.stream, w.params) for p, o in zip(prompts, outs, strict=True)
-        ]
+        if w.protocol == "http":
+            reqs, sink = _http_call(case, endpoint, base)
+        elif w.protocol == "openai-embeddings":
+            texts = [p.text or "" for p in prompts]
+            b = w.batch_size
+            bodies = [
+                embeddings_body(w.model, [texts[(i + k) % len(texts)] for k in range(b)], w.params)
+                for i in range(0, len(texts), b)
+            ]
+            path = base + PATHS[w.protocol]
+            reqs = [build_request("POST", endpoint.host, endpoint.port, path, body, headers) for body in bodies]
+            sink = partial(EmbeddingsSink, expected=b)
+            info["batch_size"] = b
+        else:
+            outs = lengths(w.dataset.output_tokens).draw(len(prompts), np.random.default_rng([w.dataset.seed, 2]))
+            bodies = [
+                request_body(w.protocol, w.model, p, int(o), w.stream, w.params)
+                for p, o in zip(prompts, outs, strict=True)
+            ]
+            path = base + PATHS[w.protocol]
+            reqs = [build_request("POST", endpoint.host, endpoint.port, path, body, headers) for body in bodies]
     except ValueError as exc:
         raise PlanError(f"{case.recipe.name}: workload.dataset: {exc}") from None
-    reqs = [build_request("POST", endpoint.host, endpoint.port, path, b, headers) for b in bodies]
     assert not isinstance(load.concurrency, list) and not isinstance(load.rate, list)  # resolved by the sweep
     plan = engine.LoadPlan(
         requests=reqs,
@@ -168,5 +194,28 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
         max_requests=w.max_requests,
         connect_timeout_s=w.timeouts.connect_s,
         request_timeout_s=w.timeouts.request_s,
+        sink=sink,
     )
     return Planned(plan, info, stages)
+
+
+def _http_call(case: Case, endpoint: Endpoint, base: str) -> tuple[list[bytes], Callable[[Record], engine.Sink]]:
+    """``protocol: http``: the one request, with ``${VAR}`` in header values read from the environment."""
+    call = case.recipe.workload.http
+    assert call is not None
+    headers = {}
+    for name, value in call.headers.items():
+        try:
+            headers[name] = placeholders.expand(value, {})
+        except ServiceError:
+            missing = ", ".join(placeholders.env_references(value))
+            where = f"{case.recipe.name}: workload.http.headers.{name}"
+            raise PlanError(f"{where}: environment variable {missing} is not set") from None
+    body = b""
+    if isinstance(call.body, str):
+        body = call.body.encode()
+    elif call.body is not None:
+        body = json.dumps(call.body, separators=(",", ":")).encode()
+        headers.setdefault("Content-Type", "application/json")
+    raw = build_request(call.method, endpoint.host, endpoint.port, base + call.path, body, headers)
+    return [raw], partial(StatusSink, expect=call.expect_status)

@@ -241,10 +241,16 @@ class CaseResult:
             v = m[metric][stat]
             return "n/a" if v is None else f"{v:.1f}"
 
+        if t.get("output_tokens"):
+            rate = f"{t['output_tokens_per_s']:.1f} tok/s"
+        elif t.get("items_per_s"):
+            rate = f"{t['items_per_s']:.1f} inputs/s"
+        else:
+            rate = f"{t.get('response_bytes_per_s', 0.0) / 1e3:.1f} kB/s"
         text = (
             f"{r['ok']}/{r['total']} ok, ttft p50 {f('ttft_ms', 'p50')} p95 {f('ttft_ms', 'p95')} ms, "
             f"itl p50 {f('itl_ms', 'p50')} ms, e2e p95 {f('e2e_ms', 'p95')} ms, "
-            f"{t['requests_per_s']:.2f} req/s, {t['output_tokens_per_s']:.1f} tok/s"
+            f"{t['requests_per_s']:.2f} req/s, {rate}"
         )
         res = self.result
         if "search" in res:

@@ -21,8 +21,8 @@ import numpy as np
 from loguru import logger
 
 from ..metrics.records import Record
-from .http import Connection, Pool, RequestFailed, tls_context
-from .openai import JsonSink, StreamSink, sink_for
+from .http import BodySink, Connection, Pool, RequestFailed, tls_context
+from .openai import sink_for
 from .schedule import Schedule, arrivals, build
 
 
@@ -48,12 +48,20 @@ class LoadPlan:
     schedule: Schedule | None = None  # open loop: given (ramps, bursts, traces), else drawn from rate
     max_in_flight: int | None = None  # open loop: arrivals beyond it are dropped (recorded, not sent)
     saturated_in_flight: int | None = None  # open loop: stop early once this many wait (clearly saturated)
+    # How responses are read (embeddings, plain HTTP); default: OpenAI completions, streamed or not.
+    sink: Callable[[Record], Sink] | None = None
     duration_s: float = 10.0
     warmup_s: float = 0.0
     max_requests: int | None = None
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 120.0
     drain_timeout_s: float | None = None  # default: request_timeout_s
+
+
+class Sink(BodySink, Protocol):
+    """Reads one response as it arrives and judges it when it is complete."""
+
+    def finish(self) -> None: ...
 
 
 @dataclass
@@ -151,7 +159,7 @@ class _Engine:
 
     async def one(self, rec: Record, payload: bytes) -> None:
         self.records.append(rec)
-        sink = sink_for(self.plan.stream, rec)
+        sink = self.plan.sink(rec) if self.plan.sink is not None else sink_for(self.plan.stream, rec)
         try:
             await self._exchange(rec, sink, payload)
             sink.finish()
@@ -172,7 +180,7 @@ class _Engine:
                 if self.refused >= UNREACHABLE_AFTER and self.stopped is None:
                     self.stopped = f"target unreachable: {self.refused} connection attempts in a row failed"
 
-    async def _exchange(self, rec: Record, sink: StreamSink | JsonSink, payload: bytes) -> None:
+    async def _exchange(self, rec: Record, sink: Sink, payload: bytes) -> None:
         """Send once; resend once if a reused keep-alive connection was closed under us.
 
         Servers (llama.cpp's among them) may close an idle keep-alive connection just as it is

@@ -16,7 +16,11 @@ import orjson
 from ..metrics.records import Record
 from .dataset import Prompt
 
-PATHS = {"openai-chat": "/v1/chat/completions", "openai-completions": "/v1/completions"}
+PATHS = {
+    "openai-chat": "/v1/chat/completions",
+    "openai-completions": "/v1/completions",
+    "openai-embeddings": "/v1/embeddings",
+}
 
 
 def request_body(
@@ -80,6 +84,7 @@ class StreamSink(_Base):
         self.finished = False
 
     def on_body(self, data: bytes, t: float) -> None:
+        self.rec.nbytes += len(data)
         if self.status != 200:
             self.body += data[: 512 - len(self.body)]
             return
@@ -141,6 +146,7 @@ class JsonSink(_Base):
 
     def finish(self) -> None:
         rec = self.rec
+        rec.nbytes = len(self.body)
         if self._http_error():
             return
         try:
@@ -153,6 +159,40 @@ class JsonSink(_Base):
         if rec.output_tokens is None:
             rec.output_tokens = sum(1 for c in choices if (c.get("message") or {}).get("content") or c.get("text"))
             rec.tokens_from = "chunks"
+
+
+class EmbeddingsSink(JsonSink):
+    """``/v1/embeddings``: one vector per input; ``items`` is how many came back."""
+
+    __slots__ = ("expected",)
+
+    def __init__(self, rec: Record, expected: int) -> None:
+        super().__init__(rec)
+        self.expected = expected
+
+    def finish(self) -> None:
+        rec = self.rec
+        rec.nbytes = len(self.body)
+        if self._http_error():
+            return
+        try:
+            obj = orjson.loads(self.body)
+            data = obj["data"]
+            vectors = [d["embedding"] for d in data]
+        except (ValueError, KeyError, TypeError):
+            rec.error = "malformed_response"
+            return
+        if len(vectors) != self.expected or not all(vectors):
+            rec.error = "wrong_count"  # fewer vectors than inputs is a failure, not a faster success
+            return
+        rec.items = len(vectors)
+        usage = obj.get("usage") or {}
+        if usage.get("prompt_tokens") is not None:
+            rec.prompt_tokens = int(usage["prompt_tokens"])
+
+
+def embeddings_body(model: str, inputs: list[str], params: dict[str, Any]) -> bytes:
+    return json.dumps({"model": model, "input": inputs, **params}, separators=(",", ":")).encode()
 
 
 def sink_for(stream: bool, rec: Record) -> StreamSink | JsonSink:

@@ -1,7 +1,8 @@
 """Capacity across a sweep: throughput and latency against the offered load, and the knee.
 
-The knee is the last point before added load stops adding throughput (< 10 % more for the next
-step) while latency climbs (> 20 % more): beyond it the service queues instead of serving. Written
+The knee is the first point beyond which added load never again adds 10 % throughput (no later point
+beats it by that much, so one noisy flat step is not taken for saturation) while latency climbs (the
+next point's E2E p50 is > 20 % higher): beyond it the service queues instead of serving. Written
 into ``<results>/sweeps/<recipe>.json`` so the answer is data, not something read off a plot.
 """
 
@@ -21,7 +22,7 @@ AXES = ("concurrency", "rate")
 
 def knee(throughput: Sequence[float], latency: Sequence[float | None] | None = None) -> int | None:
     for i in range(len(throughput) - 1):
-        flat = throughput[i] > 0 and throughput[i + 1] < throughput[i] * (1 + THROUGHPUT_GAIN)
+        flat = throughput[i] > 0 and max(throughput[i + 1 :]) < throughput[i] * (1 + THROUGHPUT_GAIN)
         lat = latency
         climbs = lat is None or (
             lat[i] is not None and lat[i + 1] is not None and lat[i + 1] > lat[i] * (1 + LATENCY_CLIMB)  # type: ignore[operator]
@@ -62,7 +63,7 @@ def sweep(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         "knee": None
         if k is None
         else {"index": k, axis: points[k][axis], "requests_per_s": points[k]["requests_per_s"]},
-        "rule": f"next point adds < {THROUGHPUT_GAIN:.0%} throughput while e2e p50 climbs > {LATENCY_CLIMB:.0%}",
+        "rule": f"no later point adds {THROUGHPUT_GAIN:.0%} throughput while e2e p50 climbs > {LATENCY_CLIMB:.0%}",
     }
 
 

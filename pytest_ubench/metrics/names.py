@@ -10,6 +10,8 @@ THROUGHPUT: tuple[str, ...] = (
     "requests_per_s",
     "output_tokens_per_s",
     "goodput_requests_per_s",
+    "items_per_s",  # embeddings: inputs embedded per second
+    "response_bytes_per_s",
 )
 REQUEST_COUNTS: tuple[str, ...] = ("total", "ok", "failed", "dropped")
 

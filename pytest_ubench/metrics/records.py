@@ -26,6 +26,8 @@ class Record:
         "error",
         "first",
         "intended",
+        "items",
+        "nbytes",
         "output_tokens",
         "prompt_tokens",
         "start",
@@ -46,6 +48,8 @@ class Record:
         self.output_tokens: int | None = None
         self.tokens_from = ""  # "usage" (server-reported) or "chunks" (counted by the client)
         self.warmup = warmup
+        self.items = 0  # inputs served by this request (embeddings: the batch); 0 where not counted
+        self.nbytes = 0  # response body bytes
 
     @property
     def ok(self) -> bool:
@@ -66,6 +70,8 @@ class Record:
             "output_tokens": self.output_tokens,
             "tokens_from": self.tokens_from,
             "warmup": self.warmup,
+            "items": self.items,
+            "bytes": self.nbytes,
         }
 
     @classmethod
@@ -80,6 +86,7 @@ class Record:
         rec.status, rec.error = row["status"], row["error"]
         rec.prompt_tokens, rec.output_tokens = row["prompt_tokens"], row["output_tokens"]
         rec.tokens_from = row["tokens_from"]
+        rec.items, rec.nbytes = row.get("items", 0), row.get("bytes", 0)
         return rec
 
 

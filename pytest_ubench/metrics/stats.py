@@ -89,9 +89,11 @@ def summary(
     last = max((r.end for r in records if not math.isnan(r.end)), default=window_end)
     elapsed = max(window_end, last) - window_start
     out_tokens = sum(r.output_tokens or 0 for r in ok)
+    items = sum(r.items for r in ok)
+    nbytes = sum(r.nbytes for r in ok)
     good = sum(1 for r in records if meets(r, bounds))
     total = len(records)
-    sources = Counter(r.tokens_from for r in ok)
+    sources = Counter(r.tokens_from for r in ok if r.tokens_from)  # none for protocols without tokens
     return {
         "requests": {
             "total": total,
@@ -109,6 +111,8 @@ def summary(
             "requests_per_s": len(ok) / elapsed if elapsed > 0 else 0.0,
             "output_tokens_per_s": out_tokens / elapsed if elapsed > 0 else 0.0,
             "goodput_requests_per_s": good / elapsed if elapsed > 0 else 0.0,
+            "items_per_s": items / elapsed if elapsed > 0 else 0.0,
+            "response_bytes_per_s": nbytes / elapsed if elapsed > 0 else 0.0,
             "output_tokens": out_tokens,
         },
     }
@@ -126,9 +130,13 @@ def pooled(
         out["requests"]["ok"],
         sum(s["throughput"]["goodput_requests_per_s"] * s["throughput"]["elapsed_s"] for s in summaries),
     )
+    items = sum(r.items for r in records if r.ok)
+    nbytes = sum(r.nbytes for r in records if r.ok)
     t |= {
         "elapsed_s": elapsed,
         "requests_per_s": ok / elapsed if elapsed > 0 else 0.0,
+        "items_per_s": items / elapsed if elapsed > 0 else 0.0,
+        "response_bytes_per_s": nbytes / elapsed if elapsed > 0 else 0.0,
         "output_tokens_per_s": t["output_tokens"] / elapsed if elapsed > 0 else 0.0,
         "goodput_requests_per_s": good / elapsed if elapsed > 0 else 0.0,
     }

@@ -261,8 +261,22 @@ class Timeouts(_Strict):
     request_s: PositiveFloat = 120.0
 
 
+class HttpCall(_Strict):
+    """``protocol: http``: one request for anything without its own adapter.
+
+    Header values may read the environment (``Authorization: "Bearer ${TOKEN}"``); the value is read
+    when the run starts and never written to results.
+    """
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    path: Annotated[str, Field(pattern=r"^/\S*$")] = "/"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | dict[str, object] | list[object] | None = None  # a dict or list is sent as JSON
+    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+
+
 class Workload(_Strict):
-    protocol: Literal["openai-chat", "openai-completions"] = "openai-chat"
+    protocol: Literal["openai-chat", "openai-completions", "openai-embeddings", "http"] = "openai-chat"
     model: str = "default"
     stream: bool = True
     dataset: Dataset = Field(default_factory=Dataset)
@@ -279,6 +293,18 @@ class Workload(_Strict):
     clients: Resources = Field(default_factory=Resources)
     # Each point runs this many times; results give mean, 95 % confidence interval and CV per figure.
     repeat: PositiveInt = 1
+    batch_size: PositiveInt = 1  # openai-embeddings: inputs per request
+    http: HttpCall | None = None  # protocol: http
+
+    @model_validator(mode="after")
+    def _protocol_parts(self) -> Workload:
+        if (self.protocol == "http") != (self.http is not None):
+            raise ValueError("'protocol: http' and an 'http' part (method, path, ...) go together")
+        if self.protocol in ("openai-embeddings", "http") and self.stream:
+            raise ValueError(f"'{self.protocol}' does not stream: set 'stream: false'")
+        if self.batch_size > 1 and self.protocol != "openai-embeddings":
+            raise ValueError("'batch_size' is for protocol openai-embeddings")
+        return self
 
 
 class Monitor(_Strict):

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--alias", default="tiny", help="model name the server answers to")
     ap.add_argument("--parallel", type=int, default=8, help="concurrent slots (continuous batching)")
     ap.add_argument("--ctx-per-slot", type=int, default=1024)
+    ap.add_argument("--embedding", action="store_true", help="serve /v1/embeddings (mean pooling)")
     # One core is left for the HTTP thread and a load client on the same machine: on 2 cores with 2
     # compute threads the HTTP thread starved and whole streams arrived in one burst (measured).
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     params.n_ctx = args.ctx_per_slot * args.parallel
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
+    params.embedding = args.embedding
+    if args.embedding:  # the generated model declares no pooling; OpenAI embeddings need one vector per input
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+        params.n_ubatch = params.n_batch  # a whole input in one micro-batch (llama.cpp's requirement)
     params.endpoint_metrics = True
     params.endpoint_slots = True
     stop = threading.Event()

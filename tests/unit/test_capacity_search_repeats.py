@@ -19,6 +19,8 @@ def test_knee_needs_flat_throughput_and_climbing_latency():
     assert capacity.knee(thr, lat) == 2
     assert capacity.knee(thr, [100, 100, 100, 100, 100]) is None  # flat but latency steady: not saturated
     assert capacity.knee([10, 20, 40, 80]) is None
+    # one flat, noisy step early on is not saturation when throughput grows again after it
+    assert capacity.knee([45, 46.6, 70.1, 69.1, 61.5], [21, 35, 51, 96, 243]) == 2
 
 
 def _result(name: str, conc: int, rps: float, e2e: float) -> dict:

@@ -1,0 +1,99 @@
+"""Protocols beyond chat, each against a real server: embeddings (llama.cpp), plain HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from helpers import LLAMA, TRUTH
+
+from pytest_ubench import Services, expand, load, run_case
+from pytest_ubench.planning import PlanError
+
+pytestmark = pytest.mark.integration
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())
+
+
+def _run(write_recipe, tmp_path: Path, recipe: dict):
+    (case,) = expand(load(write_recipe(recipe)))
+    with Services(tmp_path / "out", monitoring=False) as services:
+        res = run_case(case, services)
+    jsonschema.validate(res.result, SCHEMA)
+    return res
+
+
+def test_embeddings_batches_against_llamacpp(write_recipe, tmp_path):
+    recipe = {
+        "name": "emb",
+        "service": {"command": [*LLAMA, "--embedding"]},
+        "workload": {
+            "protocol": "openai-embeddings",
+            "model": "tiny",
+            "stream": False,
+            "batch_size": 4,
+            "dataset": {"prompt_tokens": {"dist": "uniform", "min": 8, "max": 32}, "prompts": 64},
+            "load": {"mode": "closed", "concurrency": 2},
+            "duration_s": 2.0,
+            "warmup_s": 0.3,
+        },
+        "slo": ["throughput.items_per_s > 1", "error_rate < 0.01"],
+    }
+    res = _run(write_recipe, tmp_path, recipe)
+    r = res.result
+    assert r["requests"]["failed"] == 0 and r["requests"]["ok"] > 5
+    assert r["throughput"]["items_per_s"] == pytest.approx(4 * r["throughput"]["requests_per_s"])
+    assert r["dataset"]["batch_size"] == 4 and r["dataset"]["token_counts"] == "exact (server /tokenize)"
+    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    assert all(x["items"] == 4 and x["bytes"] > 1000 for x in records if x["error"] is None)
+    assert all(8 * 4 <= x["prompt_tokens"] <= 33 * 4 for x in records if x["error"] is None)
+    assert r["metrics"]["ttft_ms"]["count"] == 0  # no first token in an embeddings call
+    assert res.passed
+
+
+def test_plain_http_records_status_bytes_and_first_byte(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UB_TEST_TOKEN", "s3cr3t-token-value")
+    call = {"method": "GET", "path": "/truth", "headers": {"Authorization": "Bearer ${UB_TEST_TOKEN}"}}
+    recipe = {
+        "name": "plain",
+        "service": {"command": TRUTH},
+        "workload": {"protocol": "http", "stream": False, "http": call, "load": {"mode": "open", "rate": 50},
+                     "duration_s": 1.0, "warmup_s": 0.2},
+        "slo": ["error_rate < 0.01", "ttft_ms.p99 < 1000"],
+    }  # fmt: skip
+    res = _run(write_recipe, tmp_path, recipe)
+    r = res.result
+    assert r["requests"]["ok"] > 20 and r["requests"]["failed"] == 0
+    assert r["metrics"]["ttft_ms"]["count"] == r["requests"]["ok"]  # time to first byte, per request
+    assert r["throughput"]["response_bytes_per_s"] > 0
+    out = tmp_path / "out"
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"s3cr3t-token-value" not in path.read_bytes(), path
+    assert "${UB_TEST_TOKEN}" in json.dumps(r["recipe"]["resolved"])
+
+
+def test_plain_http_unexpected_status_is_an_error_by_status(write_recipe, tmp_path):
+    recipe = {
+        "name": "missing",
+        "service": {"command": TRUTH},
+        "workload": {"protocol": "http", "stream": False, "http": {"path": "/no-such-thing"},
+                     "load": {"mode": "closed", "concurrency": 1}, "duration_s": 0.5, "warmup_s": 0},
+        "slo": ["error_rate < 0.01"],
+    }  # fmt: skip
+    res = _run(write_recipe, tmp_path, recipe)
+    assert res.result["requests"]["errors"] == {"http_404": res.result["requests"]["total"]}
+    assert not res.passed
+
+
+def test_missing_header_secret_names_the_field(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.delenv("UB_ABSENT", raising=False)
+    recipe = {
+        "name": "nosecret",
+        "service": {"command": TRUTH},
+        "workload": {"protocol": "http", "stream": False, "http": {"headers": {"X-Key": "${UB_ABSENT}"}},
+                     "load": {"mode": "closed", "concurrency": 1}, "duration_s": 0.5},
+    }  # fmt: skip
+    with pytest.raises(PlanError, match=r"workload\.http\.headers\.X-Key: environment variable UB_ABSENT is not set"):
+        _run(write_recipe, tmp_path, recipe)
