@@ -19,6 +19,7 @@ import numpy as np
 from loguru import logger
 
 from .load import dataset, engine, schedule
+from .load.adapters.redis_kv import RedisKV
 from .load.generic import StatusSink
 from .load.http import build_request
 from .load.openai import PATHS, EmbeddingsSink, embeddings_body, request_body
@@ -26,7 +27,7 @@ from .load.tokenizer import NoTokenizer, ServerTokenizer
 from .metrics.records import Record
 from .orchestrators import placeholders
 from .orchestrators.base import Endpoint, ServiceError
-from .recipes.schema import Dataset, Load, Ramp, TokenLength
+from .recipes.schema import Dataset, KeyValue, Load, Ramp, TokenLength
 from .recipes.sweep import Case
 
 
@@ -129,6 +130,10 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
     load = case.load
     if load.mode == "search":
         raise PlanError(f"{case.id}: a search case is planned probe by probe (search.probe_case)")
+    if w.protocol == "redis":
+        return _adapter_plan(case, endpoint, duration_s, RedisKV(
+            endpoint.host, endpoint.port, **_kv_options(w.kv or KeyValue())), {"kind": "keyspace",
+            "prompts": 0, "keys": (w.kv or KeyValue()).keys})  # fmt: skip
     if w.protocol == "http":  # one fixed request: no prompts, and no calls to a tokenizer it may not have
         prompts: list[dataset.Prompt] = []
         info: dict[str, Any] = {"kind": "none", "prompts": 0}
@@ -177,9 +182,21 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
             reqs = [build_request("POST", endpoint.host, endpoint.port, path, body, headers) for body in bodies]
     except ValueError as exc:
         raise PlanError(f"{case.recipe.name}: workload.dataset: {exc}") from None
+    return Planned(_load_plan(case, sched, duration, reqs, sink=sink), info, stages)
+
+
+def _load_plan(
+    case: Case,
+    sched: schedule.Schedule | None,
+    duration: float,
+    requests: list[bytes],
+    sink: Callable[[Record], engine.Sink] | None = None,
+    adapter: Callable[[], engine.Adapter] | None = None,
+) -> engine.LoadPlan:
+    w, load = case.recipe.workload, case.load
     assert not isinstance(load.concurrency, list) and not isinstance(load.rate, list)  # resolved by the sweep
-    plan = engine.LoadPlan(
-        requests=reqs,
+    return engine.LoadPlan(
+        requests=requests,
         stream=w.stream,
         mode=load.mode,
         concurrency=load.concurrency or 1,
@@ -195,8 +212,31 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
         connect_timeout_s=w.timeouts.connect_s,
         request_timeout_s=w.timeouts.request_s,
         sink=sink,
+        adapter=adapter,
     )
-    return Planned(plan, info, stages)
+
+
+def _kv_options(kv: KeyValue) -> dict[str, Any]:
+    total = sum(kv.mix.values())
+    return {"keys": kv.keys, "value_bytes": kv.value_bytes, "get_share": kv.mix.get("get", 0.0) / total,
+            "pipeline": kv.pipeline, "preload": kv.preload, "db": kv.db, "password_env": kv.password_env,
+            "seed": kv.seed}  # fmt: skip
+
+
+def _adapter_plan(
+    case: Case,
+    endpoint: Endpoint,
+    duration_s: float | None,
+    adapter: Callable[[], engine.Adapter],
+    info: dict[str, Any],
+) -> Planned:
+    """A protocol spoken by a client library: the engine schedules, the adapter makes each call."""
+    w, load = case.recipe.workload, case.load
+    duration = w.duration_s if duration_s is None else duration_s
+    sched, duration, stages = schedule_for(load, w.warmup_s, duration)
+    if load.trace is not None:
+        raise PlanError(f"{case.recipe.name}: workload.load.trace replays HTTP requests; {w.protocol} has none")
+    return Planned(_load_plan(case, sched, duration, [], adapter=adapter), info, stages)
 
 
 def _http_call(case: Case, endpoint: Endpoint, base: str) -> tuple[list[bytes], Callable[[Record], engine.Sink]]:

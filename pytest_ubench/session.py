@@ -34,7 +34,7 @@ from .orchestrators.base import (
     from_record,
     to_record,
 )
-from .orchestrators.health import probe, wait_healthy
+from .orchestrators.health import probe, tcp_probe, wait_healthy
 from .orchestrators.slurm import SlurmOrchestrator
 from .planning import Planned
 from .recipes.loader import LoadedRecipe
@@ -135,9 +135,12 @@ class Services:
         if url is not None:
             parts = urlsplit(url)
             if not parts.hostname or (not parts.port and parts.scheme not in ("http", "https")):
-                raise TargetUnreachable(f"{url}: not an http(s) URL with a host")
+                raise TargetUnreachable(f"{url}: not an http(s) URL with a host (or another scheme with a port)")
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            problem = probe(url.rstrip("/") + spec.health.path, timeout_s=min(10.0, spec.health.timeout_s))
+            if spec.health.kind == "tcp":
+                problem = tcp_probe(parts.hostname, port)
+            else:
+                problem = probe(url.rstrip("/") + spec.health.path, timeout_s=min(10.0, spec.health.timeout_s))
             if problem:
                 raise TargetUnreachable(f"{loaded.recipe.name}: cannot reach {url}: {problem}")
             endpoint = Endpoint(parts.hostname, port, url.rstrip("/"))
@@ -244,7 +247,10 @@ class CaseResult:
         if t.get("output_tokens"):
             rate = f"{t['output_tokens_per_s']:.1f} tok/s"
         elif t.get("items_per_s"):
-            rate = f"{t['items_per_s']:.1f} inputs/s"
+            unit = (
+                "inputs" if self.result["recipe"]["resolved"]["workload"]["protocol"] == "openai-embeddings" else "ops"
+            )
+            rate = f"{t['items_per_s']:.1f} {unit}/s"
         else:
             rate = f"{t.get('response_bytes_per_s', 0.0) / 1e3:.1f} kB/s"
         text = (

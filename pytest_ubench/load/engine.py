@@ -50,12 +50,30 @@ class LoadPlan:
     saturated_in_flight: int | None = None  # open loop: stop early once this many wait (clearly saturated)
     # How responses are read (embeddings, plain HTTP); default: OpenAI completions, streamed or not.
     sink: Callable[[Record], Sink] | None = None
+    # A protocol that is not HTTP (a database, a cache): its client makes the calls, ``requests`` is unused.
+    adapter: Callable[[], Adapter] | None = None
     duration_s: float = 10.0
     warmup_s: float = 0.0
     max_requests: int | None = None
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 120.0
     drain_timeout_s: float | None = None  # default: request_timeout_s
+
+
+class Adapter(Protocol):
+    """A protocol spoken through its ecosystem's client library (redis, psycopg, ...).
+
+    ``open`` connects and prepares (preloads keys, creates tables) before the run's clock starts and
+    raises ``ServiceError`` with a clear message when it cannot (wrong password, missing table).
+    ``call`` makes request ``index`` and fills ``rec`` (``op``, ``items``, ``nbytes``, ``first`` where it
+    means something); the engine times it and raises ``RequestFailed(kind)`` for known failures.
+    """
+
+    async def open(self, connections: int) -> None: ...
+
+    async def call(self, rec: Record, index: int) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class Sink(BodySink, Protocol):
@@ -145,7 +163,8 @@ class _Engine:
         self.plan = plan
         self.pool = Pool(target.host, target.port, plan.connect_timeout_s, tls_context() if target.tls else None)
         self.records: list[Record] = []
-        self.payloads = itertools.cycle(plan.requests)
+        self.counter = itertools.count()  # closed loop: the next request's index
+        self.adapter: Adapter | None = None
         self.completed = 0
         self.failed = 0
         self.dropped = 0
@@ -157,12 +176,15 @@ class _Engine:
         self.refused = 0  # connection failures since the last success
         self.stopped: str | None = None  # why the run stopped issuing requests early
 
-    async def one(self, rec: Record, payload: bytes) -> None:
+    async def one(self, rec: Record, index: int) -> None:
         self.records.append(rec)
-        sink = self.plan.sink(rec) if self.plan.sink is not None else sink_for(self.plan.stream, rec)
         try:
-            await self._exchange(rec, sink, payload)
-            sink.finish()
+            if self.adapter is not None:
+                await self._call(self.adapter, rec, index)
+            else:
+                sink = self.plan.sink(rec) if self.plan.sink is not None else sink_for(self.plan.stream, rec)
+                await self._exchange(rec, sink, self.plan.requests[index % len(self.plan.requests)])
+                sink.finish()
         except RequestFailed as exc:
             rec.end = perf_counter()
             rec.error = exc.kind
@@ -179,6 +201,19 @@ class _Engine:
                 self.refused += 1
                 if self.refused >= UNREACHABLE_AFTER and self.stopped is None:
                     self.stopped = f"target unreachable: {self.refused} connection attempts in a row failed"
+
+    async def _call(self, adapter: Adapter, rec: Record, index: int) -> None:
+        rec.start = perf_counter()
+        try:
+            async with asyncio.timeout(self.plan.request_timeout_s):
+                await adapter.call(rec, index)
+        except TimeoutError:
+            raise RequestFailed("timeout") from None
+        except (RequestFailed, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a client library's own error: recorded by its name, never a traceback
+            raise RequestFailed(type(exc).__name__, str(exc)) from None
+        rec.end = perf_counter()
 
     async def _exchange(self, rec: Record, sink: Sink, payload: bytes) -> None:
         """Send once; resend once if a reused keep-alive connection was closed under us.
@@ -222,14 +257,13 @@ class _Engine:
 
         async def user() -> None:
             while (now := perf_counter()) < stop_at and self.stopped is None and next(budget, None) is not None:
-                await self.one(Record(now, warmup=now < measure_from), next(self.payloads))
+                await self.one(Record(now, warmup=now < measure_from), next(self.counter))
 
         await asyncio.gather(*(user() for _ in range(self.plan.concurrency)))
 
     async def open(self, t0: float, stop_at: float, measure_from: float) -> None:
         plan = self.plan
         sched = self.schedule = schedule_of(plan)
-        requests, n = plan.requests, len(plan.requests)
         cap = plan.max_in_flight if plan.max_in_flight is not None else -1
         saturated = plan.saturated_in_flight if plan.saturated_in_flight is not None else -1
         tasks: set[asyncio.Task[None]] = set()
@@ -257,7 +291,7 @@ class _Engine:
                 self.records.append(rec)
                 self.dropped += 1
                 continue
-            task = self.loop.create_task(self.one(rec, requests[idx % n]))
+            task = self.loop.create_task(self.one(rec, idx))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
@@ -316,6 +350,9 @@ async def run_async(
     """``start_at``: a ``perf_counter`` time to start at, so client processes on one host (one
     monotonic clock) share a start and their records merge exactly."""
     engine = _Engine(target, plan)
+    if plan.adapter is not None:  # connect and prepare before the clock starts: setup is not load
+        engine.adapter = plan.adapter()
+        await engine.adapter.open(plan.concurrency if plan.mode == "closed" else (plan.max_in_flight or 64))
     if observer is not None:
         observer.attach(engine)
     if start_at is not None and (wait := start_at - perf_counter()) > 0:
@@ -365,6 +402,8 @@ async def run_async(
         if ticker is not None:
             ticker.cancel()
         engine.pool.close()
+        if engine.adapter is not None:
+            await engine.adapter.close()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         run.wall_t1 = time()

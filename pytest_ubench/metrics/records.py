@@ -28,6 +28,7 @@ class Record:
         "intended",
         "items",
         "nbytes",
+        "op",
         "output_tokens",
         "prompt_tokens",
         "start",
@@ -50,6 +51,7 @@ class Record:
         self.warmup = warmup
         self.items = 0  # inputs served by this request (embeddings: the batch); 0 where not counted
         self.nbytes = 0  # response body bytes
+        self.op = ""  # the operation class (get/set, a statement's name) where a protocol has several
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,7 @@ class Record:
             "warmup": self.warmup,
             "items": self.items,
             "bytes": self.nbytes,
+            "op": self.op,
         }
 
     @classmethod
@@ -86,7 +89,7 @@ class Record:
         rec.status, rec.error = row["status"], row["error"]
         rec.prompt_tokens, rec.output_tokens = row["prompt_tokens"], row["output_tokens"]
         rec.tokens_from = row["tokens_from"]
-        rec.items, rec.nbytes = row.get("items", 0), row.get("bytes", 0)
+        rec.items, rec.nbytes, rec.op = row.get("items", 0), row.get("bytes", 0), row.get("op", "")
         return rec
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .names import LATENCY_METRICS, MIN_SAMPLES, known_paths
+from .names import LATENCY_METRICS, MIN_SAMPLES, STATS, known_paths
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -85,6 +85,17 @@ def parse(expression: str) -> SLO:
         if len(parts) != 3 or parts[2] not in SERVER_STATS:
             raise SLOSyntaxError(f"server SLO {expression!r} must read 'server.<query>.<{'|'.join(SERVER_STATS)}>'")
         return SLO(expression.strip(), path, op, float(number))
+    if parts[0] == "ops":
+        # Operation names come from the recipe's workload (get/set, statement names).
+        stat_ok = (len(parts) == 4 and parts[2] == "latency_ms" and parts[3] in STATS) or (
+            len(parts) == 3 and parts[2] in ("per_s", "error_rate")
+        )
+        if not stat_ok:
+            raise SLOSyntaxError(
+                f"operation SLO {expression!r} must read 'ops.<op>.latency_ms.<stat>', 'ops.<op>.per_s' "
+                "or 'ops.<op>.error_rate'"
+            )
+        return SLO(expression.strip(), path, op, float(number))
     if path not in known_paths():
         hint = ", ".join(sorted({p.split(".")[0] for p in known_paths()}))
         raise SLOSyntaxError(f"unknown metric {path!r} in SLO {expression!r}; known metrics: {hint}")
@@ -102,6 +113,11 @@ def lookup(summary: Mapping[str, Any], path: str) -> float | None:
     elif head == "server":
         name, _, stat = rest.partition(".")
         value = (summary.get("server_metrics") or {}).get(name, {}).get(stat)
+    elif head == "ops":
+        node = (summary.get("ops") or {}).get(rest.split(".")[0], {})
+        for part in rest.split(".")[1:]:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node
     else:
         value = summary[head][rest]
     return None if value is None else float(value)

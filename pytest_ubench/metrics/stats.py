@@ -94,7 +94,7 @@ def summary(
     good = sum(1 for r in records if meets(r, bounds))
     total = len(records)
     sources = Counter(r.tokens_from for r in ok if r.tokens_from)  # none for protocols without tokens
-    return {
+    out: dict[str, Any] = {
         "requests": {
             "total": total,
             "ok": len(ok),
@@ -116,6 +116,27 @@ def summary(
             "output_tokens": out_tokens,
         },
     }
+    if any(r.op for r in records):
+        out["ops"] = per_op(records, elapsed)
+    return out
+
+
+def per_op(records: Sequence[Record], elapsed: float) -> dict[str, dict[str, Any]]:
+    """Per operation class (GET vs SET, each SQL statement): counts, rate and end-to-end latency."""
+    groups: dict[str, list[Record]] = {}
+    for r in records:
+        groups.setdefault(r.op, []).append(r)
+    out = {}
+    for op, recs in sorted(groups.items()):
+        ok = [r for r in recs if r.ok]
+        out[op] = {
+            "total": len(recs),
+            "ok": len(ok),
+            "error_rate": (len(recs) - len(ok)) / len(recs),
+            "per_s": len(ok) / elapsed if elapsed > 0 else 0.0,
+            "latency_ms": summarize([(r.end - r.intended) * 1000.0 for r in ok]),
+        }
+    return out
 
 
 def pooled(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import httpx
@@ -14,10 +15,9 @@ from .base import Deployment, Orchestrator, ServiceError, ServiceState
 
 def wait_healthy(orch: Orchestrator, dep: Deployment, health: HealthCheck) -> float:
     """Return seconds until healthy; raise ServiceError with the reason and the log tail."""
-    url = dep.endpoint.url + health.path
+    where = f"port {dep.endpoint.port}" if health.kind == "tcp" else dep.endpoint.url + health.path
     start = time.monotonic()
     deadline = start + health.timeout_s
-    last = "no answer yet"
     with httpx.Client(timeout=min(5.0, health.timeout_s), trust_env=False, verify=tls_context()) as client:
         while True:
             state = orch.status(dep)
@@ -27,21 +27,36 @@ def wait_healthy(orch: Orchestrator, dep: Deployment, health: HealthCheck) -> fl
                     f"{f' ({dep.detail})' if dep.detail else ''}\n"
                     f"--- last lines of {dep.log_path} ---\n{orch.logs(dep)}"
                 )
-            try:
-                resp = client.get(url)
-                if resp.status_code == 200:
-                    waited = time.monotonic() - start
-                    logger.info("{} healthy at {} after {:.2f} s", dep.name, dep.endpoint.url, waited)
-                    return waited
-                last = f"HTTP {resp.status_code}"
-            except httpx.HTTPError as exc:
-                last = type(exc).__name__
+            last = _check(client, dep, health)
+            if last is None:
+                waited = time.monotonic() - start
+                logger.info("{} healthy at {} after {:.2f} s", dep.name, dep.endpoint.url, waited)
+                return waited
             if time.monotonic() >= deadline:
                 raise ServiceError(
-                    f"{dep.name}: not healthy at {url} after {health.timeout_s:g} s (last: {last})\n"
+                    f"{dep.name}: not healthy at {where} after {health.timeout_s:g} s (last: {last})\n"
                     f"--- last lines of {dep.log_path} ---\n{orch.logs(dep)}"
                 )
             time.sleep(health.interval_s)
+
+
+def _check(client: httpx.Client, dep: Deployment, health: HealthCheck) -> str | None:
+    if health.kind == "tcp":
+        return tcp_probe(dep.endpoint.host, dep.endpoint.port)
+    try:
+        resp = client.get(dep.endpoint.url + health.path)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return None if resp.status_code == 200 else f"HTTP {resp.status_code}"
+
+
+def tcp_probe(host: str, port: int, timeout_s: float = 2.0) -> str | None:
+    """Whether the port accepts a connection (a database or cache without an HTTP health path)."""
+    try:
+        socket.create_connection((host, port), timeout_s).close()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None
 
 
 def probe(url: str, timeout_s: float = 5.0, require_ok: bool = False) -> str | None:

@@ -32,6 +32,9 @@ class _Strict(BaseModel):
 
 
 class HealthCheck(_Strict):
+    """``http``: GET ``path`` answers 200; ``tcp``: the port accepts a connection (databases, caches)."""
+
+    kind: Literal["http", "tcp"] = "http"
     path: str = "/health"
     timeout_s: PositiveFloat = 60.0
     interval_s: PositiveFloat = 0.2
@@ -275,8 +278,32 @@ class HttpCall(_Strict):
     expect_status: Annotated[int, Field(ge=100, le=599)] = 200
 
 
+def _get_set() -> dict[Literal["get", "set"], float]:
+    return {"get": 0.9, "set": 0.1}
+
+
+class KeyValue(_Strict):
+    """``protocol: redis``: GET/SET over ``keys`` keys of ``value_bytes`` each; ``pipeline`` operations per
+    round trip. The mix gives each operation's share."""
+
+    keys: PositiveInt = 10_000
+    value_bytes: PositiveInt = 128
+    mix: dict[Literal["get", "set"], Annotated[float, Field(ge=0)]] = Field(default_factory=_get_set)
+    pipeline: PositiveInt = 1
+    preload: bool = True  # set every key before the run, so GETs hit
+    db: Annotated[int, Field(ge=0)] = 0
+    password_env: str | None = None  # the environment variable holding the password
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _mix_adds_up(self) -> KeyValue:
+        if sum(self.mix.values()) <= 0:
+            raise ValueError("'mix' needs a positive share for get or set")
+        return self
+
+
 class Workload(_Strict):
-    protocol: Literal["openai-chat", "openai-completions", "openai-embeddings", "http"] = "openai-chat"
+    protocol: Literal["openai-chat", "openai-completions", "openai-embeddings", "http", "redis"] = "openai-chat"
     model: str = "default"
     stream: bool = True
     dataset: Dataset = Field(default_factory=Dataset)
@@ -295,12 +322,15 @@ class Workload(_Strict):
     repeat: PositiveInt = 1
     batch_size: PositiveInt = 1  # openai-embeddings: inputs per request
     http: HttpCall | None = None  # protocol: http
+    kv: KeyValue | None = None  # protocol: redis
 
     @model_validator(mode="after")
     def _protocol_parts(self) -> Workload:
         if (self.protocol == "http") != (self.http is not None):
             raise ValueError("'protocol: http' and an 'http' part (method, path, ...) go together")
-        if self.protocol in ("openai-embeddings", "http") and self.stream:
+        if self.kv is not None and self.protocol != "redis":
+            raise ValueError("a 'kv' part goes with 'protocol: redis'")
+        if self.protocol in ("openai-embeddings", "http", "redis") and self.stream:
             raise ValueError(f"'{self.protocol}' does not stream: set 'stream: false'")
         if self.batch_size > 1 and self.protocol != "openai-embeddings":
             raise ValueError("'batch_size' is for protocol openai-embeddings")

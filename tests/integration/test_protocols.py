@@ -10,6 +10,7 @@ import pytest
 from helpers import LLAMA, TRUTH
 
 from pytest_ubench import Services, expand, load, run_case
+from pytest_ubench.orchestrators.base import ServiceError
 from pytest_ubench.planning import PlanError
 
 pytestmark = pytest.mark.integration
@@ -96,4 +97,54 @@ def test_missing_header_secret_names_the_field(write_recipe, tmp_path, monkeypat
                      "load": {"mode": "closed", "concurrency": 1}, "duration_s": 0.5},
     }  # fmt: skip
     with pytest.raises(PlanError, match=r"workload\.http\.headers\.X-Key: environment variable UB_ABSENT is not set"):
+        _run(write_recipe, tmp_path, recipe)
+
+
+REDIS = ["redis-server", "--bind", "{host}", "--port", "{port}", "--save", "", "--appendonly", "no"]
+
+
+def _redis(name: str, kv: dict, *server_args: str, **workload: object) -> dict:
+    wl: dict = {"protocol": "redis", "stream": False, "kv": kv, "load": {"mode": "closed", "concurrency": 4},
+                "duration_s": 1.0, "warmup_s": 0.2}  # fmt: skip
+    wl.update(workload)
+    return {"name": name, "service": {"command": [*REDIS, *server_args], "health": {"kind": "tcp"}}, "workload": wl}
+
+
+def test_redis_get_set_mix_reports_each_operation(write_recipe, tmp_path):
+    recipe = _redis("kv", {"keys": 500, "value_bytes": 64, "mix": {"get": 0.8, "set": 0.2}})
+    recipe["slo"] = ["ops.get.latency_ms.p99 < 500", "ops.set.per_s > 1", "error_rate < 0.01"]
+    res = _run(write_recipe, tmp_path, recipe)
+    r = res.result
+    ops = r["ops"]
+    assert set(ops) == {"get", "set"} and r["requests"]["failed"] == 0
+    share = ops["get"]["total"] / r["requests"]["total"]
+    assert 0.75 < share < 0.85
+    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    assert all(x["bytes"] == 64 for x in records if x["op"] == "get")  # preloaded: every GET hits
+    assert [v["expression"] for v in r["slo"] if v["passed"]][:3] == recipe["slo"]
+    assert res.passed
+
+
+def test_redis_pipelines_count_every_operation(write_recipe, tmp_path):
+    res = _run(write_recipe, tmp_path, _redis("pipe", {"keys": 100, "pipeline": 8, "mix": {"get": 1}}))
+    r = res.result
+    assert set(r["ops"]) == {"pipeline"}
+    assert r["throughput"]["items_per_s"] == pytest.approx(8 * r["throughput"]["requests_per_s"])
+
+
+def test_redis_password_from_the_environment_never_reaches_the_results(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UB_REDIS_PW", "kv-secret-8f3a")
+    recipe = _redis("auth", {"keys": 50, "password_env": "UB_REDIS_PW"}, "--requirepass", "${UB_REDIS_PW}")
+    res = _run(write_recipe, tmp_path, recipe)
+    assert res.result["requests"]["failed"] == 0 and res.result["requests"]["ok"] > 10
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert b"kv-secret-8f3a" not in path.read_bytes(), path
+
+
+def test_redis_wrong_password_is_a_clear_error(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UB_REDIS_PW", "right")
+    monkeypatch.setenv("UB_REDIS_CLIENT_PW", "wrong")
+    recipe = _redis("badauth", {"keys": 10, "password_env": "UB_REDIS_CLIENT_PW"}, "--requirepass", "${UB_REDIS_PW}")
+    with pytest.raises(ServiceError, match=r"redis at 127\.0\.0\.1:\d+: authentication failed"):
         _run(write_recipe, tmp_path, recipe)
