@@ -19,6 +19,7 @@ import numpy as np
 from loguru import logger
 
 from .load import dataset, engine, schedule
+from .load.adapters.postgres import PostgresSQL, Statement, tpcb
 from .load.adapters.redis_kv import RedisKV
 from .load.generic import StatusSink
 from .load.http import build_request
@@ -27,7 +28,7 @@ from .load.tokenizer import NoTokenizer, ServerTokenizer
 from .metrics.records import Record
 from .orchestrators import placeholders
 from .orchestrators.base import Endpoint, ServiceError
-from .recipes.schema import Dataset, KeyValue, Load, Ramp, TokenLength
+from .recipes.schema import Dataset, KeyValue, Load, Ramp, RandomInt, Sql, TokenLength
 from .recipes.sweep import Case
 
 
@@ -130,10 +131,9 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
     load = case.load
     if load.mode == "search":
         raise PlanError(f"{case.id}: a search case is planned probe by probe (search.probe_case)")
-    if w.protocol == "redis":
-        return _adapter_plan(case, endpoint, duration_s, RedisKV(
-            endpoint.host, endpoint.port, **_kv_options(w.kv or KeyValue())), {"kind": "keyspace",
-            "prompts": 0, "keys": (w.kv or KeyValue()).keys})  # fmt: skip
+    adapted = _adapter_for(case, endpoint)
+    if adapted is not None:
+        return _adapter_plan(case, duration_s, *adapted)
     if w.protocol == "http":  # one fixed request: no prompts, and no calls to a tokenizer it may not have
         prompts: list[dataset.Prompt] = []
         info: dict[str, Any] = {"kind": "none", "prompts": 0}
@@ -223,12 +223,33 @@ def _kv_options(kv: KeyValue) -> dict[str, Any]:
             "seed": kv.seed}  # fmt: skip
 
 
+def _sql_spec(sql: Sql, endpoint: Endpoint) -> PostgresSQL:
+    setup, statements = tpcb(sql.scale) if not sql.statements else ([], [])
+    for st in sql.statements:
+        params = {k: (v.random[0], v.random[1]) if isinstance(v, RandomInt) else v for k, v in st.params.items()}
+        statements.append(Statement(st.name, tuple([st.sql] if isinstance(st.sql, str) else st.sql), st.weight, params))
+    return PostgresSQL(endpoint.host, endpoint.port, tuple(statements), tuple(setup + sql.setup), sql.database,
+                       sql.user, sql.password_env, sql.seed)  # fmt: skip
+
+
+def _adapter_for(case: Case, endpoint: Endpoint) -> tuple[Callable[[], engine.Adapter], dict[str, Any]] | None:
+    """The client-library protocols (not HTTP): what the adapter does, and what the results say was sent."""
+    w = case.recipe.workload
+    if w.protocol == "redis":
+        kv = w.kv or KeyValue()
+        return RedisKV(endpoint.host, endpoint.port, **_kv_options(kv)), {
+            "kind": "keyspace",
+            "prompts": 0,
+            "keys": kv.keys,
+        }
+    if w.protocol == "postgres":
+        spec = _sql_spec(w.sql or Sql(), endpoint)
+        return spec, {"kind": "statements", "prompts": 0, "statements": [st.name for st in spec.statements]}
+    return None
+
+
 def _adapter_plan(
-    case: Case,
-    endpoint: Endpoint,
-    duration_s: float | None,
-    adapter: Callable[[], engine.Adapter],
-    info: dict[str, Any],
+    case: Case, duration_s: float | None, adapter: Callable[[], engine.Adapter], info: dict[str, Any]
 ) -> Planned:
     """A protocol spoken by a client library: the engine schedules, the adapter makes each call."""
     w, load = case.recipe.workload, case.load

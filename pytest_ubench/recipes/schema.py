@@ -302,8 +302,39 @@ class KeyValue(_Strict):
         return self
 
 
+class RandomInt(_Strict):
+    """A parameter drawn uniformly from ``[low, high]`` per request (seeded): ``{random: [1, 100000]}``."""
+
+    random: tuple[int, int]
+
+
+class SqlStatement(_Strict):
+    """One statement class of the mix: a statement, or a list run as one transaction. Parameters are
+    psycopg's named placeholders, ``%(aid)s``."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
+    sql: str | list[str]
+    weight: PositiveFloat = 1.0
+    params: dict[str, int | float | str | RandomInt] = Field(default_factory=dict)
+
+
+class Sql(_Strict):
+    """``protocol: postgres``: a weighted statement mix over a connection pool (its size is the
+    concurrency); no statements means pgbench's TPC-B-like transaction at ``scale``."""
+
+    database: str = "postgres"
+    user: str = "postgres"
+    password_env: str | None = None  # the environment variable holding the password
+    setup: list[str] = Field(default_factory=list)  # run once before the clock starts; make them idempotent
+    statements: list[SqlStatement] = Field(default_factory=list)
+    scale: PositiveInt = 1  # the default mix: 100,000 accounts per unit, as pgbench
+    seed: int = 0
+
+
 class Workload(_Strict):
-    protocol: Literal["openai-chat", "openai-completions", "openai-embeddings", "http", "redis"] = "openai-chat"
+    protocol: Literal["openai-chat", "openai-completions", "openai-embeddings", "http", "redis", "postgres"] = (
+        "openai-chat"
+    )
     model: str = "default"
     stream: bool = True
     dataset: Dataset = Field(default_factory=Dataset)
@@ -323,6 +354,7 @@ class Workload(_Strict):
     batch_size: PositiveInt = 1  # openai-embeddings: inputs per request
     http: HttpCall | None = None  # protocol: http
     kv: KeyValue | None = None  # protocol: redis
+    sql: Sql | None = None  # protocol: postgres
 
     @model_validator(mode="after")
     def _protocol_parts(self) -> Workload:
@@ -330,7 +362,9 @@ class Workload(_Strict):
             raise ValueError("'protocol: http' and an 'http' part (method, path, ...) go together")
         if self.kv is not None and self.protocol != "redis":
             raise ValueError("a 'kv' part goes with 'protocol: redis'")
-        if self.protocol in ("openai-embeddings", "http", "redis") and self.stream:
+        if self.sql is not None and self.protocol != "postgres":
+            raise ValueError("a 'sql' part goes with 'protocol: postgres'")
+        if self.protocol in ("openai-embeddings", "http", "redis", "postgres") and self.stream:
             raise ValueError(f"'{self.protocol}' does not stream: set 'stream: false'")
         if self.batch_size > 1 and self.protocol != "openai-embeddings":
             raise ValueError("'batch_size' is for protocol openai-embeddings")

@@ -148,3 +148,71 @@ def test_redis_wrong_password_is_a_clear_error(write_recipe, tmp_path, monkeypat
     recipe = _redis("badauth", {"keys": 10, "password_env": "UB_REDIS_CLIENT_PW"}, "--requirepass", "${UB_REDIS_PW}")
     with pytest.raises(ServiceError, match=r"redis at 127\.0\.0\.1:\d+: authentication failed"):
         _run(write_recipe, tmp_path, recipe)
+
+
+POSTGRES = ["{python}", "-m", "pytest_ubench.servers.postgres", "--data", "{run_dir}/pgdata", "--host", "{host}",
+            "--port", "{port}"]  # fmt: skip
+
+
+def _pg(name: str, sql: dict, env: dict | None = None, **workload: object) -> dict:
+    wl: dict = {"protocol": "postgres", "stream": False, "sql": sql, "load": {"mode": "closed", "concurrency": 4},
+                "duration_s": 1.5, "warmup_s": 0.3}  # fmt: skip
+    wl.update(workload)
+    service = {"command": POSTGRES, "health": {"kind": "tcp", "timeout_s": 60}, "env": env or {}}
+    return {"name": name, "service": service, "workload": wl}
+
+
+def test_postgres_tpcb_default_commits_every_transaction(write_recipe, tmp_path):
+    import psycopg
+
+    recipe = _pg("tpcb", {"scale": 1})
+    recipe["slo"] = ["ops.tpcb.per_s > 10", "error_rate < 0.01"]
+    (case,) = expand(load(write_recipe(recipe)))
+    with Services(tmp_path / "out", monitoring=False) as services:
+        res = run_case(case, services)
+        ep = services.get(case.loaded).endpoint
+        with psycopg.connect(host=ep.host, port=ep.port, dbname="postgres", user="postgres") as conn:
+            (history,) = conn.execute("SELECT count(*) FROM pgbench_history").fetchone()
+    jsonschema.validate(res.result, SCHEMA)
+    r = res.result
+    assert set(r["ops"]) == {"tpcb"} and r["requests"]["failed"] == 0 and r["requests"]["ok"] > 20
+    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    # every transaction the client counted as done (warm-up included) left its row in the history
+    assert history == sum(1 for x in records if x["error"] is None)
+    assert r["dataset"]["statements"] == ["tpcb"] and res.passed
+
+
+def test_postgres_statement_mix_and_its_errors(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UB_PG_PW", "pg-secret-51c2")
+    sql = {
+        "password_env": "UB_PG_PW",
+        "setup": ["CREATE TABLE IF NOT EXISTS kv (k int PRIMARY KEY, v text)",
+                  "INSERT INTO kv SELECT g, md5(g::text) FROM generate_series(1, 1000) g ON CONFLICT DO NOTHING"],
+        "statements": [
+            {"name": "read", "sql": "SELECT v FROM kv WHERE k = %(k)s", "weight": 3,
+             "params": {"k": {"random": [1, 1000]}}},
+            {"name": "write", "sql": "UPDATE kv SET v = %(v)s WHERE k = %(k)s", "weight": 1,
+             "params": {"k": {"random": [1, 1000]}, "v": "x"}},
+        ],
+    }  # fmt: skip
+    res = _run(write_recipe, tmp_path, _pg("mix", sql, env={"UBENCH_PG_PASSWORD": "${UB_PG_PW}"}))
+    ops = res.result["ops"]
+    assert set(ops) == {"read", "write"} and res.result["requests"]["failed"] == 0
+    assert 0.65 < ops["read"]["total"] / res.result["requests"]["total"] < 0.85
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file() and "pgdata" not in path.parts:
+            assert b"pg-secret-51c2" not in path.read_bytes(), path
+
+
+def test_postgres_missing_table_stops_before_the_load(write_recipe, tmp_path):
+    sql = {"statements": [{"name": "bad", "sql": "SELECT * FROM no_such_table"}]}
+    with pytest.raises(ServiceError, match=r"statement 'bad': relation \"no_such_table\" does not exist"):
+        _run(write_recipe, tmp_path, _pg("missing", sql))
+
+
+def test_postgres_wrong_password_is_the_servers_message(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UB_PG_PW", "right")
+    monkeypatch.setenv("UB_PG_CLIENT_PW", "wrong")
+    recipe = _pg("auth", {"password_env": "UB_PG_CLIENT_PW"}, env={"UBENCH_PG_PASSWORD": "${UB_PG_PW}"})
+    with pytest.raises(ServiceError, match="password authentication failed"):
+        _run(write_recipe, tmp_path, recipe)

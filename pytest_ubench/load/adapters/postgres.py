@@ -1,0 +1,188 @@
+"""SQL load on PostgreSQL through psycopg 3's asyncio pool: a weighted mix of statement classes, each
+a statement or a transaction of several, with seeded random parameters; TPS and latency per class.
+
+Without statements in the recipe, the mix is pgbench's TPC-B-like transaction on pgbench's tables at
+``scale`` (created and filled before the clock starts). Every statement is tried once, rolled back,
+before the run: a missing table or a typo stops the case with the database's own message, not a
+thousand identical failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...metrics.records import Record
+from ...orchestrators.base import ServiceError
+from ..http import RequestFailed
+
+SEQUENCE = 1 << 16
+
+
+@dataclass(frozen=True)
+class Statement:
+    name: str
+    sql: tuple[str, ...]  # several: one transaction
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)  # value, or (low, high) for a random integer
+
+
+def tpcb(scale: int) -> tuple[list[str], list[Statement]]:
+    """pgbench's tables and its default (TPC-B-like) transaction."""
+    setup = [
+        "CREATE TABLE IF NOT EXISTS pgbench_branches (bid int PRIMARY KEY, bbalance int, filler char(88))",
+        "CREATE TABLE IF NOT EXISTS pgbench_tellers (tid int PRIMARY KEY, bid int, tbalance int, filler char(84))",
+        "CREATE TABLE IF NOT EXISTS pgbench_accounts (aid int PRIMARY KEY, bid int, abalance int, filler char(84))",
+        "CREATE TABLE IF NOT EXISTS pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, "
+        "filler char(22))",
+        f"INSERT INTO pgbench_branches SELECT b, 0, '' FROM generate_series(1, {scale}) b ON CONFLICT DO NOTHING",
+        f"INSERT INTO pgbench_tellers SELECT t, (t - 1) / 10 + 1, 0, '' FROM generate_series(1, {10 * scale}) t "
+        "ON CONFLICT DO NOTHING",
+        f"INSERT INTO pgbench_accounts SELECT a, (a - 1) / 100000 + 1, 0, '' "
+        f"FROM generate_series(1, {100000 * scale}) a ON CONFLICT DO NOTHING",
+        "VACUUM ANALYZE",
+    ]
+    txn = Statement(
+        "tpcb",
+        (
+            "UPDATE pgbench_accounts SET abalance = abalance + %(delta)s WHERE aid = %(aid)s",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = %(aid)s",
+            "UPDATE pgbench_tellers SET tbalance = tbalance + %(delta)s WHERE tid = %(tid)s",
+            "UPDATE pgbench_branches SET bbalance = bbalance + %(delta)s WHERE bid = %(bid)s",
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+            "VALUES (%(tid)s, %(bid)s, %(aid)s, %(delta)s, CURRENT_TIMESTAMP)",
+        ),
+        1.0,
+        {"aid": (1, 100000 * scale), "tid": (1, 10 * scale), "bid": (1, scale), "delta": (-5000, 5000)},
+    )
+    return setup, [txn]
+
+
+@dataclass(frozen=True)
+class PostgresSQL:
+    """What to run, picklable for worker processes; ``__call__`` makes the adapter inside the run's loop."""
+
+    host: str
+    port: int
+    statements: tuple[Statement, ...]
+    setup: tuple[str, ...] = ()
+    database: str = "postgres"
+    user: str = "postgres"
+    password_env: str | None = None  # read when connecting, never stored
+    seed: int = 0
+
+    def __call__(self) -> PostgresAdapter:
+        return PostgresAdapter(self)
+
+
+class PostgresAdapter:
+    def __init__(self, spec: PostgresSQL) -> None:
+        self.spec = spec
+        rng = np.random.default_rng(spec.seed)
+        weights = np.array([s.weight for s in spec.statements], dtype=np.float64)
+        self.choice = rng.choice(len(spec.statements), size=SEQUENCE, p=weights / weights.sum()).tolist()
+        # Per statement and parameter: a seeded sequence of values (random integers drawn up front).
+        self.values: list[dict[str, list[Any]]] = []
+        for st in spec.statements:
+            cols = {}
+            for name, v in st.params.items():
+                if isinstance(v, tuple):
+                    cols[name] = rng.integers(v[0], v[1], SEQUENCE, endpoint=True).tolist()
+                else:
+                    cols[name] = [v] * SEQUENCE
+            self.values.append(cols)
+        self.pool: Any = None
+        self.where = f"postgresql at {spec.host}:{spec.port}/{spec.database}"
+
+    def params(self, which: int, i: int) -> dict[str, Any]:
+        return {name: col[i] for name, col in self.values[which].items()}
+
+    async def open(self, connections: int) -> None:
+        try:
+            import psycopg
+            from psycopg_pool import AsyncConnectionPool
+        except ImportError:
+            raise ServiceError("protocol postgres needs psycopg: pip install 'pytest-ubench[postgres]'") from None
+        spec = self.spec
+        password = None
+        if spec.password_env is not None:
+            password = os.environ.get(spec.password_env)
+            if password is None:
+                raise ServiceError(f"workload.sql.password_env names {spec.password_env}, which is not set")
+        conninfo = psycopg.conninfo.make_conninfo(
+            host=spec.host, port=spec.port, dbname=spec.database, user=spec.user, password=password, connect_timeout=5
+        )
+        try:
+            # One plain connection first: a wrong password or database is reported as the server says it.
+            async with await self._connect(psycopg, conninfo) as conn:
+                for sql in spec.setup:
+                    await conn.execute(sql)
+                for which, st in enumerate(spec.statements):
+                    await self._try(conn, which, st)
+        except psycopg.OperationalError as exc:
+            raise ServiceError(f"{self.where}: {str(exc).strip()}") from None
+        except psycopg.Error as exc:
+            raise ServiceError(f"{self.where}: setup: {str(exc).strip()}") from None
+        self.pool = AsyncConnectionPool(
+            conninfo, min_size=max(1, connections), max_size=max(1, connections), open=False
+        )
+        await self.pool.open(wait=True, timeout=30)
+
+    @staticmethod
+    async def _connect(psycopg: Any, conninfo: str) -> Any:
+        """A server whose port is open may still be starting up (a TCP health check passes then)."""
+        for _ in range(100):
+            try:
+                return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            except psycopg.OperationalError as exc:
+                if "starting up" not in str(exc):
+                    raise
+                await asyncio.sleep(0.1)
+        return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+
+    async def _try(self, conn: Any, which: int, st: Statement) -> None:
+        """Each statement once, rolled back: a typo or a missing table stops the case before the load."""
+        import psycopg
+
+        try:
+            async with conn.transaction(force_rollback=True):
+                for sql in st.sql:
+                    await conn.execute(sql, self.params(which, 0))
+        except psycopg.Error as exc:
+            raise ServiceError(f"{self.where}: statement {st.name!r}: {str(exc).strip()}") from None
+
+    async def call(self, rec: Record, index: int) -> None:
+        import psycopg
+
+        i = index % SEQUENCE
+        which = self.choice[i]
+        st = self.spec.statements[which]
+        rec.op = st.name
+        params = self.params(which, i)
+        try:
+            async with self.pool.connection() as conn:
+                if len(st.sql) == 1:
+                    cur = await conn.execute(st.sql[0], params)
+                    rec.items = max(cur.rowcount, 0)
+                else:
+                    async with conn.transaction():
+                        for sql in st.sql:
+                            await conn.execute(sql, params)
+                    rec.items = 1
+        except psycopg.OperationalError:
+            raise RequestFailed("connect", self.where) from None
+        except psycopg.errors.SerializationFailure:
+            raise RequestFailed("serialization_failure") from None
+        except psycopg.errors.DeadlockDetected:
+            raise RequestFailed("deadlock") from None
+        except psycopg.Error as exc:
+            raise RequestFailed("sql_error", str(exc).strip()) from None
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
