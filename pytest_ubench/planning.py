@@ -21,6 +21,7 @@ from loguru import logger
 from .load import dataset, engine, schedule
 from .load.adapters.postgres import PostgresSQL, Statement, tpcb
 from .load.adapters.redis_kv import RedisKV
+from .load.adapters.s3 import S3Objects
 from .load.generic import StatusSink
 from .load.http import build_request
 from .load.openai import PATHS, EmbeddingsSink, embeddings_body, request_body
@@ -28,7 +29,7 @@ from .load.tokenizer import NoTokenizer, ServerTokenizer
 from .metrics.records import Record
 from .orchestrators import placeholders
 from .orchestrators.base import Endpoint, ServiceError
-from .recipes.schema import Dataset, KeyValue, Load, Ramp, RandomInt, Sql, TokenLength
+from .recipes.schema import S3, Dataset, KeyValue, Load, Ramp, RandomInt, Sql, TokenLength, parse_bytes
 from .recipes.sweep import Case
 
 
@@ -245,6 +246,16 @@ def _adapter_for(case: Case, endpoint: Endpoint) -> tuple[Callable[[], engine.Ad
     if w.protocol == "postgres":
         spec = _sql_spec(w.sql or Sql(), endpoint)
         return spec, {"kind": "statements", "prompts": 0, "statements": [st.name for st in spec.statements]}
+    if w.protocol == "s3":
+        s3 = w.s3 or S3()
+        total = sum(s3.mix.values())
+        sizes = tuple(parse_bytes(v) for v in s3.object_sizes)
+        objects = S3Objects(
+            endpoint.url, s3.bucket, s3.create_bucket, s3.mix.get("put", 0.0) / total, s3.mix.get("list", 0.0) / total,
+            sizes, s3.keys, parse_bytes(s3.multipart_bytes), parse_bytes(s3.part_bytes), s3.region,
+            s3.access_key_env, s3.secret_key_env, s3.seed,
+        )  # fmt: skip
+        return objects, {"kind": "objects", "prompts": 0, "keys": s3.keys, "object_sizes": list(sizes)}
     return None
 
 

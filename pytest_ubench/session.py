@@ -252,7 +252,7 @@ class CaseResult:
             )
             rate = f"{t['items_per_s']:.1f} {unit}/s"
         else:
-            rate = f"{t.get('response_bytes_per_s', 0.0) / 1e3:.1f} kB/s"
+            rate = f"{t.get('response_bytes_per_s', 0.0) / 1e6:.2f} MB/s"
         text = (
             f"{r['ok']}/{r['total']} ok, ttft p50 {f('ttft_ms', 'p50')} p95 {f('ttft_ms', 'p95')} ms, "
             f"itl p50 {f('itl_ms', 'p50')} ms, e2e p95 {f('e2e_ms', 'p95')} ms, "

@@ -88,12 +88,12 @@ def parse(expression: str) -> SLO:
     if parts[0] == "ops":
         # Operation names come from the recipe's workload (get/set, statement names).
         stat_ok = (len(parts) == 4 and parts[2] == "latency_ms" and parts[3] in STATS) or (
-            len(parts) == 3 and parts[2] in ("per_s", "error_rate")
+            len(parts) == 3 and parts[2] in ("per_s", "bytes_per_s", "error_rate")
         )
         if not stat_ok:
             raise SLOSyntaxError(
-                f"operation SLO {expression!r} must read 'ops.<op>.latency_ms.<stat>', 'ops.<op>.per_s' "
-                "or 'ops.<op>.error_rate'"
+                f"operation SLO {expression!r} must read 'ops.<op>.latency_ms.<stat>', 'ops.<op>.per_s', "
+                "'ops.<op>.bytes_per_s' or 'ops.<op>.error_rate'"
             )
         return SLO(expression.strip(), path, op, float(number))
     if path not in known_paths():

@@ -134,6 +134,7 @@ def per_op(records: Sequence[Record], elapsed: float) -> dict[str, dict[str, Any
             "ok": len(ok),
             "error_rate": (len(recs) - len(ok)) / len(recs),
             "per_s": len(ok) / elapsed if elapsed > 0 else 0.0,
+            "bytes_per_s": sum(r.nbytes for r in ok) / elapsed if elapsed > 0 else 0.0,
             "latency_ms": summarize([(r.end - r.intended) * 1000.0 for r in ok]),
         }
     return out

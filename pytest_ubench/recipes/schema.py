@@ -6,6 +6,7 @@ schema validates the recipe as written, and ``sweep.expand`` turns it into one p
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -282,6 +283,14 @@ def _get_set() -> dict[Literal["get", "set"], float]:
     return {"get": 0.9, "set": 0.1}
 
 
+def _one_mib() -> list[str | int]:
+    return ["1MiB"]
+
+
+def _put_get() -> dict[Literal["put", "get", "list"], float]:
+    return {"put": 0.5, "get": 0.5}
+
+
 class KeyValue(_Strict):
     """``protocol: redis``: GET/SET over ``keys`` keys of ``value_bytes`` each; ``pipeline`` operations per
     round trip. The mix gives each operation's share."""
@@ -331,8 +340,48 @@ class Sql(_Strict):
     seed: int = 0
 
 
+ByteSize = Annotated[str | int, Field(description="bytes, or with a unit: 64KiB, 1MiB, 8MB")]
+
+
+class S3(_Strict):
+    """``protocol: s3``: PUT/GET/LIST over ``keys`` objects in ``bucket`` (boto3); sizes are drawn per
+    request from ``object_sizes``; uploads of ``multipart_bytes`` or more go multipart."""
+
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] = "ubench"
+    create_bucket: bool = True
+    mix: dict[Literal["put", "get", "list"], Annotated[float, Field(ge=0)]] = Field(default_factory=_put_get)
+    object_sizes: list[ByteSize] = Field(default_factory=_one_mib, min_length=1)
+    keys: PositiveInt = 64
+    multipart_bytes: ByteSize = "8MiB"
+    part_bytes: ByteSize = "8MiB"
+    region: str = "us-east-1"
+    access_key_env: str | None = None
+    secret_key_env: str | None = None
+    seed: int = 0
+
+    @field_validator("object_sizes", "multipart_bytes", "part_bytes")
+    @classmethod
+    def _sizes_parse(cls, v: object) -> object:
+        for item in v if isinstance(v, list) else [v]:
+            parse_bytes(item)
+        return v
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def parse_bytes(value: object) -> int:
+    """``64KiB``, ``1MB``, ``4096``: a size in bytes; anything else is a recipe error naming the value."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", str(value))
+    if m is None or m.group(2).upper() not in _UNITS or int(m.group(1)) <= 0:
+        raise ValueError(f"not a size: {value!r} (a number of bytes, or with B, KB, MB, GB, KiB, MiB, GiB)")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
 class Workload(_Strict):
-    protocol: Literal["openai-chat", "openai-completions", "openai-embeddings", "http", "redis", "postgres"] = (
+    protocol: Literal["openai-chat", "openai-completions", "openai-embeddings", "http", "redis", "postgres", "s3"] = (
         "openai-chat"
     )
     model: str = "default"
@@ -355,6 +404,7 @@ class Workload(_Strict):
     http: HttpCall | None = None  # protocol: http
     kv: KeyValue | None = None  # protocol: redis
     sql: Sql | None = None  # protocol: postgres
+    s3: S3 | None = None  # protocol: s3
 
     @model_validator(mode="after")
     def _protocol_parts(self) -> Workload:
@@ -364,7 +414,9 @@ class Workload(_Strict):
             raise ValueError("a 'kv' part goes with 'protocol: redis'")
         if self.sql is not None and self.protocol != "postgres":
             raise ValueError("a 'sql' part goes with 'protocol: postgres'")
-        if self.protocol in ("openai-embeddings", "http", "redis", "postgres") and self.stream:
+        if self.s3 is not None and self.protocol != "s3":
+            raise ValueError("an 's3' part goes with 'protocol: s3'")
+        if self.protocol in ("openai-embeddings", "http", "redis", "postgres", "s3") and self.stream:
             raise ValueError(f"'{self.protocol}' does not stream: set 'stream: false'")
         if self.batch_size > 1 and self.protocol != "openai-embeddings":
             raise ValueError("'batch_size' is for protocol openai-embeddings")

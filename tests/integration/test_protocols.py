@@ -216,3 +216,60 @@ def test_postgres_wrong_password_is_the_servers_message(write_recipe, tmp_path, 
     recipe = _pg("auth", {"password_env": "UB_PG_CLIENT_PW"}, env={"UBENCH_PG_PASSWORD": "${UB_PG_PW}"})
     with pytest.raises(ServiceError, match="password authentication failed"):
         _run(write_recipe, tmp_path, recipe)
+
+
+# moto's S3 server: an emulator (named as one), the S3 implementation that installs from PyPI.
+MOTO = ["{python}", "-m", "moto.server", "-H", "{host}", "-p", "{port}"]
+
+
+def _s3(name: str, s3: dict, **workload: object) -> dict:
+    wl: dict = {"protocol": "s3", "stream": False, "s3": s3, "load": {"mode": "closed", "concurrency": 2},
+                "duration_s": 1.5, "warmup_s": 0.2}  # fmt: skip
+    wl.update(workload)
+    return {"name": name, "service": {"command": MOTO, "health": {"kind": "tcp", "timeout_s": 60}}, "workload": wl}
+
+
+def test_s3_put_get_list_against_the_moto_emulator(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UB_S3_KEY", "AKIAUBENCHTEST")
+    monkeypatch.setenv("UB_S3_SECRET", "s3-secret-9d1e")
+    s3 = {"mix": {"put": 0.4, "get": 0.5, "list": 0.1}, "object_sizes": ["4KiB", "64KiB"], "keys": 8,
+          "access_key_env": "UB_S3_KEY", "secret_key_env": "UB_S3_SECRET"}  # fmt: skip
+    recipe = _s3("objects", s3)
+    recipe["slo"] = ["ops.get.bytes_per_s > 1000", "error_rate < 0.01"]
+    res = _run(write_recipe, tmp_path, recipe)
+    r = res.result
+    assert set(r["ops"]) == {"put", "get", "list"} and r["requests"]["failed"] == 0
+    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    assert {x["bytes"] for x in records if x["op"] == "put"} <= {4096, 65536}
+    # GETs read objects of either size (preloaded at the largest, then overwritten by PUTs)
+    assert {x["bytes"] for x in records if x["op"] == "get"} <= {4096, 65536}
+    assert all(x["items"] == 8 for x in records if x["op"] == "list")
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert b"s3-secret-9d1e" not in path.read_bytes(), path
+    assert res.passed
+
+
+def test_s3_multipart_uploads(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("UB_S3_KEY", "AKIAUBENCHTEST")
+    monkeypatch.setenv("UB_S3_SECRET", "test")
+    s3 = {"mix": {"put": 1}, "object_sizes": ["6MiB"], "keys": 2, "multipart_bytes": "5MiB", "part_bytes": "5MiB",
+          "access_key_env": "UB_S3_KEY", "secret_key_env": "UB_S3_SECRET"}  # fmt: skip
+    res = _run(write_recipe, tmp_path, _s3("multi", s3, duration_s=1.0))
+    ops = res.result["ops"]
+    assert ops["put"]["ok"] >= 1 and res.result["requests"]["failed"] == 0
+    assert ops["put"]["bytes_per_s"] == pytest.approx(ops["put"]["per_s"] * 6 * 2**20)
+
+
+def test_s3_missing_bucket_or_credentials_are_named_before_the_load(write_recipe, tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(ServiceError, match=r"s3 at http://127\.0\.0\.1:\d+/ubench: no credentials"):
+        _run(write_recipe, tmp_path, _s3("nocreds", {}))
+    monkeypatch.setenv("UB_S3_KEY", "AKIAUBENCHTEST")
+    monkeypatch.setenv("UB_S3_SECRET", "test")
+    s3 = {"bucket": "absent", "create_bucket": False, "access_key_env": "UB_S3_KEY", "secret_key_env": "UB_S3_SECRET"}
+    with pytest.raises(ServiceError, match=r"s3 at http://127\.0\.0\.1:\d+/absent: .*404"):
+        _run(write_recipe, tmp_path, _s3("nobucket", s3))
