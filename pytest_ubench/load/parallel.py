@@ -94,6 +94,9 @@ def run(
                 progress(_combine(list(snapshots.values())))
             elif kind == "done":
                 runs[index] = payload
+            elif kind == "error":
+                _interrupt(procs)
+                raise ServiceError(f"load client process {index}: {payload}")
     finally:
         for p in procs:
             p.join(timeout=5)
@@ -131,7 +134,11 @@ def _child(index: int, target: engine.Target, plan: engine.LoadPlan, conn: Conne
     if idle(plan):
         run = engine.Run([], start_at, 0.0, start_at + plan.warmup_s, start_at + plan.warmup_s + plan.duration_s)
     else:
-        run = engine.run(target, plan, lambda snap: queue.put(("progress", index, snap)), start_at=start_at)
+        try:
+            run = engine.run(target, plan, lambda snap: queue.put(("progress", index, snap)), start_at=start_at)
+        except ServiceError as exc:  # e.g. an adapter that cannot connect: its message, not "died"
+            queue.put(("error", index, str(exc)))
+            return
     queue.put(("done", index, run))
 
 

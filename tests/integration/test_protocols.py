@@ -273,3 +273,15 @@ def test_s3_missing_bucket_or_credentials_are_named_before_the_load(write_recipe
     s3 = {"bucket": "absent", "create_bucket": False, "access_key_env": "UB_S3_KEY", "secret_key_env": "UB_S3_SECRET"}
     with pytest.raises(ServiceError, match=r"s3 at http://127\.0\.0\.1:\d+/absent: .*404"):
         _run(write_recipe, tmp_path, _s3("nobucket", s3))
+
+
+def test_adapters_run_in_worker_processes_and_report_their_errors(write_recipe, tmp_path, monkeypatch):
+    ok = _redis("kv2", {"keys": 100}, load={"mode": "closed", "concurrency": 4, "workers": 2})
+    res = _run(write_recipe, tmp_path, ok)
+    assert res.result["client"]["processes"] == 2 and res.result["requests"]["failed"] == 0
+    monkeypatch.setenv("UB_REDIS_PW", "right")
+    monkeypatch.setenv("UB_REDIS_CLIENT_PW", "wrong")
+    bad = _redis("kv2bad", {"keys": 10, "password_env": "UB_REDIS_CLIENT_PW"}, "--requirepass", "${UB_REDIS_PW}",
+                 load={"mode": "closed", "concurrency": 2, "workers": 2})  # fmt: skip
+    with pytest.raises(ServiceError, match=r"load client process \d: redis at .*: authentication failed"):
+        _run(write_recipe, tmp_path / "bad", bad)
