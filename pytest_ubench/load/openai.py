@@ -144,16 +144,28 @@ class JsonSink(_Base):
     def on_body(self, data: bytes, t: float) -> None:
         self.body += data
 
-    def finish(self) -> None:
-        rec = self.rec
-        rec.nbytes = len(self.body)
+    def _parsed(self) -> dict[str, Any] | None:
+        """The JSON body once it is complete; None (with the record's error set) when there is none."""
+        self.rec.nbytes = len(self.body)
         if self._http_error():
-            return
+            return None
         try:
             obj = orjson.loads(self.body)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            self.rec.error = "malformed_response"
+            return None
+        return obj
+
+    def finish(self) -> None:
+        rec = self.rec
+        if (obj := self._parsed()) is None:
+            return
+        try:
             _take_usage(rec, obj.get("usage") or {})
             choices = obj["choices"]
-        except (ValueError, KeyError, TypeError):
+        except (AttributeError, KeyError, TypeError):
             rec.error = "malformed_response"
             return
         if rec.output_tokens is None:
@@ -172,14 +184,11 @@ class EmbeddingsSink(JsonSink):
 
     def finish(self) -> None:
         rec = self.rec
-        rec.nbytes = len(self.body)
-        if self._http_error():
+        if (obj := self._parsed()) is None:
             return
         try:
-            obj = orjson.loads(self.body)
-            data = obj["data"]
-            vectors = [d["embedding"] for d in data]
-        except (ValueError, KeyError, TypeError):
+            vectors = [d["embedding"] for d in obj["data"]]
+        except (KeyError, TypeError):
             rec.error = "malformed_response"
             return
         if len(vectors) != self.expected or not all(vectors):

@@ -10,7 +10,6 @@ thousand identical failures.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from ...metrics.records import Record
 from ...orchestrators.base import ServiceError
 from ..http import RequestFailed
+from . import secret
 
 SEQUENCE = 1 << 16
 
@@ -108,11 +108,7 @@ class PostgresAdapter:
         except ImportError:
             raise ServiceError("protocol postgres needs psycopg: pip install 'pytest-ubench[postgres]'") from None
         spec = self.spec
-        password = None
-        if spec.password_env is not None:
-            password = os.environ.get(spec.password_env)
-            if password is None:
-                raise ServiceError(f"workload.sql.password_env names {spec.password_env}, which is not set")
+        password = secret(spec.password_env, "workload.sql.password_env")
         conninfo = psycopg.conninfo.make_conninfo(
             host=spec.host, port=spec.port, dbname=spec.database, user=spec.user, password=password, connect_timeout=5
         )

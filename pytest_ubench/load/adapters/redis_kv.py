@@ -7,7 +7,6 @@ one run) issue the same operations. Keys are preloaded before the clock starts s
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from ...metrics.records import Record
 from ...orchestrators.base import ServiceError
 from ..http import RequestFailed
+from . import secret
 
 SEQUENCE = 1 << 16  # operations drawn once and cycled
 PRELOAD_BATCH = 1000
@@ -62,11 +62,7 @@ class RedisAdapter:
             raise ServiceError("protocol redis needs the redis package: pip install 'pytest-ubench[redis]'") from None
 
         spec = self.spec
-        password = None
-        if spec.password_env is not None:
-            password = os.environ.get(spec.password_env)
-            if password is None:
-                raise ServiceError(f"workload.kv.password_env names {spec.password_env}, which is not set")
+        password = secret(spec.password_env, "workload.kv.password_env")
         # Blocking pool: in open loop, requests beyond the connections wait for one (that wait is part
         # of their latency, measured from the intended send time).
         pool = redis.BlockingConnectionPool(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 from ...metrics.records import Record
 from ...orchestrators.base import ServiceError
 from ..http import RequestFailed
+from . import secret
 
 SEQUENCE = 1 << 16
 
@@ -65,14 +65,6 @@ class S3Adapter:
         self.pool: ThreadPoolExecutor | None = None
         self.where = f"s3 at {spec.endpoint_url}/{spec.bucket}"
 
-    def _secret(self, env: str | None, field: str) -> str | None:
-        if env is None:
-            return None
-        value = os.environ.get(env)
-        if value is None:
-            raise ServiceError(f"workload.s3.{field} names {env}, which is not set")
-        return value
-
     async def open(self, connections: int) -> None:
         try:
             import boto3
@@ -87,8 +79,8 @@ class S3Adapter:
             "s3",
             endpoint_url=spec.endpoint_url,
             region_name=spec.region,
-            aws_access_key_id=self._secret(spec.access_key_env, "access_key_env"),
-            aws_secret_access_key=self._secret(spec.secret_key_env, "secret_key_env"),
+            aws_access_key_id=secret(spec.access_key_env, "workload.s3.access_key_env"),
+            aws_secret_access_key=secret(spec.secret_key_env, "workload.s3.secret_key_env"),
             config=Config(max_pool_connections=n, retries={"max_attempts": 1}, connect_timeout=5),
         )
         self.transfer = TransferConfig(multipart_threshold=spec.multipart_bytes, multipart_chunksize=spec.part_bytes,
