@@ -22,6 +22,7 @@ from .load import dataset, engine, schedule
 from .load.adapters.postgres import PostgresSQL, Statement, tpcb
 from .load.adapters.redis_kv import RedisKV
 from .load.adapters.s3 import S3Objects
+from .load.adapters.vectordb import VectorSearch
 from .load.generic import StatusSink
 from .load.http import build_request
 from .load.openai import PATHS, EmbeddingsSink, embeddings_body, request_body
@@ -29,7 +30,7 @@ from .load.tokenizer import NoTokenizer, ServerTokenizer
 from .metrics.records import Record
 from .orchestrators import placeholders
 from .orchestrators.base import Endpoint, ServiceError
-from .recipes.schema import S3, Dataset, KeyValue, Load, Ramp, RandomInt, Sql, TokenLength, parse_bytes
+from .recipes.schema import S3, Dataset, KeyValue, Load, Ramp, RandomInt, Sql, TokenLength, Vector, parse_bytes
 from .recipes.sweep import Case
 
 
@@ -42,6 +43,7 @@ class Planned:
     plan: engine.LoadPlan
     dataset: dict[str, Any]  # what was sent, for the results: kind, count, token_counts
     stages: list[schedule.Stage] = field(default_factory=list)  # ramp steps, after the warm-up
+    phases: dict[str, Any] | None = None  # once-per-case setup before the load (``prepare``), timed
 
 
 def lengths(spec: TokenLength) -> dataset.Lengths:
@@ -256,7 +258,35 @@ def _adapter_for(case: Case, endpoint: Endpoint) -> tuple[Callable[[], engine.Ad
             s3.access_key_env, s3.secret_key_env, s3.seed,
         )  # fmt: skip
         return objects, {"kind": "objects", "prompts": 0, "keys": s3.keys, "object_sizes": list(sizes)}
+    if w.protocol == "vector":
+        assert w.vector is not None
+        v = w.vector
+        return _vector_spec(case, v, endpoint), {"kind": "vectors", "prompts": 0, "engine": v.engine,
+                "collection": v.collection, "vectors": v.count, "queries": v.queries, "top_k": v.top_k,
+                "metric": v.metric, "index": v.index, "data": v.data or "synthetic"}  # fmt: skip
     return None
+
+
+def _vector_spec(case: Case, v: Vector, endpoint: Endpoint) -> VectorSearch:
+    def path(p: str | None) -> str | None:
+        return None if p is None else str(_resolve(case, p))
+
+    return VectorSearch(
+        v.engine, endpoint.url.rstrip("/"), v.collection, v.dim, v.count, v.queries, v.clusters, v.metric, v.top_k,
+        v.index, tuple(sorted(v.index_params.items())), tuple(sorted(v.search_params.items())), v.filtered_share,
+        v.groups, v.insert_batch, v.recreate, path(v.data), path(v.query_data), v.api_key_env, v.settle_s, v.seed,
+    )  # fmt: skip
+
+
+def prepare(case: Case, endpoint: Endpoint) -> dict[str, Any] | None:
+    """Work a protocol does once per case before any load, timed as phases (a vector collection's
+    create, insert and index); None for protocols without."""
+    adapted = _adapter_for(case, endpoint)
+    if adapted is None or not hasattr(adapted[0], "prepare"):
+        return None
+    logger.info("{}: preparing ({})", case.id, case.recipe.workload.protocol)
+    phases: dict[str, Any] = adapted[0].prepare()
+    return phases
 
 
 def _adapter_plan(

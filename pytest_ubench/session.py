@@ -253,12 +253,15 @@ class CaseResult:
             rate = f"{t['items_per_s']:.1f} {unit}/s"
         else:
             rate = f"{t.get('response_bytes_per_s', 0.0) / 1e6:.2f} MB/s"
+        res = self.result
+        streamed = res["recipe"]["resolved"]["workload"]["stream"]
+        tokens = f"ttft p50 {f('ttft_ms', 'p50')} p95 {f('ttft_ms', 'p95')} ms, itl p50 {f('itl_ms', 'p50')} ms, "
         text = (
-            f"{r['ok']}/{r['total']} ok, ttft p50 {f('ttft_ms', 'p50')} p95 {f('ttft_ms', 'p95')} ms, "
-            f"itl p50 {f('itl_ms', 'p50')} ms, e2e p95 {f('e2e_ms', 'p95')} ms, "
+            f"{r['ok']}/{r['total']} ok, {tokens if streamed else ''}e2e p95 {f('e2e_ms', 'p95')} ms, "
             f"{t['requests_per_s']:.2f} req/s, {rate}"
         )
-        res = self.result
+        if res.get("recall"):
+            text += f", recall@k {res['recall']['mean']:.3f} (min {res['recall']['min']:.2f})"
         if "search" in res:
             text = f"{res['search']['note']}; at it: {text}"
         if r.get("dropped"):
@@ -318,6 +321,8 @@ def _measure(
         service_failure = f"{dep.endpoint.url}: {run.aborted}; the run was stopped early"
     bounds = [b for s in case.recipe.slos() if (b := s.per_request_bound) is not None]
     summary = stats.summary(measured, run.window_start, run.window_end, bounds)
+    if planned.phases is not None:
+        summary["phases"] = planned.phases
     extras: dict[str, Any] = {"dataset": planned.dataset}
     plan = planned.plan
     extras["client"] = client_check.check(run.client, run.records, plan.mode, run.window_start, run.window_end)
@@ -400,7 +405,12 @@ def _probe_case(case: Case, value: float) -> Case:
 
 
 def _search(
-    case: Case, services: Services, dep: Deployment, run_dir: Path, progress: engine.Progress | None
+    case: Case,
+    services: Services,
+    dep: Deployment,
+    run_dir: Path,
+    progress: engine.Progress | None,
+    phases: dict[str, Any] | None,
 ) -> tuple[_Measured | None, list[slo.Verdict], dict[str, Any]]:
     load = case.load
     slos = [slo.parse(e) for e in load.slo] if load.slo else case.recipe.slos()
@@ -418,6 +428,7 @@ def _search(
         pcase = _probe_case(case, value)
         logger.info("{}: probe {} = {:g}", case.id, load.over, value)
         planned = planning.plan_for(pcase, dep.endpoint, duration)
+        planned.phases = phases
         if load.over == "rate":
             limit = max(16, math.ceil(value * saturated_after_s))
             planned.plan = replace(planned.plan, saturated_in_flight=limit)
@@ -464,15 +475,18 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
     extra: dict[str, Any] = {}
+    phases = planning.prepare(case, dep.endpoint)
     if case.load.mode == "search":
-        main, verdicts, extra["search"] = _search(case, services, dep, run_dir, progress)
+        main, verdicts, extra["search"] = _search(case, services, dep, run_dir, progress, phases)
         runs = [main] if main is not None else []
     else:
         runs = []
         for i in range(case.recipe.workload.repeat):
             if i:
                 logger.info("{}: repeat {}/{}", case.id, i + 1, case.recipe.workload.repeat)
-            m = _measure(case, services, dep, planning.plan_for(case, dep.endpoint), run_dir, progress)
+            planned = planning.plan_for(case, dep.endpoint)
+            planned.phases = phases
+            m = _measure(case, services, dep, planned, run_dir, progress)
             runs.append(m)
             if m.run.aborted == "interrupted" or m.service_failure:
                 break
@@ -483,7 +497,7 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
             summary = stats.pooled([m.summary for m in runs], [r for m in runs for r in m.run.measured], bounds)
             main = _Measured(
                 runs[0].run,
-                summary | {k: v for k, v in main.summary.items() if k == "server_metrics"},
+                summary | {k: v for k, v in main.summary.items() if k in ("server_metrics", "phases")},
                 main.extras,
                 main.monitoring,
                 main.service_failure,

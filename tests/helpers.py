@@ -67,6 +67,9 @@ def service_pid(endpoint_file: Path, timeout_s: float = 30.0) -> int:
     return int(json.loads(endpoint_file.read_text())["pid"])
 
 
-def start(command: list[str], run_dir: Path, name: str = "svc", tls: bool = False) -> Deployment:
+def start(
+    command: list[str], run_dir: Path, name: str = "svc", tls: bool = False, health: dict | None = None
+) -> Deployment:
     """Start a service through the project's own harness (deploy + health check)."""
-    return deploy(LocalOrchestrator(), ServiceSpec(command=command, tls=tls), name, run_dir)
+    spec = ServiceSpec.model_validate({"command": command, "tls": tls, "health": health or {}})
+    return deploy(LocalOrchestrator(), spec, name, run_dir)

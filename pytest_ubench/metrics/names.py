@@ -14,6 +14,12 @@ THROUGHPUT: tuple[str, ...] = (
     "response_bytes_per_s",
 )
 REQUEST_COUNTS: tuple[str, ...] = ("total", "ok", "failed", "dropped")
+# Quality of answers where a protocol can score them (vector search: recall@k per query, 0..1).
+QUALITY: tuple[str, ...] = ("recall",)
+QUALITY_STATS: tuple[str, ...] = ("count", "mean", "min", "p50", "p90", "max")
+# Once-per-case setup phases before the load (vector collections) and their figures.
+PHASES: dict[str, tuple[str, ...]] = {"create": ("seconds",), "insert": ("seconds", "vectors_per_s"),
+                                      "index": ("seconds",)}  # fmt: skip
 
 
 def known_paths() -> set[str]:
@@ -21,6 +27,8 @@ def known_paths() -> set[str]:
     paths = {f"{m}.{s}" for m in LATENCY_METRICS for s in STATS}
     paths |= {f"throughput.{t}" for t in THROUGHPUT}
     paths |= {f"requests.{c}" for c in REQUEST_COUNTS}
+    paths |= {f"{q}.{s}" for q in QUALITY for s in QUALITY_STATS}
+    paths |= {f"phases.{p}.{f}" for p, fields in PHASES.items() for f in fields}
     paths.add("error_rate")
     return paths
 

@@ -31,6 +31,7 @@ class Record:
         "op",
         "output_tokens",
         "prompt_tokens",
+        "recall",
         "start",
         "status",
         "tokens_from",
@@ -52,6 +53,7 @@ class Record:
         self.items = 0  # inputs served by this request (embeddings: the batch); 0 where not counted
         self.nbytes = 0  # response body bytes
         self.op = ""  # the operation class (get/set, a statement's name) where a protocol has several
+        self.recall = NAN  # vector search: share of the exact top-k found
 
     @property
     def ok(self) -> bool:
@@ -61,7 +63,7 @@ class Record:
         def ms(t: float) -> float | None:
             return None if math.isnan(t) else round((t - t0) * 1000.0, 4)
 
-        return {
+        row = {
             "intended_ms": ms(self.intended),
             "start_ms": ms(self.start),
             "end_ms": ms(self.end),
@@ -76,6 +78,9 @@ class Record:
             "bytes": self.nbytes,
             "op": self.op,
         }
+        if not math.isnan(self.recall):
+            row["recall"] = round(self.recall, 6)
+        return row
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Record:
@@ -90,6 +95,7 @@ class Record:
         rec.prompt_tokens, rec.output_tokens = row["prompt_tokens"], row["output_tokens"]
         rec.tokens_from = row["tokens_from"]
         rec.items, rec.nbytes, rec.op = row.get("items", 0), row.get("bytes", 0), row.get("op", "")
+        rec.recall = row.get("recall", NAN)
         return rec
 
 

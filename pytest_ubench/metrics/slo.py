@@ -88,12 +88,12 @@ def parse(expression: str) -> SLO:
     if parts[0] == "ops":
         # Operation names come from the recipe's workload (get/set, statement names).
         stat_ok = (len(parts) == 4 and parts[2] == "latency_ms" and parts[3] in STATS) or (
-            len(parts) == 3 and parts[2] in ("per_s", "bytes_per_s", "error_rate")
+            len(parts) == 3 and parts[2] in ("per_s", "bytes_per_s", "error_rate", "recall")
         )
         if not stat_ok:
             raise SLOSyntaxError(
                 f"operation SLO {expression!r} must read 'ops.<op>.latency_ms.<stat>', 'ops.<op>.per_s', "
-                "'ops.<op>.bytes_per_s' or 'ops.<op>.error_rate'"
+                "'ops.<op>.bytes_per_s', 'ops.<op>.error_rate' or 'ops.<op>.recall'"
             )
         return SLO(expression.strip(), path, op, float(number))
     if path not in known_paths():
@@ -113,13 +113,11 @@ def lookup(summary: Mapping[str, Any], path: str) -> float | None:
     elif head == "server":
         name, _, stat = rest.partition(".")
         value = (summary.get("server_metrics") or {}).get(name, {}).get(stat)
-    elif head == "ops":
-        node = (summary.get("ops") or {}).get(rest.split(".")[0], {})
-        for part in rest.split(".")[1:]:
+    else:  # ops.<op>.<figure>, phases.<phase>.<figure>, requests.ok, recall.mean, ...
+        node = summary.get(head)
+        for part in rest.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         value = node
-    else:
-        value = summary[head][rest]
     return None if value is None else float(value)
 
 

@@ -116,8 +116,18 @@ def summary(
             "output_tokens": out_tokens,
         },
     }
+    if any(not math.isnan(r.recall) for r in ok):
+        out["recall"] = recall_summary(ok)
     if any(r.op for r in records):
         out["ops"] = per_op(records, elapsed)
+    return out
+
+
+def recall_summary(records: Iterable[Record]) -> dict[str, Any]:
+    """Recall@k over the answered queries: the mean is the figure to judge; the low tail (min) shows
+    the queries an index serves badly."""
+    out = summarize([r.recall for r in records if not math.isnan(r.recall)])
+    out.pop("under_sampled")
     return out
 
 
@@ -137,6 +147,8 @@ def per_op(records: Sequence[Record], elapsed: float) -> dict[str, dict[str, Any
             "bytes_per_s": sum(r.nbytes for r in ok) / elapsed if elapsed > 0 else 0.0,
             "latency_ms": summarize([(r.end - r.intended) * 1000.0 for r in ok]),
         }
+        if any(not math.isnan(r.recall) for r in ok):
+            out[op]["recall"] = recall_summary(ok)["mean"]
     return out
 
 

@@ -380,10 +380,42 @@ def parse_bytes(value: object) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
+Param = int | float | str | bool
+
+
+class Vector(_Strict):
+    """``protocol: vector``: create ``collection``, insert ``count`` vectors (timed phases), then query
+    it under load with ``top_k`` and, for ``filtered_share`` of queries, a filter on one of ``groups``
+    groups; every answer's recall@k is scored against numpy's exact answer on the same data."""
+
+    engine: Literal["chroma", "milvus", "qdrant"]
+    collection: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{1,62}[A-Za-z0-9]$")] = "ubench"
+    dim: PositiveInt = 64  # synthetic data; files give their own
+    count: PositiveInt = 10_000  # vectors stored (files: at most)
+    queries: PositiveInt = 1_000  # distinct query vectors, cycled
+    clusters: PositiveInt = 16  # synthetic data: seeded Gaussian clusters
+    metric: Literal["l2", "cosine", "ip"] = "l2"
+    top_k: PositiveInt = 10
+    index: Literal["hnsw", "flat", "auto"] = "hnsw"
+    index_params: dict[str, Param] = Field(default_factory=dict)  # the engine's own names
+    search_params: dict[str, Param] = Field(default_factory=dict)
+    filtered_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+    groups: PositiveInt = 10
+    insert_batch: PositiveInt = 1_000
+    recreate: bool = True  # drop and rebuild the collection; false keeps one of the right size
+    data: str | None = None  # .npy (rows x dim), relative to the recipe file
+    query_data: str | None = None  # .npy; default: synthetic queries, or perturbed stored vectors
+    api_key_env: str | None = None  # the environment variable holding an API key or token
+    # Wait this long after the index reports ready, for stores that keep indexing in the background
+    # without saying so (Milvus Lite: measured, queries in the first second after are brute force).
+    settle_s: Annotated[float, Field(ge=0)] = 0.0
+    seed: int = 0
+
+
 class Workload(_Strict):
-    protocol: Literal["openai-chat", "openai-completions", "openai-embeddings", "http", "redis", "postgres", "s3"] = (
-        "openai-chat"
-    )
+    protocol: Literal[
+        "openai-chat", "openai-completions", "openai-embeddings", "http", "redis", "postgres", "s3", "vector"
+    ] = "openai-chat"
     model: str = "default"
     stream: bool = True
     dataset: Dataset = Field(default_factory=Dataset)
@@ -405,6 +437,7 @@ class Workload(_Strict):
     kv: KeyValue | None = None  # protocol: redis
     sql: Sql | None = None  # protocol: postgres
     s3: S3 | None = None  # protocol: s3
+    vector: Vector | None = None  # protocol: vector
 
     @model_validator(mode="after")
     def _protocol_parts(self) -> Workload:
@@ -416,7 +449,9 @@ class Workload(_Strict):
             raise ValueError("a 'sql' part goes with 'protocol: postgres'")
         if self.s3 is not None and self.protocol != "s3":
             raise ValueError("an 's3' part goes with 'protocol: s3'")
-        if self.protocol in ("openai-embeddings", "http", "redis", "postgres", "s3") and self.stream:
+        if (self.protocol == "vector") != (self.vector is not None):
+            raise ValueError("'protocol: vector' and a 'vector' part (engine, collection, ...) go together")
+        if self.protocol in ("openai-embeddings", "http", "redis", "postgres", "s3", "vector") and self.stream:
             raise ValueError(f"'{self.protocol}' does not stream: set 'stream: false'")
         if self.batch_size > 1 and self.protocol != "openai-embeddings":
             raise ValueError("'batch_size' is for protocol openai-embeddings")

@@ -1,0 +1,255 @@
+"""Vector database load: create a collection, bulk-insert vectors (timed as phases), then query it under
+the engine's load with top-k and filters, scoring every answer's **recall@k** against the exact answer
+computed with numpy on the same data. Speed without quality would reward a sloppy index.
+
+One backend per database (``chroma.py``, ``milvus.py``, ``qdrant.py``) behind the small ``Backend``
+interface; each uses its ecosystem's synchronous client on a thread pool as large as the concurrency
+(queries take milliseconds; the hand-off, tens of microseconds, is inside the measured latency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from time import perf_counter
+from typing import Any, Protocol
+
+import numpy as np
+
+from ....metrics.records import Record
+from ....orchestrators.base import ServiceError
+
+ENGINES = ("chroma", "milvus", "qdrant")
+EXTRAS = {"chroma": "chroma", "milvus": "milvus", "qdrant": "qdrant"}
+
+
+@dataclass(frozen=True)
+class VectorSearch:
+    """What to do, picklable for worker processes; ``__call__`` makes the adapter inside the run's loop."""
+
+    engine: str  # chroma | milvus | qdrant
+    url: str  # http(s)://host:port of the service
+    collection: str = "ubench"
+    dim: int = 64
+    count: int = 10_000
+    queries: int = 1_000
+    clusters: int = 16
+    metric: str = "l2"  # l2 | cosine | ip
+    top_k: int = 10
+    index: str = "hnsw"  # hnsw | flat | auto
+    index_params: tuple[tuple[str, Any], ...] = ()  # the engine's own names (pairs: the spec is hashable)
+    search_params: tuple[tuple[str, Any], ...] = ()
+    filtered_share: float = 0.0  # share of queries restricted to one group (a metadata filter)
+    groups: int = 10
+    insert_batch: int = 1_000
+    recreate: bool = True
+    data: str | None = None  # .npy of count x dim float32 (resolved path)
+    query_data: str | None = None
+    api_key_env: str | None = None  # read when connecting, never stored
+    settle_s: float = 0.0  # wait after the index says it is ready (stores that finish indexing silently)
+    seed: int = 0
+
+    def __call__(self) -> VectorAdapter:
+        return VectorAdapter(self)
+
+    @property
+    def where(self) -> str:
+        return f"{self.engine} at {self.url}, collection {self.collection}"
+
+    def prepare(self) -> dict[str, Any]:
+        """Once per case, before any load: create the collection and insert the vectors, timed as the
+        ``create``, ``insert`` (vectors/s) and ``index`` phases."""
+        base, _, groups = vectors(self)
+        backend = connect(self)
+        try:
+            t0 = perf_counter()
+            fresh = backend.create(self.recreate)
+            t1 = perf_counter()
+            phases: dict[str, Any] = {"create": {"seconds": t1 - t0, "created": fresh}}
+            if fresh:
+                for start in range(0, len(base), self.insert_batch):
+                    stop = min(start + self.insert_batch, len(base))
+                    backend.insert(np.arange(start, stop), base[start:stop], groups[start:stop])
+                t2 = perf_counter()
+                phases["insert"] = {"vectors": len(base), "batch": self.insert_batch, "seconds": t2 - t1,
+                                    "vectors_per_s": len(base) / (t2 - t1) if t2 > t1 else None}  # fmt: skip
+            t2 = perf_counter()
+            backend.ready()
+            time.sleep(self.settle_s)
+            phases["index"] = {"seconds": perf_counter() - t2, "settle_s": self.settle_s}
+            stored = backend.count()
+            if stored != len(base):
+                raise ServiceError(
+                    f"{self.where}: holds {stored} vectors, expected {len(base)} "
+                    "(set workload.vector.recreate: true to rebuild it)"
+                )
+            return phases
+        finally:
+            backend.close()
+
+
+class Backend(Protocol):
+    """One database's client, synchronous; raises ``ServiceError`` on setup errors and
+    ``RequestFailed`` for a failed query where it can tell why."""
+
+    def create(self, recreate: bool) -> bool:
+        """Make the collection and its index; False when it exists and is kept (``recreate: false``)."""
+        ...
+
+    def insert(self, ids: np.ndarray, vectors: np.ndarray, groups: np.ndarray) -> None: ...
+
+    def ready(self) -> None:
+        """Block until inserted vectors are indexed and searchable."""
+        ...
+
+    def count(self) -> int: ...
+
+    def check(self) -> None:
+        """The collection exists and answers: raise ``ServiceError`` naming it otherwise."""
+        ...
+
+    def query(self, vector: np.ndarray, k: int, group: int | None) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+def connect(spec: VectorSearch) -> Backend:
+    try:
+        module = importlib.import_module(f"{__name__}.{spec.engine}")
+    except ImportError as exc:
+        raise ServiceError(
+            f"engine {spec.engine} needs its client library ({exc.name}): "
+            f"pip install 'pytest-ubench[{EXTRAS[spec.engine]}]'"
+        ) from None
+    backend: Backend = module.connect(spec)
+    return backend
+
+
+def clustered(n: int, dim: int, centers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Points around seeded cluster centres: real embeddings cluster, and uniform noise is a test no
+    index passes (every neighbour is nearly as far as every other)."""
+    assign = rng.integers(0, len(centers), n)
+    return (centers[assign] + rng.normal(0.0, 0.35, (n, dim))).astype(np.float32)
+
+
+def _read(path: str, what: str, dim: int | None) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"workload.vector.{what}: cannot read {path}: {exc}") from None
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise ServiceError(f"workload.vector.{what}: {path} holds {arr.shape} {arr.dtype}; expected rows x dim numbers")
+    if dim is not None and arr.shape[1] != dim:
+        raise ServiceError(f"workload.vector.{what}: {path} has dimension {arr.shape[1]}, the data has {dim}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+@lru_cache(maxsize=4)
+def vectors(spec: VectorSearch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored vectors, the queries and each stored vector's group (for filters); seeded, so every
+    process of a run and every run of a recipe sees the same data."""
+    rng = np.random.default_rng([spec.seed, 7])
+    if spec.data is not None:
+        base = _read(spec.data, "data", None)[: spec.count]
+    else:
+        centers = rng.normal(0.0, 1.0, (spec.clusters, spec.dim))
+        base = clustered(spec.count, spec.dim, centers, rng)
+    if spec.query_data is not None:
+        queries = _read(spec.query_data, "query_data", base.shape[1])[: spec.queries]
+    elif spec.data is not None:  # held-out perturbations of stored vectors
+        picks = base[rng.integers(0, len(base), spec.queries)]
+        queries = (picks + rng.normal(0.0, 0.05 * float(base.std()), picks.shape)).astype(np.float32)
+    else:
+        queries = clustered(spec.queries, spec.dim, centers, rng)
+    groups = (np.arange(len(base)) % spec.groups).astype(np.int64)
+    return base, queries, groups
+
+
+def exact_top_k(
+    base: np.ndarray, queries: np.ndarray, k: int, metric: str, allowed: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """The true k nearest stored vectors of each query by brute force (best first); ``allowed``
+    restricts query i to the stored vectors where ``allowed[i]`` is true (a filter)."""
+    if metric == "cosine":
+        base = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    norms = (base.astype(np.float64) ** 2).sum(axis=1)
+    out: list[np.ndarray] = []
+    chunk = max(1, 2_000_000 // max(1, len(base)))  # bound memory to ~16 MB of distances at a time
+    for start in range(0, len(queries), chunk):
+        q = queries[start : start + chunk].astype(np.float64)
+        dots = q @ base.astype(np.float64).T
+        score = norms[None, :] - 2.0 * dots if metric == "l2" else -dots  # smaller is nearer
+        if allowed is not None:
+            score = np.where(allowed[start : start + chunk], score, np.inf)
+        kk = min(k, score.shape[1])
+        part = np.argpartition(score, kk - 1, axis=1)[:, :kk]
+        for row, cand in zip(score, part, strict=True):
+            cand = cand[np.isfinite(row[cand])]
+            out.append(cand[np.argsort(row[cand], kind="stable")])
+    return out
+
+
+def query_plan(spec: VectorSearch) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Which group each query is restricted to (-1: none) and each query's exact answer under it."""
+    base, queries, groups = vectors(spec)
+    rng = np.random.default_rng([spec.seed, 11])
+    filtered = rng.random(len(queries)) < spec.filtered_share
+    group_of = np.where(filtered, rng.integers(0, spec.groups, len(queries)), -1)
+    allowed = None
+    if filtered.any():
+        allowed = (groups[None, :] == group_of[:, None]) | (group_of[:, None] < 0)
+    return group_of, exact_top_k(base, queries, spec.top_k, spec.metric, allowed)
+
+
+def recall(found: list[int], truth: np.ndarray) -> float:
+    """Share of the exact answer found; a filter leaving fewer than k candidates shrinks the answer."""
+    if len(truth) == 0:
+        return 1.0
+    return len(set(found) & set(truth.tolist())) / len(truth)
+
+
+class VectorAdapter:
+    def __init__(self, spec: VectorSearch) -> None:
+        self.spec = spec
+        self.backend: Backend | None = None
+        self.pool: ThreadPoolExecutor | None = None
+
+    async def open(self, connections: int) -> None:
+        spec = self.spec
+        _, self.queries, _ = vectors(spec)
+        self.group_of, self.truth = query_plan(spec)  # before the clock: a few ms to seconds of numpy
+        self.pool = ThreadPoolExecutor(max_workers=max(1, connections), thread_name_prefix="ubench-vector")
+        loop = asyncio.get_running_loop()
+        try:
+            self.backend = await loop.run_in_executor(self.pool, connect, spec)
+            await loop.run_in_executor(self.pool, self.backend.check)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def call(self, rec: Record, index: int) -> None:
+        assert self.backend is not None
+        i = index % len(self.queries)
+        group = int(self.group_of[i])
+        rec.op = "query" if group < 0 else "filtered_query"
+        found = await asyncio.get_running_loop().run_in_executor(
+            self.pool, self.backend.query, self.queries[i], self.spec.top_k, None if group < 0 else group
+        )
+        rec.items = 1
+        rec.recall = recall(found, self.truth[i])
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+
+__all__ = ["ENGINES", "Backend", "VectorAdapter", "VectorSearch", "exact_top_k", "recall", "vectors"]
