@@ -156,8 +156,9 @@ def _placement(args: argparse.Namespace) -> Orchestrator:
 
 def _dry_run(orch: Orchestrator, loaded: loader.LoadedRecipe, root: Path) -> int:
     spec = loaded.recipe.service
-    if spec.command is None:
-        _err(f"{loaded.recipe.name}: the recipe gives a url ({spec.url}); nothing would be deployed")
+    if spec is None or spec.command is None:
+        where = "runs fio here" if spec is None else f"gives a url ({spec.url})"
+        _err(f"{loaded.recipe.name}: the recipe {where}; nothing would be deployed")
         return EXIT_USAGE
     try:
         print(orch.dry_run(spec, loaded.recipe.name, service_dir(root, loaded.recipe.name)))

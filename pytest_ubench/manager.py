@@ -37,12 +37,12 @@ class Status:
 
 
 def start(loaded: LoadedRecipe, root: Path, orch: Orchestrator | None = None) -> registry.Entry:
-    if loaded.recipe.service.command is None:
-        raise ValueError(f"{loaded.recipe.name}: the recipe gives a url, not a command: nothing to start")
+    spec = loaded.recipe.service
+    if spec is None or spec.command is None:
+        raise ValueError(f"{loaded.recipe.name}: the recipe starts no service (a url, or fio): nothing to start")
     orch = orch or get_orchestrator("local")
     service_id = registry.new_id(loaded.recipe.name)
-    dep = deploy(orch, loaded.recipe.service, loaded.recipe.name, service_dir(root, service_id), detach=True)
-    spec = loaded.recipe.service
+    dep = deploy(orch, spec, loaded.recipe.name, service_dir(root, service_id), detach=True)
     return _register(service_id, loaded.recipe.name, orch, dep, health_path=spec.health.path,
                      metrics_path=spec.metrics_path)  # fmt: skip
 

@@ -152,11 +152,12 @@ def _dry_run(config: pytest.Config) -> None:
     seen: set[str] = set()
     for case in cases:
         recipe = case.recipe
-        if recipe.name in seen or recipe.service.command is None:
+        spec = recipe.service
+        if recipe.name in seen or spec is None or spec.command is None:
             continue
         seen.add(recipe.name)
         try:
-            text = orch.dry_run(recipe.service, recipe.name, service_dir(root, recipe.name))
+            text = orch.dry_run(spec, recipe.name, service_dir(root, recipe.name))
         except ServiceError as exc:
             raise pytest.UsageError(str(exc)) from None
         print(f"# --- {recipe.name} ({orch.name}) ---\n{text}", flush=True)
@@ -232,9 +233,9 @@ class Ubench:
         with self._allure.step("verdict: SLOs and baseline"):
             regressed = _baseline_gate(self._item.config, case, result)
         if self._allure.active:
-            dep = self._services.get(case.loaded)
-            log_tail = self._services.orchestrator.logs(dep) if dep.handle else ""
-            self._allure.attach(result.run_dir, dep.run_dir, log_tail, _figure(self._item))
+            dep = self._services.get(case.loaded) if case.recipe.service is not None else None
+            log_tail = self._services.orchestrator.logs(dep) if dep is not None and dep.handle else ""
+            self._allure.attach(result.run_dir, dep.run_dir if dep else None, log_tail, _figure(self._item))
         if fail_on_slo and not result.passed:
             pytest.fail(result.failure_message() + (f"\n{regressed}" if regressed else ""), pytrace=False)
         if regressed:
@@ -287,7 +288,7 @@ def ubench(request: pytest.FixtureRequest, ubench_services: Services) -> Ubench:
     be reached, a job Slurm refuses) is an *error* of the case, not a *failure*; failures are verdicts."""
     callspec = getattr(request.node, "callspec", None)
     case = callspec.params.get("ubench_case") if callspec is not None else None
-    if isinstance(case, Case):
+    if isinstance(case, Case) and case.recipe.service is not None:  # fio starts no service
         problem = None
         try:
             with _allure(request.config).step(f"deploy {case.recipe.name} ({ubench_services.orchestrator.name})"):

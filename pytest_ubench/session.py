@@ -11,13 +11,14 @@ import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from time import time as time_now
 from typing import Any
 from urllib.parse import urlsplit
 
 from filelock import FileLock
 from loguru import logger
 
-from . import planning
+from . import fio, planning
 from ._version import __version__
 from .load import engine, parallel
 from .metrics import client_check, repeats, results, search, slo, stats, steady
@@ -35,6 +36,7 @@ from .orchestrators.base import (
     to_record,
 )
 from .orchestrators.health import probe, tcp_probe, wait_healthy
+from .orchestrators.placeholders import expand
 from .orchestrators.slurm import SlurmOrchestrator
 from .planning import Planned
 from .recipes.loader import LoadedRecipe
@@ -130,6 +132,8 @@ class Services:
 
     def _deploy(self, loaded: LoadedRecipe) -> Deployment:
         spec = loaded.recipe.service
+        if spec is None:
+            raise ServiceError(f"{loaded.recipe.name}: the recipe has no service to deploy")
         run_dir = service_dir(self.root, loaded.recipe.name)
         url = self.target_url or spec.url
         if url is not None:
@@ -254,6 +258,12 @@ class CaseResult:
         else:
             rate = f"{t.get('response_bytes_per_s', 0.0) / 1e6:.2f} MB/s"
         res = self.result
+        if res["recipe"]["resolved"]["workload"]["protocol"] == "fio":
+            jobs = [
+                f"{op} {o['per_s']:.0f} IOPS {o['bytes_per_s'] / 1e6:.1f} MB/s p99 {_ms(o['latency_ms']['p99'])} ms"
+                for op, o in (res.get("ops") or {}).items()
+            ]
+            return "; ".join(jobs) or "no I/O completed"
         streamed = res["recipe"]["resolved"]["workload"]["stream"]
         tokens = f"ttft p50 {f('ttft_ms', 'p50')} p95 {f('ttft_ms', 'p95')} ms, itl p50 {f('itl_ms', 'p50')} ms, "
         text = (
@@ -467,12 +477,14 @@ def _search(
 
 def run_case(case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
     """Run one case against its (possibly already deployed) service and write its results."""
-    dep = services.get(case.loaded)
     run_dir = services.root / case.id
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
+    if case.recipe.workload.protocol == "fio":
+        return _fio_case(case, run_dir)
+    dep = services.get(case.loaded)
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
     extra: dict[str, Any] = {}
     phases = planning.prepare(case, dep.endpoint)
@@ -503,7 +515,40 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
                 main.service_failure,
             )
         verdicts = _judge(case, main, case.recipe.slos())
-    return _write_case(case, run_dir, dep, main, runs, verdicts, extra)
+    return _write_case(case, run_dir, dep.endpoint.url, dep.command, main, runs, verdicts, extra)
+
+
+def _fio_case(case: Case, run_dir: Path) -> CaseResult:
+    """File storage: fio generates the load and measures it; its figures fill the ``ops`` part."""
+    w = case.recipe.workload
+    assert w.fio is not None and not isinstance(case.load.concurrency, list)
+    try:
+        directory = Path(expand(w.fio.directory, {"run_dir": str(run_dir)}))
+    except ServiceError as exc:
+        raise ServiceError(f"{case.recipe.name}: workload.fio.directory: {exc}") from None
+    logger.info("{}: fio, {} job(s) in {}", case.id, len(w.fio.jobs), directory)
+    wall_t0 = time_now()
+    done = fio.run(w.fio, directory, run_dir, w.duration_s, w.warmup_s, case.load.concurrency or 1)
+    wall_t1 = time_now()
+    ops, errors = fio.ops(done.report)
+    summary = stats.summary([], 0.0, 0.0)
+    total = sum(o["total"] for o in ops.values())
+    busy = sum(o["seconds"] for o in ops.values())
+    summary["requests"] |= {"total": total, "ok": total}
+    moved = sum(o["bytes"] for o in ops.values())
+    summary["throughput"] |= {"elapsed_s": busy, "requests_per_s": total / busy if busy else 0.0,
+                              "items_per_s": total / busy if busy else 0.0,
+                              "response_bytes_per_s": moved / busy if busy else 0.0}  # fmt: skip
+    summary["ops"] = ops
+    info = {"kind": "files", "prompts": 0, "directory": str(directory), "job_file": done.job_file.name,
+            "fio_version": done.report.get("fio version"), "jobs": fio.jobs_info(done.report)}  # fmt: skip
+    extras: dict[str, Any] = {"dataset": info}
+    run = engine.Run([], 0.0, wall_t0, 0.0, busy, wall_t1=wall_t1)
+    m = _Measured(run, summary, extras, None, None)
+    verdicts = slo.judge(case.recipe.slos(), summary, case.recipe.strict_samples)
+    verdicts += [slo.Verdict(f"fio job {name} ran", None, "no error", False, err) for name, err in errors.items()]
+    command = [fio.binary(), "--output-format=json", str(done.job_file)]
+    return _write_case(case, run_dir, f"file://{directory}", command, m, [m], verdicts, {})
 
 
 def _repeats(runs: list[_Measured]) -> dict[str, Any]:
@@ -530,7 +575,8 @@ def _repeats(runs: list[_Measured]) -> dict[str, Any]:
 def _write_case(
     case: Case,
     run_dir: Path,
-    dep: Deployment,
+    endpoint: str,
+    command: list[str] | None,
     main: _Measured | None,
     runs: list[_Measured],
     verdicts: list[slo.Verdict],
@@ -557,8 +603,8 @@ def _write_case(
             "sha256": case.loaded.sha256,
             "resolved": case.recipe.model_dump(mode="json"),
         },
-        "provenance": results.provenance(__version__, _iso(first.wall_t0), _iso(run.wall_t1), dep.command),
-        "endpoint": dep.endpoint.url,
+        "provenance": results.provenance(__version__, _iso(first.wall_t0), _iso(run.wall_t1), command),
+        "endpoint": endpoint,
         "load": {
             "mode": case.load.mode,
             **case.point,
@@ -593,6 +639,10 @@ def _write_case(
     if run.aborted == "interrupted":
         raise KeyboardInterrupt
     return CaseResult(case.id, run_dir, result, verdicts, service_failure)
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _pct(v: float | None) -> str:

@@ -47,7 +47,7 @@ class Monitoring:
         if prom is None:
             return
         targets: list[tuple[str, str, int, str, str]] = []
-        if recipe.service.metrics_path:
+        if recipe.service is not None and recipe.service.metrics_path:
             scheme = "https" if dep.endpoint.url.startswith("https:") else "http"
             targets.append((recipe.name, dep.endpoint.host, dep.endpoint.port, recipe.service.metrics_path, scheme))
         if "node" in mon.query_sets:

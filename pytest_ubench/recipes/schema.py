@@ -412,9 +412,59 @@ class Vector(_Strict):
     seed: int = 0
 
 
+FioOption = Annotated[str | int | float, Field(description="a fio option value on one line")]
+
+
+class FioJob(_Strict):
+    """One fio job, run alone (``stonewall``) for the workload's duration after its warm-up (ramp)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]
+    rw: Literal["read", "write", "randread", "randwrite", "rw", "randrw"]
+    bs: ByteSize = "4KiB"
+    size: ByteSize = "256MiB"  # per process: the file each of numjobs processes works on
+    numjobs: PositiveInt | None = None  # default: workload.load.concurrency, so a concurrency list sweeps it
+    iodepth: PositiveInt = 1
+    rwmixread: Annotated[int, Field(ge=0, le=100)] | None = None  # rw/randrw: the read share, percent
+    direct: bool = False  # O_DIRECT: bypass the page cache (what a parallel file system's figures need)
+    options: dict[Annotated[str, Field(pattern=r"^[a-z_]+$")], FioOption] = Field(default_factory=dict)
+
+    @field_validator("bs", "size")
+    @classmethod
+    def _sizes_parse(cls, v: object) -> object:
+        parse_bytes(v)
+        return v
+
+
+class Fio(_Strict):
+    """``protocol: fio``: file storage measured by fio (jobs from the recipe, JSON output parsed into
+    per-job bandwidth, IOPS and latency percentiles); no service is started."""
+
+    directory: Annotated[str, Field(pattern=r"^[^\n\r:]+$")] = "{run_dir}/fio"  # placeholders and ${VAR}
+    ioengine: Literal["psync", "sync", "libaio", "io_uring", "posixaio", "mmap"] = "psync"
+    jobs: list[FioJob] = Field(min_length=1)
+    options: dict[Annotated[str, Field(pattern=r"^[a-z_]+$")], FioOption] = Field(default_factory=dict)  # [global]
+    keep_files: bool = False  # remove fio's data files after the run
+
+    @field_validator("jobs")
+    @classmethod
+    def _unique_names(cls, v: list[FioJob]) -> list[FioJob]:
+        names = [j.name for j in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"job names must be unique: {names}")
+        return v
+
+    @field_validator("options", mode="after")
+    @classmethod
+    def _one_line(cls, v: dict[str, object]) -> dict[str, object]:
+        for key, value in v.items():
+            if any(c in str(value) for c in "\n\r"):
+                raise ValueError(f"option {key}: a value must be one line")
+        return v
+
+
 class Workload(_Strict):
     protocol: Literal[
-        "openai-chat", "openai-completions", "openai-embeddings", "http", "redis", "postgres", "s3", "vector"
+        "openai-chat", "openai-completions", "openai-embeddings", "http", "redis", "postgres", "s3", "vector", "fio"
     ] = "openai-chat"
     model: str = "default"
     stream: bool = True
@@ -438,6 +488,7 @@ class Workload(_Strict):
     sql: Sql | None = None  # protocol: postgres
     s3: S3 | None = None  # protocol: s3
     vector: Vector | None = None  # protocol: vector
+    fio: Fio | None = None  # protocol: fio
 
     @model_validator(mode="after")
     def _protocol_parts(self) -> Workload:
@@ -451,7 +502,9 @@ class Workload(_Strict):
             raise ValueError("an 's3' part goes with 'protocol: s3'")
         if (self.protocol == "vector") != (self.vector is not None):
             raise ValueError("'protocol: vector' and a 'vector' part (engine, collection, ...) go together")
-        if self.protocol in ("openai-embeddings", "http", "redis", "postgres", "s3", "vector") and self.stream:
+        if (self.protocol == "fio") != (self.fio is not None):
+            raise ValueError("'protocol: fio' and a 'fio' part (directory, jobs) go together")
+        if self.protocol in ("openai-embeddings", "http", "redis", "postgres", "s3", "vector", "fio") and self.stream:
             raise ValueError(f"'{self.protocol}' does not stream: set 'stream: false'")
         if self.batch_size > 1 and self.protocol != "openai-embeddings":
             raise ValueError("'batch_size' is for protocol openai-embeddings")
@@ -503,13 +556,19 @@ class Regression(_Strict):
 class Recipe(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
-    service: ServiceSpec
+    service: ServiceSpec | None = None  # none only for protocol fio (the file system is the service)
     workload: Workload
     monitor: Monitor | None = None
     slo: list[SLOExpression] = Field(default_factory=list)
     regression: Regression = Field(default_factory=Regression)
     strict_samples: bool = False  # an SLO on an under-sampled percentile fails instead of passing with a note
     strict_client: bool = False  # a run whose client was likely the bottleneck fails instead of warning
+
+    @model_validator(mode="after")
+    def _service_unless_fio(self) -> Recipe:
+        if self.service is None and self.workload.protocol != "fio":
+            raise ValueError("a 'service' part is required (only protocol fio runs without one)")
+        return self
 
     def cross_field_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
         """Checks that span parts of the recipe, as (field path, message) for the loader to locate."""

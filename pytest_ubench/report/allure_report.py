@@ -37,8 +37,11 @@ class Recorder:
         for key, value in case.point.items():
             allure.dynamic.parameter(key, value)
         spec = case.recipe.service
-        service = Path(spec.command[0]).name if spec.command else (spec.url or "")
-        if spec.command and spec.command[0] == "{python}" and len(spec.command) > 2:
+        if spec is None:
+            service: str = case.recipe.workload.protocol  # fio: the file system under test
+        else:
+            service = Path(spec.command[0]).name if spec.command else (spec.url or "")
+        if spec and spec.command and spec.command[0] == "{python}" and len(spec.command) > 2:
             service = spec.command[2]  # "{python} -m module": the module names the service
         for name, value in (("recipe", case.recipe.name), ("service", service),
                             ("protocol", case.recipe.workload.protocol), ("orchestrator", orchestrator)):  # fmt: skip
@@ -55,5 +58,7 @@ class Recorder:
             allure.attach(figure, "latency CDFs", kind.SVG)
         if log_tail:
             allure.attach(log_tail, "service log (tail)", kind.TEXT)
+        if (run_dir / "job.fio").exists():
+            allure.attach.file(str(run_dir / "job.fio"), "fio job file", kind.TEXT)
         if service_dir is not None and (service_dir / "job.sbatch").exists():
             allure.attach.file(str(service_dir / "job.sbatch"), "batch script", kind.TEXT)

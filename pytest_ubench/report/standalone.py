@@ -123,9 +123,11 @@ def _case(c: Case) -> str:
         rows = [[s["expression"], s["measured"], s["allowed"], "PASS" if s["passed"] else "FAIL"] for s in r["slo"]]
         parts.append("<h3>SLOs</h3>" + _table(["SLO", "measured", "allowed", "verdict"], rows,
                                                ["pass" if s["passed"] else "fail" for s in r["slo"]]))  # fmt: skip
+    parts.append(_operations(r))
     stats = ["count", "mean", "p50", "p90", "p99", "max"]
-    parts.append("<h3>Latency (ms)</h3>" + _table(["metric", *stats], [[k, *(v.get(s) for s in stats)]
-                                                                        for k, v in r["metrics"].items()]))  # fmt: skip
+    rows = [[k, *(v.get(s) for s in stats)] for k, v in r["metrics"].items() if v.get("count")]
+    if rows:
+        parts.append("<h3>Latency (ms)</h3>" + _table(["metric", *stats], rows))
     measured = [x for x in c.records if not x.warmup and x.ok]
     if measured:
         values = [request_values(x) for x in measured]
@@ -147,6 +149,28 @@ def _case(c: Case) -> str:
     if r.get("service_failure"):
         parts.append(f'<pre class="fail">{html.escape(r["service_failure"])}</pre>')
     parts.append("</section>")
+    return "".join(parts)
+
+
+def _operations(r: dict[str, Any]) -> str:
+    """Per operation class (GET/SET, statements, vector queries, fio jobs), recall and setup phases."""
+    parts = []
+    ops = r.get("ops") or {}
+    if ops:
+        recall = any("recall" in o for o in ops.values())
+        header = ["operation", "count", "per s", "MB/s", "p50 ms", "p95 ms", "p99 ms", "error rate"]
+        rows = [[name, o["total"], o["per_s"], (o.get("bytes_per_s") or 0) / 1e6, o["latency_ms"].get("p50"),
+                 o["latency_ms"].get("p95"), o["latency_ms"].get("p99"), o["error_rate"]]
+                + ([o.get("recall")] if recall else []) for name, o in ops.items()]  # fmt: skip
+        parts.append("<h3>Operations</h3>" + _table(header + (["recall@k"] if recall else []), rows))
+    if r.get("recall"):
+        rc = r["recall"]
+        parts.append(f"<p>recall@{r['dataset'].get('top_k', 'k')} against the exact answer: mean {_fmt(rc['mean'])}, "
+                     f"p50 {_fmt(rc.get('p50'))}, min {_fmt(rc['min'])} over {rc['count']} queries</p>")  # fmt: skip
+    phases = r.get("phases")
+    if phases:
+        rows = [[name, p.get("seconds"), p.get("vectors"), p.get("vectors_per_s")] for name, p in phases.items()]
+        parts.append("<h3>Setup phases</h3>" + _table(["phase", "seconds", "vectors", "vectors/s"], rows))
     return "".join(parts)
 
 

@@ -20,6 +20,7 @@ from pytest_ubench import Services, expand, load, run_case
 from pytest_ubench.load.adapters.vectordb import VectorSearch, vectors
 from pytest_ubench.orchestrators.base import Deployment, ServiceError
 from pytest_ubench.orchestrators.local import LocalOrchestrator
+from pytest_ubench.report.standalone import render
 
 pytestmark = pytest.mark.integration
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())
@@ -141,6 +142,9 @@ def test_chroma_insert_phases_query_load_and_recall(chroma, write_recipe, tmp_pa
     ]
     assert reported == pytest.approx(float(np.mean(mine)), abs=1e-9)
     assert [v.expression for v in res.verdicts if v.passed] == recipe["slo"]
+    page = render(tmp_path / "out")
+    assert "recall@10 against the exact answer" in page and "<h3>Setup phases</h3>" in page
+    assert f"recall@k {reported:.3f}" in res.key_figures()
 
 
 def test_chroma_keeps_a_collection_of_the_right_size_and_refuses_a_flat_index(chroma, write_recipe, tmp_path):

@@ -1,0 +1,199 @@
+"""File storage measured by fio: the recipe's jobs become a job file, fio runs it (each job alone, for
+the workload's duration after a ramp), and its JSON report becomes per-job bandwidth, IOPS and latency
+percentiles in the results' ``ops`` part, where SLOs, reports and sweeps read them like any protocol's.
+
+fio, not our engine, generates this load: it is the well-kept tool for the job (and how Lustre/GPFS
+scratch is benchmarked on HPC), and our loop would only add Python between the test and the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .metrics.names import MIN_SAMPLES
+from .metrics.results import write_atomic
+from .orchestrators.base import ServiceError
+from .recipes.schema import Fio, FioJob, parse_bytes
+
+PERCENTILES = {"p50": "50.000000", "p90": "90.000000", "p95": "95.000000", "p99": "99.000000", "p99_9": "99.900000"}
+GRACE_S = 60.0  # beyond the jobs' own time: laying out files, fio's start and exit
+
+
+class FioError(ServiceError):
+    """fio could not run or its report is unreadable."""
+
+
+@dataclass(frozen=True)
+class FioRun:
+    report: dict[str, Any]  # fio's JSON
+    job_file: Path
+    seconds: float  # the time the jobs were set to run (ramps included)
+
+
+def binary() -> str:
+    path = shutil.which("fio")
+    if path is None:
+        raise FioError("protocol fio needs the fio binary on PATH (Debian: apt install fio; HPC: module load fio)")
+    return path
+
+
+def _value(v: object) -> str:
+    return str(int(v)) if isinstance(v, bool) else str(v)
+
+
+def job_text(spec: Fio, directory: str, runtime_s: float, ramp_s: float, concurrency: int) -> str:
+    """The job file: values come from a validated recipe, one option per line, never through a shell."""
+    lines = [
+        "[global]",
+        f"directory={directory}",
+        f"ioengine={spec.ioengine}",
+        "time_based=1",
+        f"runtime={max(1, round(runtime_s * 1000))}ms",
+        "group_reporting=1",
+        "lat_percentiles=1",
+        "percentile_list=" + ":".join(k.rstrip("0").rstrip(".") for k in PERCENTILES.values()),
+    ]
+    if ramp_s > 0:
+        lines.append(f"ramp_time={round(ramp_s * 1000)}ms")
+    lines += [f"{k}={_value(v)}" for k, v in spec.options.items()]
+    for job in spec.jobs:
+        lines += ["", f"[{job.name}]", "stonewall", f"rw={job.rw}", f"bs={parse_bytes(job.bs)}",
+                  f"size={parse_bytes(job.size)}", f"numjobs={job.numjobs or concurrency}", f"iodepth={job.iodepth}",
+                  f"direct={int(job.direct)}"]  # fmt: skip
+        if job.rwmixread is not None:
+            lines.append(f"rwmixread={job.rwmixread}")
+        lines += [f"{k}={_value(v)}" for k, v in job.options.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run(spec: Fio, directory: Path, run_dir: Path, runtime_s: float, ramp_s: float, concurrency: int) -> FioRun:
+    """Run fio to completion; Ctrl-C stops it (and re-raises) after it writes what it measured."""
+    exe = binary()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FioError(f"workload.fio.directory: cannot create {directory}: {exc.strerror or exc}") from None
+    job_file = run_dir / "job.fio"
+    text = job_text(spec, str(directory), runtime_s, ramp_s, concurrency)
+    write_atomic(job_file, lambda fh: print(text, end="", file=fh))
+    out = run_dir / "fio.json"
+    seconds = len(spec.jobs) * (runtime_s + ramp_s)
+    cmd = [exe, "--output-format=json", f"--output={out}", str(job_file)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=seconds + GRACE_S)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise FioError(f"fio did not finish within {seconds + GRACE_S:.0f} s; stopped") from None
+    except KeyboardInterrupt:
+        _stop(proc)
+        raise
+    finally:
+        if not spec.keep_files:
+            remove_data_files(spec.jobs, directory)
+    report = _read(out)
+    if report is None:
+        tail = err.decode(errors="replace").strip().splitlines()[-5:]
+        raise FioError(f"fio exited with code {proc.returncode} and no report: {' | '.join(tail) or 'no message'}")
+    return FioRun(report, job_file, seconds)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT first: fio then ends its jobs and writes its report; SIGKILL if it does not."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """fio's JSON, or None; fio may print notes before the JSON object."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        report: dict[str, Any] = json.loads(text[start:])
+    except json.JSONDecodeError:
+        return None
+    return report
+
+
+def remove_data_files(jobs: list[FioJob], directory: Path) -> None:
+    """fio names its files ``<job>.<process>.<file>``: only those are removed, nothing else there."""
+    names = {j.name for j in jobs if "filename" not in j.options}
+    pattern = re.compile(r"^(.+)\.\d+\.\d+$")
+    with contextlib.suppress(OSError):
+        for f in directory.iterdir():
+            m = pattern.match(f.name)
+            if m and m.group(1) in names and f.is_file():
+                f.unlink(missing_ok=True)
+
+
+def _latency(side: dict[str, Any]) -> dict[str, Any]:
+    lat = side.get("lat_ns") or side.get("clat_ns") or {}
+    n = int(lat.get("N", 0))
+    out: dict[str, Any] = {"count": n}
+    if n == 0:
+        return out | dict.fromkeys(("mean", "min", *PERCENTILES, "max")) | {"under_sampled": list(MIN_SAMPLES)}
+    pct = lat.get("percentile", {})
+    out |= {"mean": lat["mean"] / 1e6, "min": lat["min"] / 1e6}
+    out |= {name: (pct[key] / 1e6 if key in pct else None) for name, key in PERCENTILES.items()}
+    out["max"] = lat["max"] / 1e6
+    out["under_sampled"] = [name for name, need in MIN_SAMPLES.items() if n < need]
+    return out
+
+
+def ops(report: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Per job and direction (``<job>_read``, ``<job>_write``): rate, MB/s, latency; and each failed
+    job's error (fio's errno, e.g. a full disk), so figures of the jobs that ran are kept."""
+    out: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for job in report.get("jobs", []):
+        name = job.get("jobname", "job")
+        if job.get("error"):
+            errno = int(job["error"])
+            errors[name] = f"{os.strerror(errno)} (errno {errno})"
+        for direction in ("read", "write", "trim"):
+            side = job.get(direction) or {}
+            if not side.get("total_ios"):
+                continue
+            seconds = side.get("runtime", 0) / 1000.0
+            out[f"{name}_{direction}"] = {
+                "total": int(side["total_ios"]),
+                "ok": int(side["total_ios"]),
+                "error_rate": 1.0 if name in errors else 0.0,
+                "per_s": float(side["iops"]),
+                "bytes_per_s": float(side["bw_bytes"]),
+                "bytes": int(side["io_bytes"]),
+                "seconds": seconds,
+                "latency_ms": _latency(side),
+            }
+    return out, errors
+
+
+def jobs_info(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """What each job was, as fio reports it (for the results)."""
+    info = []
+    for job in report.get("jobs", []):
+        opts = job.get("job options", {})
+        info.append({"name": job.get("jobname"), "error": job.get("error", 0), "usr_cpu": job.get("usr_cpu"),
+                     "sys_cpu": job.get("sys_cpu"), **{k: opts[k] for k in ("rw", "bs", "size", "numjobs", "iodepth",
+                                                                             "direct") if k in opts}})  # fmt: skip
+    return info

@@ -1,0 +1,49 @@
+"""fio recipes: no service, validated job options, and the job file they become."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from pytest_ubench.fio import job_text
+from pytest_ubench.recipes.schema import Fio, Recipe
+
+LOAD = {"mode": "closed", "concurrency": 2}
+
+
+def _recipe(**fio: object) -> dict:
+    return {"name": "f", "workload": {"protocol": "fio", "stream": False, "load": LOAD,
+                                      "fio": {"jobs": [{"name": "r", "rw": "randread"}], **fio}}}  # fmt: skip
+
+
+def test_fio_needs_no_service_but_every_other_protocol_does():
+    assert Recipe.model_validate(_recipe()).service is None
+    with pytest.raises(pydantic.ValidationError, match="a 'service' part is required"):
+        Recipe.model_validate({"name": "x", "workload": {"load": LOAD}})
+
+
+@pytest.mark.parametrize(
+    ("fio", "message"),
+    [
+        ({"options": {"fsync": "1\n[evil]"}}, "a value must be one line"),
+        ({"jobs": [{"name": "a", "rw": "read"}, {"name": "a", "rw": "write"}]}, "job names must be unique"),
+        ({"jobs": [{"name": "a b", "rw": "read"}]}, "should match pattern"),
+        ({"jobs": [{"name": "a", "rw": "read", "bs": "4 parsecs"}]}, "not a size"),
+        ({"directory": "/a\n[x]"}, "should match pattern"),
+    ],
+)
+def test_values_that_could_break_the_job_file_are_refused(fio, message):
+    with pytest.raises(pydantic.ValidationError, match=message):
+        Recipe.model_validate(_recipe(**fio))
+
+
+def test_job_file_one_stonewalled_section_per_job_numjobs_from_concurrency():
+    spec = Fio.model_validate({"jobs": [{"name": "a", "rw": "write", "bs": "1MiB", "numjobs": 4},
+                                        {"name": "b", "rw": "randrw", "rwmixread": 70, "direct": True}],
+                               "options": {"fsync": 8}})  # fmt: skip
+    text = job_text(spec, "/scratch/x", 1.5, 0.5, concurrency=3)
+    assert "[global]\ndirectory=/scratch/x\n" in text and "runtime=1500ms" in text and "ramp_time=500ms" in text
+    assert "fsync=8" in text.split("[a]")[0]
+    a, b = text.split("[a]")[1].split("[b]")
+    assert "stonewall\nrw=write\nbs=1048576" in a and "numjobs=4" in a
+    assert "numjobs=3" in b and "rwmixread=70" in b and "direct=1" in b
