@@ -19,12 +19,15 @@ import numpy as np
 from loguru import logger
 
 from .load import dataset, engine, schedule
+from .load.adapters.grpc_calls import GrpcCall
 from .load.adapters.postgres import PostgresSQL, Statement, tpcb
 from .load.adapters.redis_kv import RedisKV
 from .load.adapters.s3 import S3Objects
 from .load.adapters.vectordb import VectorSearch
 from .load.generic import StatusSink
 from .load.http import build_request
+from .load.kserve import InferSink, infer_path
+from .load.kserve import bodies as kserve_bodies
 from .load.openai import PATHS, EmbeddingsSink, embeddings_body, request_body
 from .load.tokenizer import NoTokenizer, ServerTokenizer
 from .metrics.records import Record
@@ -137,7 +140,7 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
     adapted = _adapter_for(case, endpoint)
     if adapted is not None:
         return _adapter_plan(case, duration_s, *adapted)
-    if w.protocol == "http":  # one fixed request: no prompts, and no calls to a tokenizer it may not have
+    if w.protocol in ("http", "kserve-v2"):  # fixed requests: no prompts, and no tokenizer to ask
         prompts: list[dataset.Prompt] = []
         info: dict[str, Any] = {"kind": "none", "prompts": 0}
     else:
@@ -164,6 +167,8 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
     try:
         if w.protocol == "http":
             reqs, sink = _http_call(case, endpoint, base)
+        elif w.protocol == "kserve-v2":
+            reqs, sink, info = _kserve_calls(case, endpoint, base, headers)
         elif w.protocol == "openai-embeddings":
             texts = [p.text or "" for p in prompts]
             b = w.batch_size
@@ -258,6 +263,15 @@ def _adapter_for(case: Case, endpoint: Endpoint) -> tuple[Callable[[], engine.Ad
             s3.access_key_env, s3.secret_key_env, s3.seed,
         )  # fmt: skip
         return objects, {"kind": "objects", "prompts": 0, "keys": s3.keys, "object_sizes": list(sizes)}
+    if w.protocol == "grpc":
+        g = w.grpc
+        assert g is not None
+        call = GrpcCall(f"{endpoint.host}:{endpoint.port}", g.service, g.method, json.dumps(g.request),
+                        str(_resolve(case, g.proto)) if g.proto else None,
+                        tuple(str(_resolve(case, i)) for i in g.include), tuple(sorted(g.metadata.items())),
+                        endpoint.url.startswith("https:"), g.channels)  # fmt: skip
+        return call, {"kind": "grpc", "prompts": 0, "method": f"{g.service}/{g.method}",
+                      "descriptors": g.proto or "server reflection"}  # fmt: skip
     if w.protocol == "vector":
         assert w.vector is not None
         v = w.vector
@@ -299,6 +313,21 @@ def _adapter_plan(
     if load.trace is not None:
         raise PlanError(f"{case.recipe.name}: workload.load.trace replays HTTP requests; {w.protocol} has none")
     return Planned(_load_plan(case, sched, duration, [], adapter=adapter), info, stages)
+
+
+def _kserve_calls(
+    case: Case, endpoint: Endpoint, base: str, headers: dict[str, str]
+) -> tuple[list[bytes], Callable[[Record], engine.Sink], dict[str, Any]]:
+    k = case.recipe.workload.kserve
+    assert k is not None
+    inputs = [i.model_dump() for i in k.inputs]
+    path = base + infer_path(k.model, k.version)
+    headers = {**headers, "Accept": "application/json"}
+    reqs = [build_request("POST", endpoint.host, endpoint.port, path, body, headers)
+            for body in kserve_bodies(inputs, k.outputs, k.variants, k.seed)]  # fmt: skip
+    batch = k.inputs[0].shape[0]
+    info = {"kind": "tensors", "prompts": 0, "model": k.model, "bodies": len(reqs), "batch": batch}
+    return reqs, partial(InferSink, batch=batch), info
 
 
 def _http_call(case: Case, endpoint: Endpoint, base: str) -> tuple[list[bytes], Callable[[Record], engine.Sink]]:

@@ -251,9 +251,7 @@ class CaseResult:
         if t.get("output_tokens"):
             rate = f"{t['output_tokens_per_s']:.1f} tok/s"
         elif t.get("items_per_s"):
-            unit = (
-                "inputs" if self.result["recipe"]["resolved"]["workload"]["protocol"] == "openai-embeddings" else "ops"
-            )
+            unit = ITEMS.get(self.result["recipe"]["resolved"]["workload"]["protocol"], "ops")
             rate = f"{t['items_per_s']:.1f} {unit}/s"
         else:
             rate = f"{t.get('response_bytes_per_s', 0.0) / 1e6:.2f} MB/s"
@@ -264,7 +262,7 @@ class CaseResult:
                 for op, o in (res.get("ops") or {}).items()
             ]
             return "; ".join(jobs) or "no I/O completed"
-        streamed = res["recipe"]["resolved"]["workload"]["stream"]
+        streamed = res["recipe"]["resolved"]["workload"]["stream"] or m["ttft_ms"]["count"]
         tokens = f"ttft p50 {f('ttft_ms', 'p50')} p95 {f('ttft_ms', 'p95')} ms, itl p50 {f('itl_ms', 'p50')} ms, "
         text = (
             f"{r['ok']}/{r['total']} ok, {tokens if streamed else ''}e2e p95 {f('e2e_ms', 'p95')} ms, "
@@ -398,6 +396,8 @@ def _judge(case: Case, m: _Measured, slos: list[slo.SLO]) -> list[slo.Verdict]:
 
 
 SATURATED_E2E_S = 10.0
+# What ``items_per_s`` counts, per protocol, in the one-line summary.
+ITEMS = {"openai-embeddings": "inputs", "grpc": "messages", "kserve-v2": "inferences", "vector": "queries"}
 
 
 def _probe_case(case: Case, value: float) -> Case:
@@ -477,14 +477,14 @@ def _search(
 
 def run_case(case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
     """Run one case against its (possibly already deployed) service and write its results."""
+    dep = services.get(case.loaded) if case.recipe.service is not None else None  # fio: no service
     run_dir = services.root / case.id
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
-    if case.recipe.workload.protocol == "fio":
+    if dep is None:
         return _fio_case(case, run_dir)
-    dep = services.get(case.loaded)
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
     extra: dict[str, Any] = {}
     phases = planning.prepare(case, dep.endpoint)

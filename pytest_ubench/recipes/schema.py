@@ -6,6 +6,7 @@ schema validates the recipe as written, and ``sweep.expand`` turns it into one p
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
@@ -412,6 +413,49 @@ class Vector(_Strict):
     seed: int = 0
 
 
+class Grpc(_Strict):
+    """``protocol: grpc``: unary or server-streaming calls of ``service``/``method``, described by
+    ``proto`` (compiled when the run starts) or by the server's reflection service when it is null."""
+
+    service: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]  # full name: package.Service
+    method: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    request: dict[str, object] = Field(default_factory=dict)  # the request message, protobuf's JSON mapping
+    proto: str | None = None  # relative to the recipe file
+    include: list[str] = Field(default_factory=list)  # import paths for the .proto, relative to the recipe
+    metadata: dict[Annotated[str, Field(pattern=r"^[a-z0-9_.-]+$")], str] = Field(default_factory=dict)
+    channels: PositiveInt = 1  # HTTP/2 connections the calls are spread over
+
+
+KServeType = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                     "FP16", "FP32", "FP64", "BYTES"]  # fmt: skip
+
+
+class KServeInput(_Strict):
+    name: str
+    datatype: KServeType
+    shape: list[PositiveInt] = Field(min_length=1)
+    data: list[object] | None = None  # flattened, row-major; null: seeded random values of the shape
+
+
+class KServe(_Strict):
+    """``protocol: kserve-v2``: the Open Inference Protocol's ``/v2/models/<model>/infer`` (Triton,
+    MLServer, KServe)."""
+
+    model: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    version: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    inputs: list[KServeInput] = Field(min_length=1)
+    outputs: list[str] = Field(default_factory=list)  # request these outputs only
+    variants: PositiveInt = 16  # distinct bodies when some input is random
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _data_fits_shape(self) -> KServe:
+        for i in self.inputs:
+            if i.data is not None and len(i.data) != math.prod(i.shape):
+                raise ValueError(f"input {i.name}: {len(i.data)} values do not fill shape {i.shape}")
+        return self
+
+
 FioOption = Annotated[str | int | float, Field(description="a fio option value on one line")]
 
 
@@ -464,7 +508,17 @@ class Fio(_Strict):
 
 class Workload(_Strict):
     protocol: Literal[
-        "openai-chat", "openai-completions", "openai-embeddings", "http", "redis", "postgres", "s3", "vector", "fio"
+        "openai-chat",
+        "openai-completions",
+        "openai-embeddings",
+        "http",
+        "redis",
+        "postgres",
+        "s3",
+        "vector",
+        "fio",
+        "grpc",
+        "kserve-v2",
     ] = "openai-chat"
     model: str = "default"
     stream: bool = True
@@ -489,6 +543,8 @@ class Workload(_Strict):
     s3: S3 | None = None  # protocol: s3
     vector: Vector | None = None  # protocol: vector
     fio: Fio | None = None  # protocol: fio
+    grpc: Grpc | None = None  # protocol: grpc
+    kserve: KServe | None = None  # protocol: kserve-v2
 
     @model_validator(mode="after")
     def _protocol_parts(self) -> Workload:
@@ -504,7 +560,12 @@ class Workload(_Strict):
             raise ValueError("'protocol: vector' and a 'vector' part (engine, collection, ...) go together")
         if (self.protocol == "fio") != (self.fio is not None):
             raise ValueError("'protocol: fio' and a 'fio' part (directory, jobs) go together")
-        if self.protocol in ("openai-embeddings", "http", "redis", "postgres", "s3", "vector", "fio") and self.stream:
+        if (self.protocol == "grpc") != (self.grpc is not None):
+            raise ValueError("'protocol: grpc' and a 'grpc' part (service, method, ...) go together")
+        if (self.protocol == "kserve-v2") != (self.kserve is not None):
+            raise ValueError("'protocol: kserve-v2' and a 'kserve' part (model, inputs) go together")
+        unstreamed = ("openai-embeddings", "http", "redis", "postgres", "s3", "vector", "fio", "kserve-v2")
+        if self.protocol in unstreamed and self.stream:
             raise ValueError(f"'{self.protocol}' does not stream: set 'stream: false'")
         if self.batch_size > 1 and self.protocol != "openai-embeddings":
             raise ValueError("'batch_size' is for protocol openai-embeddings")

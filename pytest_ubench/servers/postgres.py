@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             if pwdir is not None:
                 shutil.rmtree(pwdir)
-    server = [binary("postgres"), "-D", str(data), "-h", args.host, "-p", str(args.port), "-k", str(data),
+    # TCP only: a Unix socket path is limited to 107 bytes, which a deep results directory exceeds.
+    server = [binary("postgres"), "-D", str(data), "-h", args.host, "-p", str(args.port), "-k", "",
               "-c", "max_connections=200"]  # fmt: skip
     if not args.durable:
         server += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
