@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from loguru import logger
 
-from .load import dataset, engine, schedule
+from .load import dataset, engine, ollama, schedule
 from .load.adapters.grpc_calls import GrpcCall
 from .load.adapters.postgres import PostgresSQL, Statement, tpcb
 from .load.adapters.redis_kv import RedisKV
@@ -182,11 +182,15 @@ def plan_for(case: Case, endpoint: Endpoint, duration_s: float | None = None) ->
             info["batch_size"] = b
         else:
             outs = lengths(w.dataset.output_tokens).draw(len(prompts), np.random.default_rng([w.dataset.seed, 2]))
+            native = w.protocol in ollama.PATHS  # Ollama's own API: NDJSON, its counts and timings
+            build = ollama.request_body if native else request_body
             bodies = [
-                request_body(w.protocol, w.model, p, int(o), w.stream, w.params)
-                for p, o in zip(prompts, outs, strict=True)
+                build(w.protocol, w.model, p, int(o), w.stream, w.params) for p, o in zip(prompts, outs, strict=True)
             ]
-            path = base + PATHS[w.protocol]
+            path = base + (ollama.PATHS if native else PATHS)[w.protocol]
+            if native:
+                headers["Accept"] = "application/x-ndjson" if w.stream else "application/json"
+                sink = partial(ollama.sink_for, w.stream)
             reqs = [build_request("POST", endpoint.host, endpoint.port, path, body, headers) for body in bodies]
     except ValueError as exc:
         raise PlanError(f"{case.recipe.name}: workload.dataset: {exc}") from None

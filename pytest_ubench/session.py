@@ -268,6 +268,10 @@ class CaseResult:
             f"{r['ok']}/{r['total']} ok, {tokens if streamed else ''}e2e p95 {f('e2e_ms', 'p95')} ms, "
             f"{t['requests_per_s']:.2f} req/s, {rate}"
         )
+        if (rep := res.get("server_reported")) and rep.get("client_vs_server") is not None:
+            text += (
+                f", server decode {rep['decode_tokens_per_s']:.0f} tok/s (client/server {rep['client_vs_server']:.2f})"
+            )
         if res.get("recall"):
             text += f", recall@k {res['recall']['mean']:.3f} (min {res['recall']['min']:.2f})"
         if "search" in res:

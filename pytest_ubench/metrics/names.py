@@ -17,6 +17,8 @@ REQUEST_COUNTS: tuple[str, ...] = ("total", "ok", "failed", "dropped")
 # Quality of answers where a protocol can score them (vector search: recall@k per query, 0..1).
 QUALITY: tuple[str, ...] = ("recall",)
 QUALITY_STATS: tuple[str, ...] = ("count", "mean", "min", "p50", "p90", "max")
+# The server's own figures set beside the client's (Ollama reports its decode time per request).
+SERVER_REPORTED: tuple[str, ...] = ("decode_tokens_per_s", "client_decode_tokens_per_s", "client_vs_server")
 # Once-per-case setup phases before the load (vector collections) and their figures.
 PHASES: dict[str, tuple[str, ...]] = {"create": ("seconds",), "insert": ("seconds", "vectors_per_s"),
                                       "index": ("seconds",)}  # fmt: skip
@@ -29,6 +31,7 @@ def known_paths() -> set[str]:
     paths |= {f"requests.{c}" for c in REQUEST_COUNTS}
     paths |= {f"{q}.{s}" for q in QUALITY for s in QUALITY_STATS}
     paths |= {f"phases.{p}.{f}" for p, fields in PHASES.items() for f in fields}
+    paths |= {f"server_reported.{f}" for f in SERVER_REPORTED}
     paths.add("error_rate")
     return paths
 

@@ -32,6 +32,7 @@ class Record:
         "output_tokens",
         "prompt_tokens",
         "recall",
+        "server_decode_s",
         "start",
         "status",
         "tokens_from",
@@ -54,6 +55,7 @@ class Record:
         self.nbytes = 0  # response body bytes
         self.op = ""  # the operation class (get/set, a statement's name) where a protocol has several
         self.recall = NAN  # vector search: share of the exact top-k found
+        self.server_decode_s = NAN  # the server's own time generating the output (Ollama's eval_duration)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +82,8 @@ class Record:
         }
         if not math.isnan(self.recall):
             row["recall"] = round(self.recall, 6)
+        if not math.isnan(self.server_decode_s):
+            row["server_decode_ms"] = round(self.server_decode_s * 1000.0, 4)
         return row
 
     @classmethod
@@ -96,6 +100,7 @@ class Record:
         rec.tokens_from = row["tokens_from"]
         rec.items, rec.nbytes, rec.op = row.get("items", 0), row.get("bytes", 0), row.get("op", "")
         rec.recall = row.get("recall", NAN)
+        rec.server_decode_s = row["server_decode_ms"] / 1000.0 if "server_decode_ms" in row else NAN
         return rec
 
 

@@ -118,9 +118,26 @@ def summary(
     }
     if any(not math.isnan(r.recall) for r in ok):
         out["recall"] = recall_summary(ok)
+    if (reported := server_reported(ok)) is not None:
+        out["server_reported"] = reported
     if any(r.op for r in records):
         out["ops"] = per_op(records, elapsed)
     return out
+
+
+def server_reported(records: Sequence[Record]) -> dict[str, Any] | None:
+    """The server's own decode rate (Ollama: eval_count / eval_duration) beside the client's (tokens
+    after the first / time from first to last token) over the same requests; a ratio well below 1
+    means tokens reached the client later than the server made them (a busy client, or buffering)."""
+    recs = [r for r in records if not math.isnan(r.server_decode_s) and r.server_decode_s > 0 and r.output_tokens]
+    if not recs:
+        return None
+    server = sum(r.output_tokens or 0 for r in recs) / sum(r.server_decode_s for r in recs)
+    streamed = [r for r in recs if len(r.chunks) >= 2]
+    span = sum(r.chunks[-1] - r.chunks[0] for r in streamed)
+    client = sum(len(r.chunks) - 1 for r in streamed) / span if span > 0 else None
+    return {"requests": len(recs), "decode_tokens_per_s": server, "client_decode_tokens_per_s": client,
+            "client_vs_server": client / server if client is not None else None}  # fmt: skip
 
 
 def recall_summary(records: Iterable[Record]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 A measuring instrument needs a reference. This server sleeps a known time before the first token and
 between tokens, stamps each write with ``perf_counter()`` (CLOCK_MONOTONIC, shared by processes on
 one machine), and serves those stamps at ``GET /truth`` so tests and the perf script can compare the
-client's TTFT and ITL with what really happened. Run it in its own process, so the client's event
-loop cannot delay it:
+client's TTFT and ITL with what really happened. It also speaks Ollama's native API (``/api/chat``,
+``/api/generate``: NDJSON with Ollama's counts and durations), as a test double of Ollama, which cannot
+run here. Run it in its own process, so the client's event loop cannot delay it:
 
     python -m pytest_ubench.testing.truthserver --port 8011 --ttft-ms 40 --itl-ms 8
 """
@@ -71,6 +72,9 @@ class TruthServer:
                 elif path == b"/truth/reset":
                     self.truth.clear()
                     await self._send(writer, 200, b"{}")
+                elif path in (b"/api/chat", b"/api/generate"):  # Ollama's native API, as a double
+                    self.served += 1
+                    await self._ollama(writer, json.loads(req.body or b"{}"), received, path)
                 elif path in (b"/v1/chat/completions", b"/v1/completions"):
                     self.served += 1
                     if self.die_after is not None and self.served > self.die_after:
@@ -130,6 +134,45 @@ class TruthServer:
         if self.usage == "separate":
             writer.write(chunk({"choices": [], "usage": usage}))
         writer.write(chunk("[DONE]") + b"0\r\n\r\n")
+        await writer.drain()
+        self.truth.append({"received": received, "writes": writes})
+
+    async def _ollama(self, writer: asyncio.StreamWriter, body: dict[str, Any], received: float, path: bytes) -> None:
+        """Ollama's NDJSON stream (or one object): one token per line, then ``done`` with its counts and
+        durations (ns) as Ollama reports them: prompt processing as the TTFT, generation as n x ITL."""
+        n = int((body.get("options") or {}).get("num_predict", 16))
+        chat = path == b"/api/chat"
+
+        def token(text: str) -> dict[str, Any]:
+            return {"model": body.get("model"), **({"message": {"role": "assistant", "content": text}} if chat
+                                                    else {"response": text}), "done": False}  # fmt: skip
+
+        done = {**token(""), "done": True, "done_reason": "length", "prompt_eval_count": 7,
+                "prompt_eval_duration": int(self.ttft * 1e9), "eval_count": n, "eval_duration": int(n * self.itl * 1e9),
+                "total_duration": int((self.ttft + n * self.itl) * 1e9)}  # fmt: skip
+        writes: list[float] = []
+        if body.get("stream") is False:
+            await asyncio.sleep(self.ttft + self.itl * max(n - 1, 0))
+            whole = done | token("x" * n) | {"done": True}
+            writes.append(perf_counter())
+            await self._send(writer, 200, json.dumps(whole).encode())
+            self.truth.append({"received": received, "writes": writes})
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+        def chunk(obj: dict[str, Any]) -> bytes:
+            data = json.dumps(obj).encode() + b"\n"
+            return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+        deadline = received + self.ttft
+        for _ in range(n):
+            delay = deadline - perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            writes.append(perf_counter())
+            writer.write(chunk(token("x")))
+            deadline += self.itl
+        writer.write(chunk(done) + b"0\r\n\r\n")
         await writer.drain()
         self.truth.append({"received": received, "writes": writes})
 

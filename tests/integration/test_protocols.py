@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import LLAMA, TRUTH
+from helpers import LLAMA, TRUTH, start
 
 from pytest_ubench import Services, expand, load, run_case
 from pytest_ubench.orchestrators.base import ServiceError
+from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.planning import PlanError
 
 pytestmark = pytest.mark.integration
@@ -285,3 +290,40 @@ def test_adapters_run_in_worker_processes_and_report_their_errors(write_recipe, 
                  load={"mode": "closed", "concurrency": 2, "workers": 2})  # fmt: skip
     with pytest.raises(ServiceError, match=r"load client process \d: redis at .*: authentication failed"):
         _run(write_recipe, tmp_path / "bad", bad)
+
+
+S3_KEYS = {"access_key_env": "UB_S3_KEY", "secret_key_env": "UB_S3_SECRET"}
+
+
+@pytest.mark.parametrize("protocol", ["redis", "postgres", "s3"])
+def test_server_killed_mid_run_is_recorded_not_raised(write_recipe, tmp_path, monkeypatch, protocol):
+    """The server dies during the load: its failures are recorded by kind, the run ends, results are written."""
+    monkeypatch.setenv("UB_S3_KEY", "test")
+    monkeypatch.setenv("UB_S3_SECRET", "test")
+    recipes = {
+        "redis": lambda: _redis("gone", {"keys": 100}),
+        "postgres": lambda: _pg("gone", {"scale": 1}),
+        "s3": lambda: _s3("gone", S3_KEYS | {"keys": 4, "object_sizes": ["4KiB"]}),
+    }
+    recipe = recipes[protocol]()
+    dep = start(recipe["service"]["command"], tmp_path / "svc", protocol, health={"kind": "tcp", "timeout_s": 60})
+    recipe["service"] = {"url": dep.endpoint.url, "health": {"kind": "tcp"}}
+    recipe["workload"] |= {"duration_s": 4.0, "warmup_s": 0.0}
+    recipe["slo"] = ["error_rate < 0.01"]
+
+    def kill_soon() -> None:
+        time.sleep(1.5)
+        os.killpg(dep.handle.pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_soon, daemon=True).start()
+    try:
+        started = time.monotonic()
+        res = _run(write_recipe, tmp_path, recipe)
+        took = time.monotonic() - started
+    finally:
+        LocalOrchestrator().stop(dep)
+    r = res.result
+    assert r["requests"]["ok"] > 0 and r["requests"]["failed"] > 0, r["requests"]
+    assert "connect" in r["requests"]["errors"], r["requests"]["errors"]
+    assert not res.passed and (res.run_dir / "records.jsonl").stat().st_size > 0
+    assert took < 60, f"the run took {took:.0f} s after its server died"

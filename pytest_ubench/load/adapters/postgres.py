@@ -10,6 +10,7 @@ thousand identical failures.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from ...orchestrators.base import ServiceError
 from ..http import RequestFailed
 from . import secret
 
+POOL_WAIT_S = 30.0
 SEQUENCE = 1 << 16
 
 
@@ -97,6 +99,9 @@ class PostgresAdapter:
             self.values.append(cols)
         self.pool: Any = None
         self.where = f"postgresql at {spec.host}:{spec.port}/{spec.database}"
+        self.conninfo = ""  # in memory only: it holds the password
+        self.down = False  # the server refused a connection after a request failed to reach it
+        self.probed = 0.0
 
     def params(self, which: int, i: int) -> dict[str, Any]:
         return {name: col[i] for name, col in self.values[which].items()}
@@ -123,10 +128,30 @@ class PostgresAdapter:
             raise ServiceError(f"{self.where}: {str(exc).strip()}") from None
         except psycopg.Error as exc:
             raise ServiceError(f"{self.where}: setup: {str(exc).strip()}") from None
+        self.conninfo = conninfo
+        # Requests beyond the pool wait for a connection (that wait is part of their latency); not for
+        # ever: a pool that cannot reconnect to a dead server fails them after POOL_WAIT_S.
         self.pool = AsyncConnectionPool(
-            conninfo, min_size=max(1, connections), max_size=max(1, connections), open=False
+            conninfo, min_size=max(1, connections), max_size=max(1, connections), open=False, timeout=POOL_WAIT_S
         )
         await self.pool.open(wait=True, timeout=30)
+
+    async def _refused(self) -> bool:
+        """Whether the server refuses connections now (probed at most once a second). The pool would
+        make every request wait for a reconnect that cannot come; with this, requests to a dead server
+        fail at once as ``connect`` and the engine stops the run as unreachable."""
+        import psycopg
+
+        now = time.monotonic()
+        if now - self.probed >= 1.0:
+            self.probed = now
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.conninfo, connect_timeout=2)
+                await conn.close()
+                self.down = False
+            except psycopg.OperationalError:
+                self.down = True
+        return self.down
 
     @staticmethod
     async def _connect(psycopg: Any, conninfo: str) -> Any:
@@ -159,6 +184,8 @@ class PostgresAdapter:
         st = self.spec.statements[which]
         rec.op = st.name
         params = self.params(which, i)
+        if self.down and await self._refused():
+            raise RequestFailed("connect", self.where)
         try:
             async with self.pool.connection() as conn:
                 if len(st.sql) == 1:
@@ -169,7 +196,8 @@ class PostgresAdapter:
                         for sql in st.sql:
                             await conn.execute(sql, params)
                     rec.items = 1
-        except psycopg.OperationalError:
+        except psycopg.OperationalError:  # a broken connection, or the pool's wait ran out
+            await self._refused()
             raise RequestFailed("connect", self.where) from None
         except psycopg.errors.SerializationFailure:
             raise RequestFailed("serialization_failure") from None

@@ -1,0 +1,129 @@
+"""Ollama's native API: ``/api/chat`` and ``/api/generate``, streamed as NDJSON (one JSON object per
+line, one token per line in practice), or one JSON object when not streamed.
+
+The last object (``done: true``) carries Ollama's own counts and timings: ``eval_count`` tokens
+generated in ``eval_duration`` ns, ``prompt_eval_count`` prompt tokens. Token counts come from them;
+``eval_duration`` is kept per request, so the results can set the server's decode rate beside the one
+the client saw (``stats.server_reported``): a client that reads tokens late shows up as a gap.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from ..metrics.records import Record
+from .dataset import Prompt
+from .openai import JsonSink, _Base
+
+PATHS = {"ollama-chat": "/api/chat", "ollama-generate": "/api/generate"}
+
+
+def request_body(
+    protocol: str, model: str, prompt: Prompt, max_tokens: int, stream: bool, params: dict[str, Any]
+) -> bytes:
+    """``params`` are Ollama's model ``options`` (temperature, num_ctx, ...); ``num_predict`` caps output."""
+    if prompt.body is not None:
+        body: dict[str, Any] = {"model": model, **prompt.body, "stream": stream}
+        return json.dumps(body, separators=(",", ":")).encode()
+    options = {"num_predict": prompt.max_tokens or max_tokens, **params}
+    body = {"model": model, "stream": stream, "options": options}
+    if protocol == "ollama-chat":
+        body["messages"] = prompt.messages or [{"role": "user", "content": prompt.text}]
+    elif prompt.messages is not None:
+        raise ValueError("chat 'messages' need protocol ollama-chat (ollama-generate takes a prompt)")
+    else:
+        body["prompt"] = prompt.text
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class NdjsonSink(_Base):
+    """Reads NDJSON as it arrives; each line with content is stamped with its read time. A stream
+    without its ``done`` line is ``malformed_stream``; an ``error`` line is ``stream_error``."""
+
+    __slots__ = ("finished",)
+
+    def __init__(self, rec: Record) -> None:
+        super().__init__(rec)
+        self.finished = False
+
+    def on_body(self, data: bytes, t: float) -> None:
+        self.rec.nbytes += len(data)
+        if self.status != 200:
+            self.body += data[: 512 - len(self.body)]
+            return
+        buf = self.body + data if self.body else data
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            line = buf[start:end].strip()
+            if line:
+                self._line(line, t)
+            start = end + 1
+        self.body = buf[start:]
+
+    def _line(self, line: bytes, t: float) -> None:
+        try:
+            obj = orjson.loads(line)
+        except ValueError:
+            self.rec.error = "malformed_stream"
+            return
+        if not isinstance(obj, dict):
+            self.rec.error = "malformed_stream"
+            return
+        if "error" in obj:
+            self.rec.error = "stream_error"
+            return
+        message = obj.get("message")
+        text = message.get("content") if isinstance(message, dict) else obj.get("response")
+        if text:
+            self.rec.chunks.append(t)
+        if obj.get("done"):
+            self.finished = True
+            take_counts(self.rec, obj)
+
+    def finish(self) -> None:
+        rec = self.rec
+        if self._http_error():
+            return
+        if self.body.strip():  # a last line without its newline
+            self._line(self.body.strip(), rec.chunks[-1] if rec.chunks else float("nan"))
+            self.body = b""
+        if rec.error is None and not self.finished:
+            rec.error = "malformed_stream"
+        if rec.chunks:
+            rec.first = rec.chunks[0]
+        if rec.output_tokens is None:
+            rec.output_tokens = len(rec.chunks)
+            rec.tokens_from = "chunks"
+
+
+class OllamaJsonSink(JsonSink):
+    """A non-streamed reply: one object, ``done: true``, with the counts and timings."""
+
+    __slots__ = ()
+
+    def finish(self) -> None:
+        if (obj := self._parsed()) is None:
+            return
+        if "error" in obj:
+            self.rec.error = "stream_error"
+        elif not obj.get("done"):
+            self.rec.error = "malformed_response"
+        else:
+            take_counts(self.rec, obj)
+
+
+def sink_for(stream: bool, rec: Record) -> NdjsonSink | OllamaJsonSink:
+    return NdjsonSink(rec) if stream else OllamaJsonSink(rec)
+
+
+def take_counts(rec: Record, done: dict[str, Any]) -> None:
+    if done.get("eval_count") is not None:
+        rec.output_tokens = int(done["eval_count"])
+        rec.tokens_from = "usage"
+    if done.get("prompt_eval_count") is not None:
+        rec.prompt_tokens = int(done["prompt_eval_count"])
+    if done.get("eval_duration"):
+        rec.server_decode_s = float(done["eval_duration"]) / 1e9
