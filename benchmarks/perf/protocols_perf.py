@@ -8,6 +8,10 @@ Not a test: prints figures. Needs Debian's redis-server (with redis-benchmark) a
    processes) against redis-benchmark.
 2. PostgreSQL TPC-B-like transactions, 8 connections, scale 1: our postgres adapter (psycopg 3 async pool)
    against pgbench on the same server and tables.
+3. gRPC unary calls, 16 in flight, against the grpcio test service: our grpc adapter against a plain
+   grpc.aio loop sending the same bytes over one channel (no tool for gRPC installs here: ghz does not).
+4. Chroma top-10 queries, 4 in flight, against `chroma run`: our vector adapter against chromadb's own
+   client on 4 threads; recall@10 beside.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import tempfile
 import time
 
 from pytest_ubench.load import engine, parallel
+from pytest_ubench.load.adapters.grpc_calls import GrpcCall
 from pytest_ubench.load.adapters.postgres import PostgresSQL, tpcb
 from pytest_ubench.load.adapters.redis_kv import RedisKV
+from pytest_ubench.load.adapters.vectordb import VectorSearch, vectors
 from pytest_ubench.metrics.stats import summary
 
 
@@ -45,10 +51,15 @@ def wait_port(port: int) -> None:
 
 
 def ours(adapter: object, conns: int, secs: float, workers: int = 1) -> tuple[float, float]:
+    rps, p50, _ = ours_full(adapter, conns, secs, workers)
+    return rps, p50
+
+
+def ours_full(adapter: object, conns: int, secs: float, workers: int = 1) -> tuple[float, float, dict]:
     plan = engine.LoadPlan([], False, "closed", concurrency=conns, duration_s=secs, warmup_s=0.5, adapter=adapter)  # type: ignore[arg-type]
     r = parallel.run(engine.Target("127.0.0.1", 0), plan, workers)
     s = summary(r.measured, r.window_start, r.window_end)
-    return s["throughput"]["requests_per_s"], s["metrics"]["e2e_ms"]["p50"]
+    return s["throughput"]["requests_per_s"], s["metrics"]["e2e_ms"]["p50"], s
 
 
 def redis(secs: float) -> None:
@@ -104,6 +115,84 @@ def postgres(secs: float) -> None:
             srv.wait()
 
 
+def grpc_unary(secs: float) -> None:
+    import asyncio
+
+    import grpc
+
+    print("\n## 3. gRPC unary Say (no delay), 16 in flight, grpcio test service")
+    port = free_port()
+    srv = subprocess.Popen([sys.executable, "-m", "pytest_ubench.testing.grpcserver", "--port", str(port)],
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_port(port)
+        spec = GrpcCall(f"127.0.0.1:{port}", "ubench.test.Echo", "Say", '{"text": "hi"}')
+        request = bytes.fromhex("0a026869")  # SayRequest{text: "hi"}, as the adapter serialises it
+
+        async def plain() -> float:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                call = ch.unary_unary("/ubench.test.Echo/Say")
+                done = 0
+                stop = time.perf_counter() + secs
+
+                async def user() -> None:
+                    nonlocal done
+                    while time.perf_counter() < stop:
+                        await call(request)
+                        done += 1
+
+                start = time.perf_counter()
+                await asyncio.gather(*(user() for _ in range(16)))
+                return done / (time.perf_counter() - start)
+
+        ref = asyncio.run(plain())
+        print(f"{'plain grpc.aio loop (reference)':32} {ref:>10,.0f} calls/s")
+        rps, p50 = ours(spec, 16, secs)
+        print(f"{'pytest-ubench, 1 process':32} {rps:>10,.0f} calls/s   {rps / ref:6.1%}   p50 {p50:.2f} ms")
+    finally:
+        srv.terminate()
+        srv.wait()
+
+
+def chroma(secs: float) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import chromadb
+
+    print("\n## 4. Chroma top-10 queries, 20,000 x 64-d vectors, HNSW defaults, 4 in flight")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = subprocess.Popen([sys.executable, "-c", "from chromadb.cli.cli import app; app()", "run", "--path", tmp,
+                                "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_port(port)
+            spec = VectorSearch("chroma", f"http://127.0.0.1:{port}", "perf", dim=64, count=20000, queries=500)
+            phases = spec.prepare()
+            print(f"{'insert (our prepare phase)':32} {phases['insert']['vectors_per_s']:>10,.0f} vectors/s")
+            _, queries, _ = vectors(spec)
+            col = chromadb.HttpClient(host="127.0.0.1", port=port).get_collection("perf")
+            stop = time.perf_counter() + secs
+
+            def user(k: int) -> int:
+                n = 0
+                while time.perf_counter() < stop:
+                    col.query(query_embeddings=queries[(k + 4 * n) % len(queries)][None, :], n_results=10, include=[])
+                    n += 1
+                return n
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                ref = sum(pool.map(user, range(4))) / (time.perf_counter() - start)
+            print(f"{'chromadb client, 4 threads (ref)':32} {ref:>10,.0f} queries/s")
+            rps, p50, s = ours_full(spec, 4, secs)
+            print(f"{'pytest-ubench, 1 process':32} {rps:>10,.0f} queries/s   {rps / ref:6.1%}   p50 {p50:.2f} ms   "
+                  f"recall@10 {s['recall']['mean']:.3f}")  # fmt: skip
+        finally:
+            srv.terminate()
+            srv.wait()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5)
@@ -111,6 +200,8 @@ def main() -> None:
     print(f"# protocol adapters  {time.strftime('%Y-%m-%d %H:%M')}  cores={os.cpu_count()}")
     redis(args.seconds)
     postgres(args.seconds)
+    grpc_unary(args.seconds)
+    chroma(args.seconds)
 
 
 if __name__ == "__main__":
