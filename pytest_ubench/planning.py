@@ -292,7 +292,7 @@ def _vector_spec(case: Case, v: Vector, endpoint: Endpoint) -> VectorSearch:
     return VectorSearch(
         v.engine, endpoint.url.rstrip("/"), v.collection, v.dim, v.count, v.queries, v.clusters, v.metric, v.top_k,
         v.index, tuple(sorted(v.index_params.items())), tuple(sorted(v.search_params.items())), v.filtered_share,
-        v.groups, v.insert_batch, v.recreate, path(v.data), path(v.query_data), v.api_key_env, v.settle_s, v.seed,
+        v.groups, v.insert_batch, v.setup, path(v.data), path(v.query_data), v.api_key_env, v.settle_s, v.seed,
     )  # fmt: skip
 
 

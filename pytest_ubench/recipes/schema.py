@@ -403,7 +403,9 @@ class Vector(_Strict):
     filtered_share: Annotated[float, Field(ge=0, le=1)] = 0.0
     groups: PositiveInt = 10
     insert_batch: PositiveInt = 1_000
-    recreate: bool = True  # drop and rebuild the collection; false keeps one of the right size
+    # rebuild: drop and build the collection; reuse: keep one of the right size, else build it;
+    # existing: the collection holds this data already (ids 0..count-1 in data order): never written
+    setup: Literal["rebuild", "reuse", "existing"] = "rebuild"
     data: str | None = None  # .npy (rows x dim), relative to the recipe file
     query_data: str | None = None  # .npy; default: synthetic queries, or perturbed stored vectors
     api_key_env: str | None = None  # the environment variable holding an API key or token

@@ -147,17 +147,23 @@ def test_chroma_insert_phases_query_load_and_recall(chroma, write_recipe, tmp_pa
     assert f"recall@k {reported:.3f}" in res.key_figures()
 
 
-def test_chroma_keeps_a_collection_of_the_right_size_and_refuses_a_flat_index(chroma, write_recipe, tmp_path):
+def test_chroma_reuses_or_requires_a_collection_and_refuses_a_flat_index(chroma, write_recipe, tmp_path):
     vector = {"engine": "chroma", "collection": "kept", "dim": 8, "count": 500, "queries": 20}
     _run(write_recipe, tmp_path / "a", _recipe("kept", chroma.endpoint.url, vector, max_requests=20))
-    again = _run(write_recipe, tmp_path / "b", _recipe("kept", chroma.endpoint.url, {**vector, "recreate": False},
+    again = _run(write_recipe, tmp_path / "b", _recipe("kept", chroma.endpoint.url, {**vector, "setup": "reuse"},
                                                        max_requests=20))  # fmt: skip
     assert again.result["phases"]["create"]["created"] is False and "insert" not in again.result["phases"]
     with pytest.raises(ServiceError, match=r"holds 500 vectors, expected 600"):
         _run(write_recipe, tmp_path / "c", _recipe("kept", chroma.endpoint.url,
-                                                   {**vector, "count": 600, "recreate": False}))  # fmt: skip
+                                                   {**vector, "count": 600, "setup": "reuse"}))  # fmt: skip
     with pytest.raises(ServiceError, match="chroma has no flat"):
         _run(write_recipe, tmp_path / "d", _recipe("flat", chroma.endpoint.url, {**vector, "index": "flat"}))
+    existing = _run(write_recipe, tmp_path / "e", _recipe("kept", chroma.endpoint.url, {**vector, "setup": "existing"},
+                                                          max_requests=20))  # fmt: skip
+    assert existing.result["recall"]["count"] == 20 and "insert" not in existing.result["phases"]
+    absent = _recipe("absent", chroma.endpoint.url, {**vector, "collection": "absent", "setup": "existing"})
+    with pytest.raises(ServiceError, match=r"collection absent: the collection does not exist \(workload\.vector"):
+        _run(write_recipe, tmp_path / "f", absent)
 
 
 def test_vector_server_unreachable_is_named_before_the_load(write_recipe, tmp_path):

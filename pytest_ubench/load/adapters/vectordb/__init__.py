@@ -46,7 +46,7 @@ class VectorSearch:
     filtered_share: float = 0.0  # share of queries restricted to one group (a metadata filter)
     groups: int = 10
     insert_batch: int = 1_000
-    recreate: bool = True
+    setup: str = "rebuild"  # rebuild | reuse | existing
     data: str | None = None  # .npy of count x dim float32 (resolved path)
     query_data: str | None = None
     api_key_env: str | None = None  # read when connecting, never stored
@@ -67,7 +67,11 @@ class VectorSearch:
         backend = connect(self)
         try:
             t0 = perf_counter()
-            fresh = backend.create(self.recreate)
+            if self.setup == "existing":
+                backend.check()  # names a missing collection; nothing is written
+                fresh = False
+            else:
+                fresh = backend.create(self.setup == "rebuild")
             t1 = perf_counter()
             phases: dict[str, Any] = {"create": {"seconds": t1 - t0, "created": fresh}}
             if fresh:
@@ -85,7 +89,7 @@ class VectorSearch:
             if stored != len(base):
                 raise ServiceError(
                     f"{self.where}: holds {stored} vectors, expected {len(base)} "
-                    "(set workload.vector.recreate: true to rebuild it)"
+                    f"(workload.vector.setup is {self.setup}; 'rebuild' builds it again)"
                 )
             return phases
         finally:
@@ -97,7 +101,8 @@ class Backend(Protocol):
     ``RequestFailed`` for a failed query where it can tell why."""
 
     def create(self, recreate: bool) -> bool:
-        """Make the collection and its index; False when it exists and is kept (``recreate: false``)."""
+        """Make the collection and its index (dropping one of the name when ``recreate``); False when
+        it exists and is kept (``setup: reuse``)."""
         ...
 
     def insert(self, ids: np.ndarray, vectors: np.ndarray, groups: np.ndarray) -> None: ...

@@ -75,7 +75,7 @@ class Chroma:
         try:
             self.collection = self.client.get_collection(self.spec.collection)
         except NotFoundError:
-            raise ServiceError(f"{self.spec.where}: the collection does not exist") from None
+            raise ServiceError(f"{self.spec.where}: the collection does not exist (workload.vector.setup)") from None
 
     def query(self, vector: np.ndarray, k: int, group: int | None) -> list[int]:
         import httpx

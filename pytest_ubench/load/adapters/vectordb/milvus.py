@@ -91,7 +91,7 @@ class Milvus:
 
     def check(self) -> None:
         if not self.client.has_collection(self.spec.collection):
-            raise ServiceError(f"{self.spec.where}: the collection does not exist")
+            raise ServiceError(f"{self.spec.where}: the collection does not exist (workload.vector.setup)")
 
     def query(self, vector: np.ndarray, k: int, group: int | None) -> list[int]:
         from pymilvus.exceptions import MilvusException

@@ -71,7 +71,7 @@ class Qdrant:
 
     def check(self) -> None:
         if not self.client.collection_exists(self.spec.collection):
-            raise ServiceError(f"{self.spec.where}: the collection does not exist")
+            raise ServiceError(f"{self.spec.where}: the collection does not exist (workload.vector.setup)")
 
     def query(self, vector: np.ndarray, k: int, group: int | None) -> list[int]:
         from qdrant_client import models
