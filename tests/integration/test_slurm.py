@@ -373,3 +373,42 @@ def test_monitor_with_grafana_on_slurm(tmp_path: Path, apptainer_double: Path) -
         stopped = subprocess.run([*cmd, "stop", monitor_id], env=env, capture_output=True, text=True, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
     assert wait_gone("ubench-grafana") == [] and wait_gone("ubench-prometheus") == []
+
+
+ADAPTED = {
+    # A client library's protocol, the service and the clients both Slurm jobs on the test cluster.
+    "grpc": ({"command": ["{python}", "-m", "pytest_ubench.testing.grpcserver", "--host", "{host}", "--port", "{port}"],
+              "health": {"kind": "tcp"}},
+             {"protocol": "grpc", "grpc": {"service": "ubench.test.Echo", "method": "Stream",
+                                           "request": {"delay_ms": 5, "count": 3, "interval_ms": 2}}}),
+    # The insert phase runs once, from here, before the client tasks query.
+    "vector": ({"command": ["{python}", "-m", "milvus_lite", "server", "--data-dir", "{run_dir}/db", "--host", "{host}",
+                            "--port", "{port}"], "health": {"kind": "tcp", "timeout_s": 60}},
+               {"protocol": "vector", "stream": False,
+                "vector": {"engine": "milvus", "dim": 8, "count": 500, "queries": 20, "index": "flat"}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("protocol", sorted(ADAPTED))
+def test_adapter_protocols_run_as_slurm_client_tasks(tmp_path: Path, write_recipe, protocol: str) -> None:
+    from pytest_ubench.recipes.sweep import expand
+    from pytest_ubench.session import Services, run_case
+
+    service, workload = ADAPTED[protocol]
+    name = f"slurm{protocol}"
+    recipe = {"name": name, "service": service, "slo": ["error_rate < 0.01"],
+              "workload": {**workload, "load": {"mode": "closed", "concurrency": 4}, "duration_s": 2.0, "warmup_s": 0.3,
+                           "orchestration": "slurm", "clients": {"nodes": 1, "tasks_per_node": 2}}}  # fmt: skip
+    (case,) = expand(loader.load(write_recipe(recipe, name)))
+    with Services(tmp_path / "o", orch(), monitoring=False) as services:
+        result = run_case(case, services)
+    metas = [json.loads(p.read_text()) for p in sorted((result.run_dir / "clients").glob("task-*/run.json"))]
+    assert len(metas) == 2 and all(m["records"] > 0 for m in metas)
+    r = result.result
+    assert r["requests"]["ok"] > 10 and r["requests"]["failed"] == 0, r["requests"]
+    if protocol == "grpc":
+        assert r["throughput"]["items_per_s"] == pytest.approx(3 * r["throughput"]["requests_per_s"])
+    else:
+        assert r["recall"]["mean"] == 1.0 and r["phases"]["insert"]["vectors"] == 500
+    assert result.passed, result.failure_message()
+    assert wait_gone(f"ubench-clients-{name}") == [] and wait_gone(f"ubench-{name}") == []
