@@ -3,23 +3,42 @@
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 from ..session import CaseResult
 
 
+def _num(v: Any) -> str:
+    return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
 def summary_html(result: CaseResult, figure: str = "") -> str:
-    """Key figures, percentiles of every metric and SLO verdicts (and a figure) as one HTML fragment."""
+    """Key figures, percentiles of every metric (and of every operation class: GET/SET, statements,
+    vector queries, fio jobs), SLO verdicts and a figure, as one HTML fragment."""
     rows = []
     for name, stats in result.result["metrics"].items():
-        cells = "".join(
-            f"<td>{'' if stats.get(k) is None else f'{stats[k]:.2f}'}</td>" for k in ("p50", "p90", "p95", "p99", "max")
-        )
+        if not stats.get("count"):
+            continue  # a metric this protocol has no samples of (TTFT of a database call)
+        cells = "".join(f"<td>{_num(stats.get(k))}</td>" for k in ("p50", "p90", "p95", "p99", "max"))
         rows.append(f"<tr><th>{escape(name)}</th><td>{stats['count']}</td>{cells}</tr>")
+    ops = result.result.get("ops") or {}
+    op_rows = []
+    for name, o in ops.items():
+        lat = o["latency_ms"]
+        values = [o["total"], o["per_s"], (o.get("bytes_per_s") or 0.0) / 1e6, lat.get("p50"), lat.get("p99"),
+                 o["error_rate"], o.get("recall")]  # fmt: skip
+        op_rows.append(f"<tr><th>{escape(name)}</th>" + "".join(f"<td>{_num(c)}</td>" for c in values) + "</tr>")
+    op_table = (
+        "<table border='1'><tr><th>operation</th><th>count</th><th>per s</th><th>MB/s</th><th>p50 ms</th>"
+        f"<th>p99 ms</th><th>error rate</th><th>recall@k</th></tr>{''.join(op_rows)}</table>"
+        if op_rows
+        else ""
+    )
     verdicts = "".join(
         f"<li style='color:{'green' if v.passed else 'red'}'>{escape(v.describe())}</li>" for v in result.verdicts
     )
     return (
         f"<div class='ubench'><p>{escape(result.key_figures())}</p>"
         "<table border='1'><tr><th>metric</th><th>count</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th>"
-        f"<th>max</th></tr>{''.join(rows)}</table><ul>{verdicts}</ul>{figure}</div>"
+        f"<th>max</th></tr>{''.join(rows)}</table>{op_table}<ul>{verdicts}</ul>{figure}</div>"
     )

@@ -233,3 +233,22 @@ def test_junit_properties_and_pytest_benchmark_json_under_xdist(project):
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert "test_llm[good-concurrency=2]-e2e" in shown.stdout
+
+
+def test_a_recipe_without_a_service_runs_fio_with_its_operations_in_both_reports(project):
+    """fio starts no service: the plugin deploys nothing, and the reports show its jobs as operations."""
+    jobs = [{"name": "rr", "rw": "randread", "bs": "4KiB", "size": "2MiB"}]
+    workload = {"protocol": "fio", "stream": False, "duration_s": 0.5, "warmup_s": 0, "fio": {"jobs": jobs},
+                "load": {"mode": "closed", "concurrency": 1}}  # fmt: skip
+    fio = {"name": "disk", "workload": workload, "slo": ["ops.rr_read.per_s > 1"]}
+    add(project, fio, "disk")
+    report, results = project.path / "report.html", project.path / "allure"
+    res = project.runpytest_subprocess("--ubench-recipe=disk", f"--html={report}", "--self-contained-html",
+                                       f"--alluredir={results}")  # fmt: skip
+    res.assert_outcomes(passed=1)
+    res.stdout.fnmatch_lines(["*PASSED disk-concurrency=1: rr_read * IOPS * MB/s p99 * ms*"])
+    text = html.unescape(html.unescape(report.read_text()))
+    assert "<th>operation</th>" in text and "<th>rr_read</th>" in text
+    (case,) = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
+    assert ("service", "fio") in {(lb["name"], lb["value"]) for lb in case["labels"]}
+    assert "fio job file" in {a["name"] for a in case["attachments"]}
