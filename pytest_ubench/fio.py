@@ -50,11 +50,13 @@ def _value(v: object) -> str:
     return str(int(v)) if isinstance(v, bool) else str(v)
 
 
-def job_text(spec: Fio, directory: str, runtime_s: float, ramp_s: float, concurrency: int) -> str:
-    """The job file: values come from a validated recipe, one option per line, never through a shell."""
+def job_text(spec: Fio, directory: str, runtime_s: float, ramp_s: float, concurrency: int, tasks: bool = False) -> str:
+    """The job file: values come from a validated recipe, one option per line, never through a shell.
+    ``tasks``: run by several Slurm tasks at once, each on files of its own (fio expands the variable)."""
     lines = [
         "[global]",
         f"directory={directory}",
+        *(["filename_format=$jobname.${SLURM_PROCID}.$jobnum.$filenum"] if tasks else []),
         f"ioengine={spec.ioengine}",
         "time_based=1",
         f"runtime={max(1, round(runtime_s * 1000))}ms",
@@ -75,16 +77,21 @@ def job_text(spec: Fio, directory: str, runtime_s: float, ramp_s: float, concurr
     return "\n".join(lines) + "\n"
 
 
-def run(spec: Fio, directory: Path, run_dir: Path, runtime_s: float, ramp_s: float, concurrency: int) -> FioRun:
-    """Run fio to completion; Ctrl-C stops it (and re-raises) after it writes what it measured."""
-    exe = binary()
+def write_job(spec: Fio, directory: Path, run_dir: Path, text: str) -> Path:
+    """``job.fio`` in the case's directory (the record of what ran), and fio's directory made."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FioError(f"workload.fio.directory: cannot create {directory}: {exc.strerror or exc}") from None
     job_file = run_dir / "job.fio"
-    text = job_text(spec, str(directory), runtime_s, ramp_s, concurrency)
     write_atomic(job_file, lambda fh: print(text, end="", file=fh))
+    return job_file
+
+
+def run(spec: Fio, directory: Path, run_dir: Path, runtime_s: float, ramp_s: float, concurrency: int) -> FioRun:
+    """Run fio here to completion; Ctrl-C stops it (and re-raises) after it writes what it measured."""
+    exe = binary()
+    job_file = write_job(spec, directory, run_dir, job_text(spec, str(directory), runtime_s, ramp_s, concurrency))
     out = run_dir / "fio.json"
     seconds = len(spec.jobs) * (runtime_s + ramp_s)
     cmd = [exe, "--output-format=json", f"--output={out}", str(job_file)]
@@ -136,9 +143,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def remove_data_files(jobs: list[FioJob], directory: Path) -> None:
-    """fio names its files ``<job>.<process>.<file>``: only those are removed, nothing else there."""
+    """fio names its files ``<job>.<process>.<file>`` (``<job>.<task>.<process>.<file>`` under Slurm):
+    only those are removed, nothing else there."""
     names = {j.name for j in jobs if "filename" not in j.options}
-    pattern = re.compile(r"^(.+)\.\d+\.\d+$")
+    pattern = re.compile(r"^(.+?)(?:\.\d+)?\.\d+\.\d+$")
     with contextlib.suppress(OSError):
         for f in directory.iterdir():
             m = pattern.match(f.name)
@@ -186,6 +194,34 @@ def ops(report: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, st
                 "latency_ms": _latency(side),
             }
     return out, errors
+
+
+def merge(per_task: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Operations of tasks that ran at once (Slurm tasks): counts, bytes, rates and IOPS add up; latency
+    mean is weighted by count, min and max are exact. Percentiles cannot be merged from fio's summaries:
+    each is the largest of the tasks' (an upper bound of the pooled percentile, since no task has more
+    than its share above it), and ``latency_ms.percentiles`` says so."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted({n for ops in per_task for n in ops}):
+        parts = [ops[name] for ops in per_task if name in ops]
+        lats = [p["latency_ms"] for p in parts if p["latency_ms"]["count"]]
+        n = sum(lat["count"] for lat in lats)
+        latency: dict[str, Any] = {"count": n}
+        if n:
+            latency |= {"mean": sum(lat["mean"] * lat["count"] for lat in lats) / n,
+                        "min": min(lat["min"] for lat in lats), "max": max(lat["max"] for lat in lats)}  # fmt: skip
+            for stat in PERCENTILES:
+                values = [lat[stat] for lat in lats if lat.get(stat) is not None]
+                latency[stat] = max(values) if values else None
+            latency["under_sampled"] = [name for name, need in MIN_SAMPLES.items() if n < need]
+            latency["percentiles"] = f"upper bound: the largest of {len(lats)} tasks' percentiles"
+        out[name] = {
+            "total": sum(p["total"] for p in parts), "ok": sum(p["ok"] for p in parts),
+            "error_rate": max(p["error_rate"] for p in parts), "per_s": sum(p["per_s"] for p in parts),
+            "bytes_per_s": sum(p["bytes_per_s"] for p in parts), "bytes": sum(p["bytes"] for p in parts),
+            "seconds": max(p["seconds"] for p in parts), "tasks": len(parts), "latency_ms": latency,
+        }  # fmt: skip
+    return out
 
 
 def jobs_info(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ from .recipes.loader import LoadedRecipe
 from .recipes.schema import Ramp, ServiceSpec
 from .recipes.sweep import Case
 from .slurm import clients as slurm_clients
+from .slurm import fio_tasks
 
 
 class TargetUnreachable(ServiceError):
@@ -488,7 +489,7 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
     except OSError as exc:
         raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
     if dep is None:
-        return _fio_case(case, run_dir)
+        return _fio_case(case, services, run_dir, progress)
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
     extra: dict[str, Any] = {}
     phases = planning.prepare(case, dep.endpoint)
@@ -522,19 +523,40 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
     return _write_case(case, run_dir, dep.endpoint.url, dep.command, main, runs, verdicts, extra)
 
 
-def _fio_case(case: Case, run_dir: Path) -> CaseResult:
-    """File storage: fio generates the load and measures it; its figures fill the ``ops`` part."""
+def _fio_case(case: Case, services: Services, run_dir: Path, progress: engine.Progress | None) -> CaseResult:
+    """File storage: fio generates the load and measures it; its figures fill the ``ops`` part. Under
+    ``orchestration: slurm`` every client task runs the jobs at once and their figures are merged."""
     w = case.recipe.workload
-    assert w.fio is not None and not isinstance(case.load.concurrency, list)
+    spec = w.fio
+    assert spec is not None and not isinstance(case.load.concurrency, list)
     try:
-        directory = Path(expand(w.fio.directory, {"run_dir": str(run_dir)}))
+        directory = Path(expand(spec.directory, {"run_dir": str(run_dir)}))
     except ServiceError as exc:
         raise ServiceError(f"{case.recipe.name}: workload.fio.directory: {exc}") from None
-    logger.info("{}: fio, {} job(s) in {}", case.id, len(w.fio.jobs), directory)
+    concurrency = case.load.concurrency or 1
     wall_t0 = time_now()
-    done = fio.run(w.fio, directory, run_dir, w.duration_s, w.warmup_s, case.load.concurrency or 1)
+    if w.orchestration == "slurm":
+        logger.info("{}: fio, {} job(s) in {} from every client task", case.id, len(spec.jobs), directory)
+        orch = services.orchestrator if isinstance(services.orchestrator, SlurmOrchestrator) else SlurmOrchestrator()
+        text = fio.job_text(spec, str(directory), w.duration_s, w.warmup_s, concurrency, tasks=True)
+        job_file = fio.write_job(spec, directory, run_dir, text)
+        try:
+            reports = fio_tasks.run(case, job_file, run_dir / "clients", orch, progress)
+        finally:
+            if not spec.keep_files:
+                fio.remove_data_files(spec.jobs, directory)
+        per_task = [fio.ops(r) for r in reports]
+        ops = fio.merge([o for o, _ in per_task])
+        errors = {f"{name} (task {i})": err for i, (_, errs) in enumerate(per_task) for name, err in errs.items()}
+        command = ["srun", "fio", "--output-format=json", str(job_file)]
+        report = reports[0]
+    else:
+        logger.info("{}: fio, {} job(s) in {}", case.id, len(spec.jobs), directory)
+        done = fio.run(spec, directory, run_dir, w.duration_s, w.warmup_s, concurrency)
+        ops, errors = fio.ops(done.report)
+        job_file, report = done.job_file, done.report
+        command = [fio.binary(), "--output-format=json", str(job_file)]
     wall_t1 = time_now()
-    ops, errors = fio.ops(done.report)
     summary = stats.summary([], 0.0, 0.0)
     total = sum(o["total"] for o in ops.values())
     busy = sum(o["seconds"] for o in ops.values())
@@ -544,14 +566,14 @@ def _fio_case(case: Case, run_dir: Path) -> CaseResult:
                               "items_per_s": total / busy if busy else 0.0,
                               "response_bytes_per_s": moved / busy if busy else 0.0}  # fmt: skip
     summary["ops"] = ops
-    info = {"kind": "files", "prompts": 0, "directory": str(directory), "job_file": done.job_file.name,
-            "fio_version": done.report.get("fio version"), "jobs": fio.jobs_info(done.report)}  # fmt: skip
+    info = {"kind": "files", "prompts": 0, "directory": str(directory), "job_file": job_file.name,
+            "fio_version": report.get("fio version"), "jobs": fio.jobs_info(report),
+            "tasks": w.clients.nodes * w.clients.tasks_per_node if w.orchestration == "slurm" else 1}  # fmt: skip
     extras: dict[str, Any] = {"dataset": info}
     run = engine.Run([], 0.0, wall_t0, 0.0, busy, wall_t1=wall_t1)
     m = _Measured(run, summary, extras, None, None)
     verdicts = slo.judge(case.recipe.slos(), summary, case.recipe.strict_samples)
     verdicts += [slo.Verdict(f"fio job {name} ran", None, "no error", False, err) for name, err in errors.items()]
-    command = [fio.binary(), "--output-format=json", str(done.job_file)]
     return _write_case(case, run_dir, f"file://{directory}", command, m, [m], verdicts, {})
 
 

@@ -564,11 +564,6 @@ class Workload(_Strict):
             raise ValueError("'protocol: vector' and a 'vector' part (engine, collection, ...) go together")
         if (self.protocol == "fio") != (self.fio is not None):
             raise ValueError("'protocol: fio' and a 'fio' part (directory, jobs) go together")
-        if self.protocol == "fio" and self.orchestration != "local":
-            raise ValueError(
-                "fio runs where ubenchai runs: for a compute node's view of a file system, run ubenchai inside "
-                "the job (srun ubenchai client run --recipe ...) with 'orchestration: local'"
-            )
         if (self.protocol == "grpc") != (self.grpc is not None):
             raise ValueError("'protocol: grpc' and a 'grpc' part (service, method, ...) go together")
         if (self.protocol == "kserve-v2") != (self.kserve is not None):

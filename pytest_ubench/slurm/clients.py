@@ -67,6 +67,20 @@ def run(
     saved.write_text(json.dumps({"path": str(case.loaded.path), "data": case.loaded.data}), encoding="utf-8")
     worker = [sys.executable, "-m", "pytest_ubench.load.worker", "--recipe-json", str(saved), "--case", case.id,
               "--endpoint", str(endpoint_file.absolute()), "--out", str(out_dir)]  # fmt: skip
+    try:
+        submit_and_wait(case, worker, out_dir, orch, progress)
+    except KeyboardInterrupt:
+        result = merge(out_dir)
+        result.aborted = "interrupted"
+        return result
+    return merge(out_dir)
+
+
+def submit_and_wait(
+    case: Case, worker: list[str], out_dir: Path, orch: SlurmOrchestrator, progress: engine.Progress | None = None
+) -> None:
+    """One job of ``clients.nodes`` x ``clients.tasks_per_node`` tasks, each running ``worker``; waits for
+    it to end. Ctrl-C (or any error) cancels the job before re-raising: nothing is left queued."""
     w = case.recipe.workload
     text = script.render_clients(
         w.clients,
@@ -97,17 +111,12 @@ def run(
                     elapsed = min(time.monotonic() - started, total)
                     progress(engine.Snapshot(elapsed, total, 0, 0, 0, 0))
             backoff.sleep()
-    except BaseException as exc:
+    except BaseException:
         cancel_and_wait(orch.slurm, job_id, orch.stop_timeout_s)
-        if not isinstance(exc, KeyboardInterrupt):
-            raise
-        result = merge(out_dir)
-        result.aborted = "interrupted"
-        return result
+        raise
     final = orch.slurm.final(job_id)
     if final is not None and final.exit_code not in (0, None):
         tail = (
             (out_dir / "clients.log").read_text(errors="replace")[-3000:] if (out_dir / "clients.log").exists() else ""
         )
         raise ServiceError(f"{case.id}: load clients {final.describe()}\n--- {out_dir / 'clients.log'} ---\n{tail}")
-    return merge(out_dir)

@@ -412,3 +412,26 @@ def test_adapter_protocols_run_as_slurm_client_tasks(tmp_path: Path, write_recip
         assert r["recall"]["mean"] == 1.0 and r["phases"]["insert"]["vectors"] == 500
     assert result.passed, result.failure_message()
     assert wait_gone(f"ubench-clients-{name}") == [] and wait_gone(f"ubench-{name}") == []
+
+
+def test_fio_from_every_client_task_merges_their_figures(tmp_path: Path, write_recipe) -> None:
+    """2 nodes run the same fio jobs at once on files of their own; rates add up, percentiles are bounded."""
+    from pytest_ubench.recipes.sweep import expand
+    from pytest_ubench.session import Services, run_case
+
+    jobs = [{"name": "paced", "rw": "randread", "bs": "4KiB", "size": "4MiB", "options": {"rate_iops": 150}}]
+    recipe = {"name": "slurmfio", "slo": ["ops.paced_read.per_s > 200"],
+              "workload": {"protocol": "fio", "stream": False, "fio": {"jobs": jobs}, "duration_s": 2.0,
+                           "warmup_s": 0.3, "load": {"mode": "closed", "concurrency": 1},
+                           "orchestration": "slurm", "clients": {"nodes": 2, "tasks_per_node": 1}}}  # fmt: skip
+    (case,) = expand(loader.load(write_recipe(recipe, "slurmfio")))
+    with Services(tmp_path / "o", orch(), monitoring=False) as services:
+        result = run_case(case, services)
+    op = result.result["ops"]["paced_read"]
+    assert op["tasks"] == 2 and op["per_s"] == pytest.approx(300, rel=0.05)  # 2 tasks x 150 IOPS
+    assert op["latency_ms"]["percentiles"].startswith("upper bound") and op["latency_ms"]["count"] == op["total"]
+    assert sorted(p.name for p in (result.run_dir / "clients").glob("task-*.json")) == ["task-0.json", "task-1.json"]
+    assert "filename_format=$jobname.${SLURM_PROCID}" in (result.run_dir / "job.fio").read_text()
+    assert list((result.run_dir / "fio").iterdir()) == []  # both tasks' files removed
+    assert result.passed, result.failure_message()
+    assert wait_gone("ubench-clients-slurmfio") == []

@@ -47,3 +47,19 @@ def test_job_file_one_stonewalled_section_per_job_numjobs_from_concurrency():
     a, b = text.split("[a]")[1].split("[b]")
     assert "stonewall\nrw=write\nbs=1048576" in a and "numjobs=4" in a
     assert "numjobs=3" in b and "rwmixread=70" in b and "direct=1" in b
+
+
+def test_merge_adds_rates_and_bounds_percentiles_from_above():
+    from pytest_ubench.fio import merge
+
+    def op(iops: float, n: int, mean: float, p99: float) -> dict:
+        lat = {"count": n, "mean": mean, "min": mean / 2, "p50": mean, "p90": p99, "p95": p99, "p99": p99,
+               "p99_9": p99, "max": p99 * 2}  # fmt: skip
+        return {"total": n, "ok": n, "error_rate": 0.0, "per_s": iops, "bytes_per_s": iops * 4096,
+                "bytes": n * 4096, "seconds": 1.0, "latency_ms": lat}  # fmt: skip
+
+    merged = merge([{"r_read": op(100, 100, 1.0, 3.0)}, {"r_read": op(300, 300, 2.0, 5.0)}, {}])["r_read"]
+    assert merged["per_s"] == 400 and merged["total"] == 400 and merged["tasks"] == 2
+    lat = merged["latency_ms"]
+    assert lat["mean"] == pytest.approx((100 * 1.0 + 300 * 2.0) / 400) and lat["min"] == 0.5 and lat["max"] == 10.0
+    assert lat["p99"] == 5.0 and lat["percentiles"].startswith("upper bound")
