@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from pytest_ubench import CaseResult, Services, expand, load, run_case
 from pytest_ubench.orchestrators.base import Deployment
 from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.recipes.schema import ServiceSpec
@@ -73,3 +74,46 @@ def start(
     """Start a service through the project's own harness (deploy + health check)."""
     spec = ServiceSpec.model_validate({"command": command, "tls": tls, "health": health or {}})
     return deploy(LocalOrchestrator(), spec, name, run_dir)
+
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "results-schema.json").read_text())
+
+
+def run_cases(write_recipe, tmp_path: Path, recipe: dict) -> list[CaseResult]:
+    """Every case of a recipe through the harness (no monitoring), each result checked against the
+    published results schema."""
+    import jsonschema
+
+    results = []
+    with Services(tmp_path / "out", monitoring=False) as services:
+        for case in expand(load(write_recipe(recipe))):
+            res = run_case(case, services)
+            jsonschema.validate(res.result, SCHEMA)
+            results.append(res)
+    return results
+
+
+def run_recipe(write_recipe, tmp_path: Path, recipe: dict) -> CaseResult:
+    """The one case of a recipe (see ``run_cases``)."""
+    (res,) = run_cases(write_recipe, tmp_path, recipe)
+    return res
+
+
+def run_killing_the_service(write_recipe, tmp_path: Path, recipe: dict, dep: Deployment, after_s: float) -> CaseResult:
+    """Run ``recipe`` against the running ``dep`` and SIGKILL the service's process group ``after_s``
+    seconds in (a server dying mid-run); the service is stopped after, whatever happened."""
+    import signal
+    import threading
+
+    recipe["service"] = {"url": dep.endpoint.url, "health": {"kind": "tcp"}}
+    assert dep.handle is not None
+
+    def kill_soon() -> None:
+        time.sleep(after_s)
+        os.killpg(dep.handle.pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_soon, daemon=True).start()
+    try:
+        return run_recipe(write_recipe, tmp_path, recipe)
+    finally:
+        LocalOrchestrator().stop(dep)

@@ -16,7 +16,7 @@ import orjson
 
 from ..metrics.records import Record
 from .dataset import Prompt
-from .openai import JsonSink, _Base
+from .openai import Framed, JsonSink
 
 PATHS = {"ollama-chat": "/api/chat", "ollama-generate": "/api/generate"}
 
@@ -39,29 +39,15 @@ def request_body(
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-class NdjsonSink(_Base):
+class NdjsonSink(Framed):
     """Reads NDJSON as it arrives; each line with content is stamped with its read time. A stream
     without its ``done`` line is ``malformed_stream``; an ``error`` line is ``stream_error``."""
 
-    __slots__ = ("finished",)
+    __slots__ = ()
 
-    def __init__(self, rec: Record) -> None:
-        super().__init__(rec)
-        self.finished = False
-
-    def on_body(self, data: bytes, t: float) -> None:
-        self.rec.nbytes += len(data)
-        if self.status != 200:
-            self.body += data[: 512 - len(self.body)]
-            return
-        buf = self.body + data if self.body else data
-        start = 0
-        while (end := buf.find(b"\n", start)) >= 0:
-            line = buf[start:end].strip()
-            if line:
-                self._line(line, t)
-            start = end + 1
-        self.body = buf[start:]
+    def _frame(self, frame: bytes, t: float) -> None:
+        if line := frame.strip():
+            self._line(line, t)
 
     def _line(self, line: bytes, t: float) -> None:
         try:
@@ -83,20 +69,10 @@ class NdjsonSink(_Base):
             self.finished = True
             take_counts(self.rec, obj)
 
-    def finish(self) -> None:
-        rec = self.rec
-        if self._http_error():
-            return
-        if self.body.strip():  # a last line without its newline
-            self._line(self.body.strip(), rec.chunks[-1] if rec.chunks else float("nan"))
+    def _end(self) -> None:
+        if line := self.body.strip():  # a last line without its newline
             self.body = b""
-        if rec.error is None and not self.finished:
-            rec.error = "malformed_stream"
-        if rec.chunks:
-            rec.first = rec.chunks[0]
-        if rec.output_tokens is None:
-            rec.output_tokens = len(rec.chunks)
-            rec.tokens_from = "chunks"
+            self._line(line, self.rec.chunks[-1] if self.rec.chunks else float("nan"))
 
 
 class OllamaJsonSink(JsonSink):

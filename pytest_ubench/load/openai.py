@@ -74,10 +74,12 @@ class _Base:
         return False
 
 
-class StreamSink(_Base):
-    """Parses Server-Sent Events as bytes arrive; each content chunk is stamped with its read time."""
+class Framed(_Base):
+    """A streamed body cut into frames as bytes arrive (SSE events, NDJSON lines); every frame is read
+    at the time its bytes arrived. A body under an error status is kept (its start) for the message."""
 
     __slots__ = ("finished",)
+    SEP = b"\n"
 
     def __init__(self, rec: Record) -> None:
         super().__init__(rec)
@@ -91,13 +93,39 @@ class StreamSink(_Base):
         buf = self.body + data if self.body else data
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        start = 0
-        while (end := buf.find(b"\n\n", start)) >= 0:
-            self._event(buf[start:end], t)
-            start = end + 2
+        sep, start = self.SEP, 0
+        while (end := buf.find(sep, start)) >= 0:
+            self._frame(buf[start:end], t)
+            start = end + len(sep)
         self.body = buf[start:]
 
-    def _event(self, event: bytes, t: float) -> None:
+    def _frame(self, frame: bytes, t: float) -> None:
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        """The body has ended: a format may still read what is left (NDJSON's unterminated last line)."""
+
+    def finish(self) -> None:
+        rec = self.rec
+        if self._http_error():
+            return
+        self._end()
+        if rec.error is None and (not self.finished or self.body.strip()):
+            rec.error = "malformed_stream"  # no end marker, or bytes after the last frame
+        if rec.chunks:
+            rec.first = rec.chunks[0]
+        if rec.output_tokens is None:
+            rec.output_tokens = len(rec.chunks)
+            rec.tokens_from = "chunks"
+
+
+class StreamSink(Framed):
+    """Parses Server-Sent Events as bytes arrive; each content chunk is stamped with its read time."""
+
+    __slots__ = ()
+    SEP = b"\n\n"
+
+    def _frame(self, event: bytes, t: float) -> None:
         for line in event.split(b"\n"):
             if not line.startswith(b"data:"):
                 continue  # comments, event names, ids
@@ -122,18 +150,6 @@ class StreamSink(_Base):
             usage = obj.get("usage")
             if usage:
                 _take_usage(self.rec, usage)
-
-    def finish(self) -> None:
-        rec = self.rec
-        if self._http_error():
-            return
-        if rec.error is None and (not self.finished or self.body.strip()):
-            rec.error = "malformed_stream"
-        if rec.chunks:
-            rec.first = rec.chunks[0]
-        if rec.output_tokens is None:
-            rec.output_tokens = len(rec.chunks)
-            rec.tokens_from = "chunks"
 
 
 class JsonSink(_Base):

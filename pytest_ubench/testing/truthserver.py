@@ -113,8 +113,7 @@ class TruthServer:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
 
         def chunk(obj: dict[str, Any] | str) -> bytes:
-            data = b"data: " + (obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()) + b"\n\n"
-            return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+            return _chunked(b"data: " + (obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()) + b"\n\n")
 
         deadline = received + self.ttft
         for i in range(n):
@@ -161,8 +160,7 @@ class TruthServer:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
 
         def chunk(obj: dict[str, Any]) -> bytes:
-            data = json.dumps(obj).encode() + b"\n"
-            return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+            return _chunked(json.dumps(obj).encode() + b"\n")
 
         deadline = received + self.ttft
         for _ in range(n):
@@ -175,6 +173,11 @@ class TruthServer:
         writer.write(chunk(done) + b"0\r\n\r\n")
         await writer.drain()
         self.truth.append({"received": received, "writes": writes})
+
+
+def _chunked(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk (Transfer-Encoding: chunked)."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
 async def serve(host: str, port: int, server: TruthServer, tls: ssl.SSLContext | None = None) -> None:

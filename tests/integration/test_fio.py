@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-from pathlib import Path
 
-import jsonschema
 import pytest
+from helpers import run_cases
 
-from pytest_ubench import Services, expand, load, run_case
 from pytest_ubench.fio import FioError
 from pytest_ubench.report.standalone import render
 
 pytestmark = pytest.mark.integration
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())
 
 
 @pytest.fixture(autouse=True)
@@ -31,16 +27,6 @@ def _recipe(name: str, jobs: list[dict], directory: str = "{run_dir}/fio", **wor
     return {"name": name, "workload": wl}
 
 
-def _run(write_recipe, tmp_path: Path, recipe: dict):
-    results = []
-    with Services(tmp_path / "out", monitoring=False) as services:
-        for case in expand(load(write_recipe(recipe))):
-            res = run_case(case, services)
-            jsonschema.validate(res.result, SCHEMA)
-            results.append(res)
-    return results
-
-
 def test_fio_jobs_become_operations_with_rate_bandwidth_and_latency(write_recipe, tmp_path):
     jobs = [
         {"name": "seqwrite", "rw": "write", "bs": "64KiB", "size": "8MiB"},
@@ -49,7 +35,7 @@ def test_fio_jobs_become_operations_with_rate_bandwidth_and_latency(write_recipe
     ]
     recipe = _recipe("fio", jobs, duration_s=2.0)
     recipe["slo"] = ["ops.paced_read.per_s > 300", "ops.seqwrite_write.bytes_per_s > 1000000"]
-    (res,) = _run(write_recipe, tmp_path, recipe)
+    (res,) = run_cases(write_recipe, tmp_path, recipe)
     ops = res.result["ops"]
     assert set(ops) == {"seqwrite_write", "paced_read"}
     assert ops["paced_read"]["per_s"] == pytest.approx(400, rel=0.05)
@@ -70,7 +56,7 @@ def test_fio_jobs_become_operations_with_rate_bandwidth_and_latency(write_recipe
 def test_concurrency_sweeps_parallel_jobs(write_recipe, tmp_path):
     recipe = _recipe("sweep", [{"name": "r", "rw": "read", "bs": "4KiB", "size": "4MiB"}], duration_s=0.5,
                      load={"mode": "closed", "concurrency": [1, 3]})  # fmt: skip
-    one, three = _run(write_recipe, tmp_path, recipe)
+    one, three = run_cases(write_recipe, tmp_path, recipe)
     assert "numjobs=1" in (one.run_dir / "job.fio").read_text()
     assert "numjobs=3" in (three.run_dir / "job.fio").read_text()
     assert three.result["dataset"]["jobs"][0]["numjobs"] == "3"
@@ -84,7 +70,7 @@ def test_a_full_disk_fails_the_job_and_keeps_the_other_figures(write_recipe, tmp
     try:
         jobs = [{"name": "fill", "rw": "write", "bs": "64KiB", "size": "8MiB"},
                 {"name": "after", "rw": "read", "bs": "4KiB", "size": "512KiB"}]  # fmt: skip
-        (res,) = _run(write_recipe, tmp_path, _recipe("full", jobs, directory=str(small)))
+        (res,) = run_cases(write_recipe, tmp_path, _recipe("full", jobs, directory=str(small)))
     finally:
         subprocess.run(["umount", str(small)], check=False)
     failed = [v for v in res.verdicts if not v.passed]
@@ -98,9 +84,9 @@ def test_missing_fio_and_a_bad_directory_are_named(write_recipe, tmp_path, monke
     recipe = _recipe("nofio", [{"name": "r", "rw": "read", "size": "1MiB"}])
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(FioError, match="needs the fio binary"):
-        _run(write_recipe, tmp_path / "a", recipe)
+        run_cases(write_recipe, tmp_path / "a", recipe)
     monkeypatch.undo()
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(FioError, match=r"workload\.fio\.directory: cannot create .*file/sub"):
-        _run(write_recipe, tmp_path / "b", _recipe("baddir", [{"name": "r", "rw": "read"}], str(blocker / "sub")))
+        run_cases(write_recipe, tmp_path / "b", _recipe("baddir", [{"name": "r", "rw": "read"}], str(blocker / "sub")))

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
-import jsonschema
 import pytest
-from helpers import start
+from helpers import run_killing_the_service, run_recipe, start
 
-from pytest_ubench import Services, expand, load, run_case
 from pytest_ubench.orchestrators.base import ServiceError
-from pytest_ubench.orchestrators.local import LocalOrchestrator
 
 pytestmark = pytest.mark.integration
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())
 SERVER = ["{python}", "-m", "pytest_ubench.testing.grpcserver", "--host", "{host}", "--port", "{port}"]
 PROTO = Path(__file__).parents[2] / "pytest_ubench" / "testing" / "echo.proto"
 
@@ -31,21 +23,13 @@ def _recipe(name: str, grpc: dict, *server_args: str, **workload: object) -> dic
             "slo": ["error_rate < 0.01"]}  # fmt: skip
 
 
-def _run(write_recipe, tmp_path: Path, recipe: dict):
-    (case,) = expand(load(write_recipe(recipe)))
-    with Services(tmp_path / "out", monitoring=False) as services:
-        res = run_case(case, services)
-    jsonschema.validate(res.result, SCHEMA)
-    return res
-
-
 def _records(res) -> list[dict]:
     return [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
 
 
 def test_server_streaming_through_reflection_times_every_message(write_recipe, tmp_path):
     request = {"text": "hi", "delay_ms": 20, "count": 6, "interval_ms": 8, "size": 100}
-    res = _run(write_recipe, tmp_path, _recipe("stream", {"method": "Stream", "request": request}))
+    res = run_recipe(write_recipe, tmp_path, _recipe("stream", {"method": "Stream", "request": request}))
     r = res.result
     assert r["requests"]["ok"] > 20 and r["requests"]["failed"] == 0
     assert all(len(x["chunk_ms"]) == 6 and x["items"] == 6 for x in _records(res) if x["error"] is None)
@@ -61,7 +45,7 @@ def test_unary_from_a_proto_file_with_metadata_from_the_environment(write_recipe
     monkeypatch.setenv("UB_GRPC_TOKEN", "grpc-s3cr3t-value")
     grpc = {"method": "Say", "request": {"text": "hi", "delay_ms": 10, "size": 1000}, "proto": str(PROTO),
             "metadata": {"authorization": "Bearer ${UB_GRPC_TOKEN}"}}  # fmt: skip
-    res = _run(write_recipe, tmp_path, _recipe("unary", grpc, "--no-reflection"))
+    res = run_recipe(write_recipe, tmp_path, _recipe("unary", grpc, "--no-reflection"))
     r = res.result
     assert r["requests"]["ok"] > 10 and r["metrics"]["ttft_ms"]["count"] == 0
     assert r["metrics"]["e2e_ms"]["min"] >= 10.0 and r["metrics"]["e2e_ms"]["p50"] < 40.0
@@ -83,30 +67,20 @@ def test_unary_from_a_proto_file_with_metadata_from_the_environment(write_recipe
 def test_bad_calls_are_named_before_the_load(write_recipe, tmp_path, monkeypatch, grpc, server_args, message):
     monkeypatch.delenv("UB_NOT_SET", raising=False)
     with pytest.raises(ServiceError, match=message):
-        _run(write_recipe, tmp_path, _recipe("bad", grpc, *server_args))
+        run_recipe(write_recipe, tmp_path, _recipe("bad", grpc, *server_args))
 
 
 def test_a_proto_that_does_not_compile_shows_protocs_message(write_recipe, tmp_path):
     broken = tmp_path / "broken.proto"
     broken.write_text('syntax = "proto3";\nmessage A { strin x = 1; }\n')
     with pytest.raises(ServiceError, match=r"protoc rejected .*broken\.proto: .*strin"):
-        _run(write_recipe, tmp_path, _recipe("broken", {"method": "Say", "proto": str(broken)}))
+        run_recipe(write_recipe, tmp_path, _recipe("broken", {"method": "Say", "proto": str(broken)}))
 
 
 def test_server_killed_mid_run_is_recorded_as_connect_errors(write_recipe, tmp_path):
     dep = start(SERVER, tmp_path / "svc", "grpc", health={"kind": "tcp"})
     recipe = _recipe("dies", {"method": "Say", "request": {"delay_ms": 2}}, duration_s=4.0, warmup_s=0)
-    recipe["service"] = {"url": dep.endpoint.url, "health": {"kind": "tcp"}}
-
-    def kill_soon() -> None:
-        time.sleep(1.5)
-        os.kill(dep.handle.pid, signal.SIGKILL)
-
-    threading.Thread(target=kill_soon, daemon=True).start()
-    try:
-        res = _run(write_recipe, tmp_path, recipe)
-    finally:
-        LocalOrchestrator().stop(dep)
+    res = run_killing_the_service(write_recipe, tmp_path, recipe, dep, after_s=1.5)
     r = res.result
     assert r["requests"]["ok"] > 0 and "connect" in r["requests"]["errors"], r["requests"]["errors"]
     assert not res.passed

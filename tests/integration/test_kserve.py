@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import jsonschema
 import pytest
+from helpers import run_recipe
 
-from pytest_ubench import Services, expand, load, run_case
+from pytest_ubench import load
 from pytest_ubench.recipes.loader import RecipeError
 
 pytestmark = pytest.mark.integration
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())
 
 
 def _recipe(name: str, kserve: dict, delay_ms: float = 0.0, **workload: object) -> dict:
@@ -25,19 +23,11 @@ def _recipe(name: str, kserve: dict, delay_ms: float = 0.0, **workload: object) 
             "workload": wl, "slo": ["error_rate < 0.01"]}  # fmt: skip
 
 
-def _run(write_recipe, tmp_path: Path, recipe: dict):
-    (case,) = expand(load(write_recipe(recipe)))
-    with Services(tmp_path / "out", monitoring=False) as services:
-        res = run_case(case, services)
-    jsonschema.validate(res.result, SCHEMA)
-    return res
-
-
 def test_inferences_against_mlserver(write_recipe, tmp_path):
     pytest.importorskip("mlserver", reason="mlserver is a test dependency: pip install -e '.[test]'")
     kserve = {"model": "sum", "version": "1", "inputs": [{"name": "x", "datatype": "FP32", "shape": [4, 16]}],
               "variants": 3}  # fmt: skip
-    res = _run(write_recipe, tmp_path, _recipe("v2", kserve, delay_ms=5.0))
+    res = run_recipe(write_recipe, tmp_path, _recipe("v2", kserve, delay_ms=5.0))
     r = res.result
     assert r["requests"]["ok"] > 20 and r["requests"]["failed"] == 0
     # The model waits 5 ms on MLServer's uvloop, whose timers have millisecond granularity (measured: one
@@ -52,7 +42,7 @@ def test_inferences_against_mlserver(write_recipe, tmp_path):
 def test_unknown_model_is_an_error_by_status(write_recipe, tmp_path):
     pytest.importorskip("mlserver", reason="mlserver is a test dependency: pip install -e '.[test]'")
     kserve = {"model": "absent", "inputs": [{"name": "x", "datatype": "INT32", "shape": [1, 2], "data": [1, 2]}]}
-    res = _run(write_recipe, tmp_path, _recipe("nomodel", kserve, duration_s=0.5))
+    res = run_recipe(write_recipe, tmp_path, _recipe("nomodel", kserve, duration_s=0.5))
     assert set(res.result["requests"]["errors"]) == {"http_404"} and not res.passed
 
 

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
 import time
-from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import LLAMA, TRUTH, start
+from helpers import LLAMA, SCHEMA, TRUTH, run_killing_the_service, run_recipe, start
 
 from pytest_ubench import Services, expand, load, run_case
 from pytest_ubench.orchestrators.base import ServiceError
-from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.planning import PlanError
 
 pytestmark = pytest.mark.integration
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())
-
-
-def _run(write_recipe, tmp_path: Path, recipe: dict):
-    (case,) = expand(load(write_recipe(recipe)))
-    with Services(tmp_path / "out", monitoring=False) as services:
-        res = run_case(case, services)
-    jsonschema.validate(res.result, SCHEMA)
-    return res
 
 
 def test_embeddings_batches_against_llamacpp(write_recipe, tmp_path):
@@ -46,7 +32,7 @@ def test_embeddings_batches_against_llamacpp(write_recipe, tmp_path):
         },
         "slo": ["throughput.items_per_s > 1", "error_rate < 0.01"],
     }
-    res = _run(write_recipe, tmp_path, recipe)
+    res = run_recipe(write_recipe, tmp_path, recipe)
     r = res.result
     assert r["requests"]["failed"] == 0 and r["requests"]["ok"] > 5
     assert r["throughput"]["items_per_s"] == pytest.approx(4 * r["throughput"]["requests_per_s"])
@@ -68,7 +54,7 @@ def test_plain_http_records_status_bytes_and_first_byte(write_recipe, tmp_path, 
                      "duration_s": 1.0, "warmup_s": 0.2},
         "slo": ["error_rate < 0.01", "ttft_ms.p99 < 1000"],
     }  # fmt: skip
-    res = _run(write_recipe, tmp_path, recipe)
+    res = run_recipe(write_recipe, tmp_path, recipe)
     r = res.result
     assert r["requests"]["ok"] > 20 and r["requests"]["failed"] == 0
     assert r["metrics"]["ttft_ms"]["count"] == r["requests"]["ok"]  # time to first byte, per request
@@ -88,7 +74,7 @@ def test_plain_http_unexpected_status_is_an_error_by_status(write_recipe, tmp_pa
                      "load": {"mode": "closed", "concurrency": 1}, "duration_s": 0.5, "warmup_s": 0},
         "slo": ["error_rate < 0.01"],
     }  # fmt: skip
-    res = _run(write_recipe, tmp_path, recipe)
+    res = run_recipe(write_recipe, tmp_path, recipe)
     assert res.result["requests"]["errors"] == {"http_404": res.result["requests"]["total"]}
     assert not res.passed
 
@@ -102,7 +88,7 @@ def test_missing_header_secret_names_the_field(write_recipe, tmp_path, monkeypat
                      "load": {"mode": "closed", "concurrency": 1}, "duration_s": 0.5},
     }  # fmt: skip
     with pytest.raises(PlanError, match=r"workload\.http\.headers\.X-Key: environment variable UB_ABSENT is not set"):
-        _run(write_recipe, tmp_path, recipe)
+        run_recipe(write_recipe, tmp_path, recipe)
 
 
 REDIS = ["redis-server", "--bind", "{host}", "--port", "{port}", "--save", "", "--appendonly", "no"]
@@ -118,7 +104,7 @@ def _redis(name: str, kv: dict, *server_args: str, **workload: object) -> dict:
 def test_redis_get_set_mix_reports_each_operation(write_recipe, tmp_path):
     recipe = _redis("kv", {"keys": 500, "value_bytes": 64, "mix": {"get": 0.8, "set": 0.2}})
     recipe["slo"] = ["ops.get.latency_ms.p99 < 500", "ops.set.per_s > 1", "error_rate < 0.01"]
-    res = _run(write_recipe, tmp_path, recipe)
+    res = run_recipe(write_recipe, tmp_path, recipe)
     r = res.result
     ops = r["ops"]
     assert set(ops) == {"get", "set"} and r["requests"]["failed"] == 0
@@ -131,7 +117,7 @@ def test_redis_get_set_mix_reports_each_operation(write_recipe, tmp_path):
 
 
 def test_redis_pipelines_count_every_operation(write_recipe, tmp_path):
-    res = _run(write_recipe, tmp_path, _redis("pipe", {"keys": 100, "pipeline": 8, "mix": {"get": 1}}))
+    res = run_recipe(write_recipe, tmp_path, _redis("pipe", {"keys": 100, "pipeline": 8, "mix": {"get": 1}}))
     r = res.result
     assert set(r["ops"]) == {"pipeline"}
     assert r["throughput"]["items_per_s"] == pytest.approx(8 * r["throughput"]["requests_per_s"])
@@ -140,7 +126,7 @@ def test_redis_pipelines_count_every_operation(write_recipe, tmp_path):
 def test_redis_password_from_the_environment_never_reaches_the_results(write_recipe, tmp_path, monkeypatch):
     monkeypatch.setenv("UB_REDIS_PW", "kv-secret-8f3a")
     recipe = _redis("auth", {"keys": 50, "password_env": "UB_REDIS_PW"}, "--requirepass", "${UB_REDIS_PW}")
-    res = _run(write_recipe, tmp_path, recipe)
+    res = run_recipe(write_recipe, tmp_path, recipe)
     assert res.result["requests"]["failed"] == 0 and res.result["requests"]["ok"] > 10
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
@@ -152,7 +138,7 @@ def test_redis_wrong_password_is_a_clear_error(write_recipe, tmp_path, monkeypat
     monkeypatch.setenv("UB_REDIS_CLIENT_PW", "wrong")
     recipe = _redis("badauth", {"keys": 10, "password_env": "UB_REDIS_CLIENT_PW"}, "--requirepass", "${UB_REDIS_PW}")
     with pytest.raises(ServiceError, match=r"redis at 127\.0\.0\.1:\d+: authentication failed"):
-        _run(write_recipe, tmp_path, recipe)
+        run_recipe(write_recipe, tmp_path, recipe)
 
 
 POSTGRES = ["{python}", "-m", "pytest_ubench.servers.postgres", "--data", "{run_dir}/pgdata", "--host", "{host}",
@@ -200,7 +186,7 @@ def test_postgres_statement_mix_and_its_errors(write_recipe, tmp_path, monkeypat
              "params": {"k": {"random": [1, 1000]}, "v": "x"}},
         ],
     }  # fmt: skip
-    res = _run(write_recipe, tmp_path, _pg("mix", sql, env={"UBENCH_PG_PASSWORD": "${UB_PG_PW}"}))
+    res = run_recipe(write_recipe, tmp_path, _pg("mix", sql, env={"UBENCH_PG_PASSWORD": "${UB_PG_PW}"}))
     ops = res.result["ops"]
     assert set(ops) == {"read", "write"} and res.result["requests"]["failed"] == 0
     assert 0.65 < ops["read"]["total"] / res.result["requests"]["total"] < 0.85
@@ -212,7 +198,7 @@ def test_postgres_statement_mix_and_its_errors(write_recipe, tmp_path, monkeypat
 def test_postgres_missing_table_stops_before_the_load(write_recipe, tmp_path):
     sql = {"statements": [{"name": "bad", "sql": "SELECT * FROM no_such_table"}]}
     with pytest.raises(ServiceError, match=r"statement 'bad': relation \"no_such_table\" does not exist"):
-        _run(write_recipe, tmp_path, _pg("missing", sql))
+        run_recipe(write_recipe, tmp_path, _pg("missing", sql))
 
 
 def test_postgres_wrong_password_is_the_servers_message(write_recipe, tmp_path, monkeypatch):
@@ -220,7 +206,7 @@ def test_postgres_wrong_password_is_the_servers_message(write_recipe, tmp_path, 
     monkeypatch.setenv("UB_PG_CLIENT_PW", "wrong")
     recipe = _pg("auth", {"password_env": "UB_PG_CLIENT_PW"}, env={"UBENCH_PG_PASSWORD": "${UB_PG_PW}"})
     with pytest.raises(ServiceError, match="password authentication failed"):
-        _run(write_recipe, tmp_path, recipe)
+        run_recipe(write_recipe, tmp_path, recipe)
 
 
 # moto's S3 server: an emulator (named as one), the S3 implementation that installs from PyPI.
@@ -241,7 +227,7 @@ def test_s3_put_get_list_against_the_moto_emulator(write_recipe, tmp_path, monke
           "access_key_env": "UB_S3_KEY", "secret_key_env": "UB_S3_SECRET"}  # fmt: skip
     recipe = _s3("objects", s3)
     recipe["slo"] = ["ops.get.bytes_per_s > 1000", "error_rate < 0.01"]
-    res = _run(write_recipe, tmp_path, recipe)
+    res = run_recipe(write_recipe, tmp_path, recipe)
     r = res.result
     assert set(r["ops"]) == {"put", "get", "list"} and r["requests"]["failed"] == 0
     records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
@@ -260,7 +246,7 @@ def test_s3_multipart_uploads(write_recipe, tmp_path, monkeypatch):
     monkeypatch.setenv("UB_S3_SECRET", "test")
     s3 = {"mix": {"put": 1}, "object_sizes": ["6MiB"], "keys": 2, "multipart_bytes": "5MiB", "part_bytes": "5MiB",
           "access_key_env": "UB_S3_KEY", "secret_key_env": "UB_S3_SECRET"}  # fmt: skip
-    res = _run(write_recipe, tmp_path, _s3("multi", s3, duration_s=1.0))
+    res = run_recipe(write_recipe, tmp_path, _s3("multi", s3, duration_s=1.0))
     ops = res.result["ops"]
     assert ops["put"]["ok"] >= 1 and res.result["requests"]["failed"] == 0
     assert ops["put"]["bytes_per_s"] == pytest.approx(ops["put"]["per_s"] * 6 * 2**20)
@@ -272,24 +258,24 @@ def test_s3_missing_bucket_or_credentials_are_named_before_the_load(write_recipe
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(ServiceError, match=r"s3 at http://127\.0\.0\.1:\d+/ubench: no credentials"):
-        _run(write_recipe, tmp_path, _s3("nocreds", {}))
+        run_recipe(write_recipe, tmp_path, _s3("nocreds", {}))
     monkeypatch.setenv("UB_S3_KEY", "AKIAUBENCHTEST")
     monkeypatch.setenv("UB_S3_SECRET", "test")
     s3 = {"bucket": "absent", "create_bucket": False, "access_key_env": "UB_S3_KEY", "secret_key_env": "UB_S3_SECRET"}
     with pytest.raises(ServiceError, match=r"s3 at http://127\.0\.0\.1:\d+/absent: .*404"):
-        _run(write_recipe, tmp_path, _s3("nobucket", s3))
+        run_recipe(write_recipe, tmp_path, _s3("nobucket", s3))
 
 
 def test_adapters_run_in_worker_processes_and_report_their_errors(write_recipe, tmp_path, monkeypatch):
     ok = _redis("kv2", {"keys": 100}, load={"mode": "closed", "concurrency": 4, "workers": 2})
-    res = _run(write_recipe, tmp_path, ok)
+    res = run_recipe(write_recipe, tmp_path, ok)
     assert res.result["client"]["processes"] == 2 and res.result["requests"]["failed"] == 0
     monkeypatch.setenv("UB_REDIS_PW", "right")
     monkeypatch.setenv("UB_REDIS_CLIENT_PW", "wrong")
     bad = _redis("kv2bad", {"keys": 10, "password_env": "UB_REDIS_CLIENT_PW"}, "--requirepass", "${UB_REDIS_PW}",
                  load={"mode": "closed", "concurrency": 2, "workers": 2})  # fmt: skip
     with pytest.raises(ServiceError, match=r"load client process \d: redis at .*: authentication failed"):
-        _run(write_recipe, tmp_path / "bad", bad)
+        run_recipe(write_recipe, tmp_path / "bad", bad)
 
 
 S3_KEYS = {"access_key_env": "UB_S3_KEY", "secret_key_env": "UB_S3_SECRET"}
@@ -307,21 +293,11 @@ def test_server_killed_mid_run_is_recorded_not_raised(write_recipe, tmp_path, mo
     }
     recipe = recipes[protocol]()
     dep = start(recipe["service"]["command"], tmp_path / "svc", protocol, health={"kind": "tcp", "timeout_s": 60})
-    recipe["service"] = {"url": dep.endpoint.url, "health": {"kind": "tcp"}}
     recipe["workload"] |= {"duration_s": 4.0, "warmup_s": 0.0}
     recipe["slo"] = ["error_rate < 0.01"]
-
-    def kill_soon() -> None:
-        time.sleep(1.5)
-        os.killpg(dep.handle.pid, signal.SIGKILL)
-
-    threading.Thread(target=kill_soon, daemon=True).start()
-    try:
-        started = time.monotonic()
-        res = _run(write_recipe, tmp_path, recipe)
-        took = time.monotonic() - started
-    finally:
-        LocalOrchestrator().stop(dep)
+    started = time.monotonic()
+    res = run_killing_the_service(write_recipe, tmp_path, recipe, dep, after_s=1.5)
+    took = time.monotonic() - started
     r = res.result
     assert r["requests"]["ok"] > 0 and r["requests"]["failed"] > 0, r["requests"]
     assert "connect" in r["requests"]["errors"], r["requests"]["errors"]

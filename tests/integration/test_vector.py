@@ -4,26 +4,18 @@ insert phases, query load, and recall@k checked against a brute-force answer com
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pytest
-from helpers import start
+from helpers import run_killing_the_service, run_recipe, start
 
-from pytest_ubench import Services, expand, load, run_case
 from pytest_ubench.load.adapters.vectordb import VectorSearch, vectors
 from pytest_ubench.orchestrators.base import Deployment, ServiceError
 from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.report.standalone import render
 
 pytestmark = pytest.mark.integration
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())
 CHROMA = ["{python}", "-c", "from chromadb.cli.cli import app; app()", "run", "--path", "{run_dir}/db",
           "--host", "{host}", "--port", "{port}"]  # fmt: skip
 MILVUS = ["{python}", "-m", "milvus_lite", "server", "--data-dir", "{run_dir}/db",
@@ -53,14 +45,6 @@ def _recipe(name: str, url: str, vector: dict, **workload: object) -> dict:
     return {"name": name, "service": {"url": url, "health": {"kind": "tcp"}}, "workload": wl}
 
 
-def _run(write_recipe, tmp_path: Path, recipe: dict):
-    (case,) = expand(load(write_recipe(recipe)))
-    with Services(tmp_path / "out", monitoring=False) as services:
-        res = run_case(case, services)
-    jsonschema.validate(res.result, SCHEMA)
-    return res
-
-
 def brute_force(spec: VectorSearch) -> list[set[int]]:
     """The exact top-k of every query, computed plainly here (not with the tool's own routine)."""
     base, queries, _ = vectors(spec)
@@ -78,7 +62,7 @@ def _spec(engine: str, url: str, vector: dict) -> VectorSearch:
 
 def test_milvus_exact_index_has_recall_one_and_hnsw_below_it_matching_brute_force(milvus, write_recipe, tmp_path):
     common = {"engine": "milvus", "dim": 32, "count": 5000, "queries": 60, "clusters": 8, "top_k": 10, "settle_s": 2.0}
-    flat = _run(write_recipe, tmp_path / "flat", _recipe("flat", milvus.endpoint.url, {
+    flat = run_recipe(write_recipe, tmp_path / "flat", _recipe("flat", milvus.endpoint.url, {
         **common, "collection": "flat", "index": "flat"}, max_requests=60))  # fmt: skip
     r = flat.result
     assert r["requests"]["ok"] == 60 and r["recall"]["mean"] == 1.0 and r["recall"]["min"] == 1.0
@@ -89,7 +73,7 @@ def test_milvus_exact_index_has_recall_one_and_hnsw_below_it_matching_brute_forc
     # index in the background: settle_s).
     hnsw_part = {**common, "collection": "hnsw", "index": "hnsw", "index_params": {"M": 4, "efConstruction": 8},
                  "search_params": {"ef": 10}}  # fmt: skip
-    hnsw = _run(write_recipe, tmp_path / "hnsw", _recipe("hnsw", milvus.endpoint.url, hnsw_part, max_requests=60))
+    hnsw = run_recipe(write_recipe, tmp_path / "hnsw", _recipe("hnsw", milvus.endpoint.url, hnsw_part, max_requests=60))
     reported = hnsw.result["recall"]["mean"]
     assert reported < 1.0
     # The same 60 queries, each sent once, answered again by the server and scored against brute force here.
@@ -112,7 +96,7 @@ def test_milvus_exact_index_has_recall_one_and_hnsw_below_it_matching_brute_forc
 def test_milvus_filtered_queries_are_exact_under_their_filter(milvus, write_recipe, tmp_path):
     vector = {"engine": "milvus", "collection": "filtered", "dim": 8, "count": 2000, "queries": 40, "index": "flat",
               "filtered_share": 0.5, "groups": 5}  # fmt: skip
-    res = _run(write_recipe, tmp_path, _recipe("filtered", milvus.endpoint.url, vector, max_requests=40))
+    res = run_recipe(write_recipe, tmp_path, _recipe("filtered", milvus.endpoint.url, vector, max_requests=40))
     ops = res.result["ops"]
     assert set(ops) == {"query", "filtered_query"}
     assert ops["filtered_query"]["recall"] == 1.0 and ops["query"]["recall"] == 1.0  # exact, filter obeyed
@@ -124,7 +108,7 @@ def test_chroma_insert_phases_query_load_and_recall(chroma, write_recipe, tmp_pa
               "search_params": {"ef_search": 10}}  # fmt: skip
     recipe = _recipe("chroma", chroma.endpoint.url, vector, max_requests=60)
     recipe["slo"] = ["recall.mean >= 0.5", "phases.insert.vectors_per_s > 10", "ops.query.latency_ms.p95 < 5000"]
-    res = _run(write_recipe, tmp_path, recipe)
+    res = run_recipe(write_recipe, tmp_path, recipe)
     r = res.result
     assert r["requests"]["ok"] == 60 and r["requests"]["failed"] == 0
     assert r["phases"]["insert"]["vectors"] == 3000
@@ -149,21 +133,22 @@ def test_chroma_insert_phases_query_load_and_recall(chroma, write_recipe, tmp_pa
 
 def test_chroma_reuses_or_requires_a_collection_and_refuses_a_flat_index(chroma, write_recipe, tmp_path):
     vector = {"engine": "chroma", "collection": "kept", "dim": 8, "count": 500, "queries": 20}
-    _run(write_recipe, tmp_path / "a", _recipe("kept", chroma.endpoint.url, vector, max_requests=20))
-    again = _run(write_recipe, tmp_path / "b", _recipe("kept", chroma.endpoint.url, {**vector, "setup": "reuse"},
-                                                       max_requests=20))  # fmt: skip
+    url = chroma.endpoint.url
+    run_recipe(write_recipe, tmp_path / "a", _recipe("kept", url, vector, max_requests=20))
+    again = run_recipe(
+        write_recipe, tmp_path / "b", _recipe("kept", url, {**vector, "setup": "reuse"}, max_requests=20)
+    )
     assert again.result["phases"]["create"]["created"] is False and "insert" not in again.result["phases"]
     with pytest.raises(ServiceError, match=r"holds 500 vectors, expected 600"):
-        _run(write_recipe, tmp_path / "c", _recipe("kept", chroma.endpoint.url,
-                                                   {**vector, "count": 600, "setup": "reuse"}))  # fmt: skip
+        run_recipe(write_recipe, tmp_path / "c", _recipe("kept", url, {**vector, "count": 600, "setup": "reuse"}))
     with pytest.raises(ServiceError, match="chroma has no flat"):
-        _run(write_recipe, tmp_path / "d", _recipe("flat", chroma.endpoint.url, {**vector, "index": "flat"}))
-    existing = _run(write_recipe, tmp_path / "e", _recipe("kept", chroma.endpoint.url, {**vector, "setup": "existing"},
-                                                          max_requests=20))  # fmt: skip
+        run_recipe(write_recipe, tmp_path / "d", _recipe("flat", url, {**vector, "index": "flat"}))
+    existing = run_recipe(write_recipe, tmp_path / "e",
+                          _recipe("kept", url, {**vector, "setup": "existing"}, max_requests=20))  # fmt: skip
     assert existing.result["recall"]["count"] == 20 and "insert" not in existing.result["phases"]
     absent = _recipe("absent", chroma.endpoint.url, {**vector, "collection": "absent", "setup": "existing"})
     with pytest.raises(ServiceError, match=r"collection absent: the collection does not exist \(workload\.vector"):
-        _run(write_recipe, tmp_path / "f", absent)
+        run_recipe(write_recipe, tmp_path / "f", absent)
 
 
 def test_vector_server_unreachable_is_named_before_the_load(write_recipe, tmp_path):
@@ -171,7 +156,7 @@ def test_vector_server_unreachable_is_named_before_the_load(write_recipe, tmp_pa
     recipe = _recipe("gone", "http://127.0.0.1:9", {"engine": "chroma", "dim": 4, "count": 10, "queries": 2})
     recipe["service"]["health"] = {"kind": "tcp", "timeout_s": 0.5}
     with pytest.raises(ServiceError):
-        _run(write_recipe, tmp_path, recipe)
+        run_recipe(write_recipe, tmp_path, recipe)
 
 
 def test_vector_server_dying_mid_run_is_recorded_not_raised(write_recipe, tmp_path):
@@ -180,17 +165,7 @@ def test_vector_server_dying_mid_run_is_recorded_not_raised(write_recipe, tmp_pa
     vector = {"engine": "chroma", "collection": "dies", "dim": 8, "count": 500, "queries": 50}
     recipe = _recipe("dies", dep.endpoint.url, vector, duration_s=6.0)
     recipe["slo"] = ["error_rate < 0.01"]
-    pid = dep.handle.pid
-
-    def kill_soon() -> None:
-        time.sleep(4.0)  # after the insert phases, inside the load
-        os.kill(pid, signal.SIGKILL)
-
-    threading.Thread(target=kill_soon, daemon=True).start()
-    try:
-        res = _run(write_recipe, tmp_path, recipe)
-    finally:
-        LocalOrchestrator().stop(dep)
+    res = run_killing_the_service(write_recipe, tmp_path, recipe, dep, after_s=4.0)  # inside the load, after the insert
     r = res.result
     assert r["requests"]["ok"] > 0 and r["requests"]["failed"] > 0
     assert "connect" in r["requests"]["errors"], r["requests"]["errors"]
