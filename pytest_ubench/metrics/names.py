@@ -21,7 +21,7 @@ QUALITY_STATS: tuple[str, ...] = ("count", "mean", "min", "p50", "p90", "max")
 SERVER_REPORTED: tuple[str, ...] = ("decode_tokens_per_s", "client_decode_tokens_per_s", "client_vs_server")
 # Once-per-case setup phases before the load (vector collections) and their figures.
 PHASES: dict[str, tuple[str, ...]] = {"create": ("seconds",), "insert": ("seconds", "vectors_per_s"),
-                                      "index": ("seconds",)}  # fmt: skip
+                                      "index": ("seconds",), "truth": ("seconds",)}  # fmt: skip
 
 
 def known_paths() -> set[str]:

@@ -68,3 +68,30 @@ def test_recall_and_phase_slos_parse_and_judge():
     assert slo.parse("ops.filtered_query.recall >= 0.9").path == "ops.filtered_query.recall"
     with pytest.raises(slo.SLOSyntaxError):
         slo.parse("phases.insert.speed > 1")
+
+
+def test_filtered_exact_answers_match_a_plain_masked_sort():
+    rng = np.random.default_rng(5)
+    base, queries = rng.normal(size=(400, 6)).astype(np.float32), rng.normal(size=(30, 6)).astype(np.float32)
+    groups, group_of = np.arange(400) % 7, rng.integers(-1, 7, 30)
+    got = exact_top_k(base, queries, 5, "l2", groups, group_of)
+    for q, g, ids in zip(queries.astype(np.float64), group_of, got, strict=True):
+        d = np.linalg.norm(base.astype(np.float64) - q, axis=1)
+        if g >= 0:
+            d[groups != g] = np.inf
+        assert ids.tolist() == np.argsort(d)[:5].tolist()
+
+
+def test_exact_answers_are_computed_once_per_host_and_read_back(monkeypatch):
+    from pytest_ubench.load.adapters import vectordb as vdb
+
+    spec = VectorSearch("chroma", "http://x", dim=5, count=300, queries=12, filtered_share=0.5, seed=98765)
+    vdb._truth_cache(spec).unlink(missing_ok=True)
+    first = query_plan(spec)
+    monkeypatch.setattr(vdb, "exact_top_k", lambda *a, **k: pytest.fail("computed again instead of read back"))
+    again = query_plan(spec)
+    assert np.array_equal(first[0], again[0]) and all(
+        np.array_equal(a, b) for a, b in zip(first[1], again[1], strict=True)
+    )
+    other = VectorSearch("chroma", "http://x", dim=5, count=300, queries=12, filtered_share=0.5, seed=98766)
+    assert vdb._truth_cache(other) != vdb._truth_cache(spec)  # other data, another file

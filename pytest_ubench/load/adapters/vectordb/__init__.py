@@ -10,11 +10,15 @@ interface; each uses its ecosystem's synchronous client on a thread pool as larg
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
+import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -61,8 +65,8 @@ class VectorSearch:
         return f"{self.engine} at {self.url}, collection {self.collection}"
 
     def prepare(self) -> dict[str, Any]:
-        """Once per case, before any load: create the collection and insert the vectors, timed as the
-        ``create``, ``insert`` (vectors/s) and ``index`` phases."""
+        """Once per case, before any load: create the collection, insert the vectors and compute the
+        exact answers, timed as the ``create``, ``insert`` (vectors/s), ``index`` and ``truth`` phases."""
         base, _, groups = vectors(self)
         backend = connect(self)
         try:
@@ -91,6 +95,9 @@ class VectorSearch:
                     f"{self.where}: holds {stored} vectors, expected {len(base)} "
                     f"(workload.vector.setup is {self.setup}; 'rebuild' builds it again)"
                 )
+            t3 = perf_counter()
+            query_plan(self)  # the exact answers, once, before any client process needs them
+            phases["truth"] = {"seconds": perf_counter() - t3, "queries": self.queries}
             return phases
         finally:
             backend.close()
@@ -175,40 +182,76 @@ def vectors(spec: VectorSearch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def exact_top_k(
-    base: np.ndarray, queries: np.ndarray, k: int, metric: str, allowed: np.ndarray | None = None
+    base: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    metric: str,
+    groups: np.ndarray | None = None,
+    group_of: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """The true k nearest stored vectors of each query by brute force (best first); ``allowed``
-    restricts query i to the stored vectors where ``allowed[i]`` is true (a filter)."""
+    """The true k nearest stored vectors of each query by brute force (best first). With ``groups`` and
+    ``group_of``, query i only sees the stored vectors of group ``group_of[i]`` (-1: all), a filter.
+
+    Candidates come from a float32 pass (BLAS, memory bounded by query chunks) and are re-ranked in
+    float64, so the answer is exact unless float32 misorders vectors beyond the candidate margin."""
     if metric == "cosine":
         base = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-    norms = (base.astype(np.float64) ** 2).sum(axis=1)
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    norms = np.einsum("ij,ij->i", base, base)
+    margin = min(len(base), k + max(k, 32))
     out: list[np.ndarray] = []
-    chunk = max(1, 2_000_000 // max(1, len(base)))  # bound memory to ~16 MB of distances at a time
+    chunk = max(1, 20_000_000 // max(1, len(base)))  # ~80 MB of float32 scores at a time
     for start in range(0, len(queries), chunk):
-        q = queries[start : start + chunk].astype(np.float64)
-        dots = q @ base.astype(np.float64).T
+        q = np.ascontiguousarray(queries[start : start + chunk], dtype=np.float32)
+        dots = q @ base.T
         score = norms[None, :] - 2.0 * dots if metric == "l2" else -dots  # smaller is nearer
-        if allowed is not None:
-            score = np.where(allowed[start : start + chunk], score, np.inf)
-        kk = min(k, score.shape[1])
-        part = np.argpartition(score, kk - 1, axis=1)[:, :kk]
-        for row, cand in zip(score, part, strict=True):
-            cand = cand[np.isfinite(row[cand])]
-            out.append(cand[np.argsort(row[cand], kind="stable")])
+        if groups is not None and group_of is not None:
+            wanted = group_of[start : start + chunk]
+            score[(groups[None, :] != wanted[:, None]) & (wanted[:, None] >= 0)] = np.inf
+        part = np.argpartition(score, margin - 1, axis=1)[:, :margin]
+        for row, (qi, cand) in enumerate(zip(q.astype(np.float64), part, strict=True)):
+            cand = cand[np.isfinite(score[row, cand])]  # a filter may leave fewer than k
+            exact = base[cand].astype(np.float64)
+            d = ((exact - qi) ** 2).sum(axis=1) if metric == "l2" else -(exact @ qi)
+            out.append(cand[np.argsort(d, kind="stable")][:k])
     return out
 
 
 def query_plan(spec: VectorSearch) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Which group each query is restricted to (-1: none) and each query's exact answer under it."""
+    """Which group each query is restricted to (-1: none) and each query's exact answer under it;
+    computed once per host and kept in the temporary directory, so a run's worker processes (and
+    its repeats) read it instead of each spending the brute force again."""
+    path = _truth_cache(spec)
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            group_of, flat, ends = cached["group_of"], cached["ids"], cached["ends"]
+        return group_of, np.split(flat, ends[:-1])
+    except (OSError, ValueError, KeyError):
+        pass
     base, queries, groups = vectors(spec)
     rng = np.random.default_rng([spec.seed, 11])
     filtered = rng.random(len(queries)) < spec.filtered_share
     group_of = np.where(filtered, rng.integers(0, spec.groups, len(queries)), -1)
-    allowed = None
-    if filtered.any():
-        allowed = (groups[None, :] == group_of[:, None]) | (group_of[:, None] < 0)
-    return group_of, exact_top_k(base, queries, spec.top_k, spec.metric, allowed)
+    truth = exact_top_k(base, queries, spec.top_k, spec.metric, groups if filtered.any() else None, group_of)
+    ends = np.cumsum([len(t) for t in truth])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, group_of=group_of, ids=np.concatenate(truth) if truth else np.zeros(0, int), ends=ends)
+    os.replace(tmp, path)
+    return group_of, truth
+
+
+def _truth_cache(spec: VectorSearch) -> Path:
+    """A file named by everything the exact answer depends on (data files by size and mtime)."""
+    h = hashlib.sha256()
+    for name in ("dim", "count", "queries", "clusters", "metric", "top_k", "filtered_share", "groups", "seed"):
+        h.update(f"{name}={getattr(spec, name)};".encode())
+    for p in (spec.data, spec.query_data):
+        if p is not None:
+            st = os.stat(p)
+            h.update(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return Path(tempfile.gettempdir()) / "ubenchai-vector-truth" / f"{h.hexdigest()[:32]}.npz"
 
 
 def recall(found: list[int], truth: np.ndarray) -> float:
