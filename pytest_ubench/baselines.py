@@ -52,7 +52,8 @@ def _samples(case_dir: Path) -> dict[str, Any]:
 def compare_dirs(baseline_case: Path, case_dir: Path, rules: Regression | None = None) -> list[compare.Comparison]:
     rules = rules or Regression()
     own: dict[str, float] = {str(k): v for k, v in rules.metrics.items()}
-    thresholds = {m: own.get(m, rules.min_change) for m in (*compare.LOWER_IS_BETTER, *compare.HIGHER_IS_BETTER)}
+    thresholds = {m: own.get(m, compare.DEFAULT_MIN_CHANGE.get(m, rules.min_change))
+                  for m in (*compare.LOWER_IS_BETTER, *compare.HIGHER_IS_BETTER)}  # fmt: skip
     return compare.compare(_samples(baseline_case), _samples(case_dir), thresholds, rules.alpha)
 
 

@@ -25,7 +25,8 @@ from .orchestrators.base import ServiceError
 from .recipes.schema import Fio, FioJob, parse_bytes
 
 PERCENTILES = {"p50": "50.000000", "p90": "90.000000", "p95": "95.000000", "p99": "99.000000", "p99_9": "99.900000"}
-GRACE_S = 60.0  # beyond the jobs' own time: laying out files, fio's start and exit
+GRACE_S = 60.0  # beyond the jobs' own time: fio's start and exit
+LAYOUT_BYTES_PER_S = 50e6
 
 
 class FioError(ServiceError):
@@ -94,6 +95,8 @@ def run(spec: Fio, directory: Path, run_dir: Path, runtime_s: float, ramp_s: flo
     job_file = write_job(spec, directory, run_dir, job_text(spec, str(directory), runtime_s, ramp_s, concurrency))
     out = run_dir / "fio.json"
     seconds = len(spec.jobs) * (runtime_s + ramp_s)
+    # fio lays out its files before a job starts: allow for writing them at a slow 50 MB/s.
+    seconds += sum(parse_bytes(j.size) * (j.numjobs or concurrency) for j in spec.jobs) / LAYOUT_BYTES_PER_S
     cmd = [exe, "--output-format=json", f"--output={out}", str(job_file)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:

@@ -7,7 +7,9 @@ samples is not evidence, and with thousands of samples a 1 % shift is "significa
 Improvements are decided the same way and reported, never failed.
 
 Samples: per request for latencies (TTFT, TPOT, E2E, and ITL as each request's mean gap: the gaps
-inside one stream are not independent), per second of the measurement window for throughput.
+inside one stream are not independent) and for recall@k (vector queries), per second of the measurement
+window for throughput. A run without per-request records (fio) has no samples: "insufficient", never a
+comparison of zeros.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from .records import Record
 from .stats import request_values
 
 LOWER_IS_BETTER = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")
-HIGHER_IS_BETTER = ("requests_per_s", "output_tokens_per_s")
+HIGHER_IS_BETTER = ("requests_per_s", "output_tokens_per_s", "recall")
+# A relative drop that matters for each metric when the recipe names none: recall near 1 moves little.
+DEFAULT_MIN_CHANGE = {"recall": 0.01}
 MIN_SAMPLES = 8
 
 
@@ -61,6 +65,9 @@ def samples(records: Sequence[Record], elapsed_s: float) -> dict[str, np.ndarray
         if v["itl_ms"]:
             per_request["itl_ms"].append(float(np.mean(v["itl_ms"])))
     out = {m: np.asarray(vals, dtype=float) for m, vals in per_request.items()}
+    out["recall"] = np.asarray([r.recall for r in measured if not math.isnan(r.recall)], dtype=float)
+    if not measured:
+        return out | {"requests_per_s": np.empty(0), "output_tokens_per_s": np.empty(0)}
     # Throughput per whole second of the window, counting completions by their end time.
     start = min((r.start for r in measured if math.isfinite(r.start)), default=0.0)
     seconds = max(int(elapsed_s), 1)
@@ -83,6 +90,8 @@ def compare(
     out = []
     for metric in (*LOWER_IS_BETTER, *HIGHER_IS_BETTER):
         b, c = baseline.get(metric, np.empty(0)), current.get(metric, np.empty(0))
+        if len(b) == 0 and len(c) == 0:
+            continue  # a figure neither run has (TTFT of a database call, recall of a chat)
         if len(b) < MIN_SAMPLES or len(c) < MIN_SAMPLES:
             out.append(Comparison(metric, None, None, None, None, "insufficient", (len(b), len(c))))
             continue
@@ -110,6 +119,8 @@ def regressions(comparisons: Sequence[Comparison]) -> list[Comparison]:
 
 def table(comparisons: Sequence[Comparison]) -> str:
     """Baseline vs current, change and p-value: what a failed gate prints."""
+    if not comparisons:
+        return "no per-request figures to compare (fio reports one figure per job: compare its ops by hand)"
     lines = [f"{'metric':<22}{'baseline':>12}{'current':>12}{'change':>10}{'p-value':>10}  verdict"]
     for c in comparisons:
         if c.verdict == "insufficient":

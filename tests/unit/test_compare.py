@@ -58,3 +58,14 @@ def test_a_significant_but_small_change_does_not_gate() -> None:
     assert verdicts(compare(runs(n=100_000), runs(scale=1.03, n=100_000, seed=1), {"ttft_ms": 0.02}))["ttft_ms"] == (
         "regression"
     )
+
+
+def test_recall_is_compared_per_query_and_absent_figures_are_left_out() -> None:
+    from pytest_ubench.metrics.compare import DEFAULT_MIN_CHANGE
+
+    rng = np.random.default_rng(1)
+    base = {"recall": np.clip(rng.normal(0.97, 0.03, 500), 0, 1)}
+    worse = {"recall": np.clip(rng.normal(0.93, 0.05, 500), 0, 1)}  # a 4 % drop: small, and a regression
+    (only,) = compare(base, worse, DEFAULT_MIN_CHANGE)
+    assert only.metric == "recall" and only.verdict == "regression"
+    assert compare({"recall": np.empty(0)}, {"recall": np.empty(0)}) == []  # a figure neither run has
