@@ -437,6 +437,9 @@ def _client_run(args: argparse.Namespace) -> int:
     if results:
         for summary in capacity.write_sweeps(root, [r.result for r in results]):
             sweep = json.loads(summary.read_text(encoding="utf-8"))
+            if "pareto" in sweep:
+                print(f"{sweep['recipe']}: {capacity.describe_tradeoff(sweep)} ({summary})")
+                continue
             knee = sweep["knee"]
             where = f"knee at {sweep['axis']} = {knee[sweep['axis']]:g}" if knee else "no knee within the sweep"
             print(f"{sweep['recipe']}: {where} ({summary})")

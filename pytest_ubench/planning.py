@@ -289,22 +289,24 @@ def _vector_spec(case: Case, v: Vector, endpoint: Endpoint) -> VectorSearch:
     def path(p: str | None) -> str | None:
         return None if p is None else str(_resolve(case, p))
 
+    search = {k: case.point.get(k, val) for k, val in v.search_params.items()}  # a swept one: this case's value
+
     return VectorSearch(
         v.engine, endpoint.url.rstrip("/"), v.collection, v.dim, v.count, v.queries, v.clusters, v.metric, v.top_k,
-        v.index, tuple(sorted(v.index_params.items())), tuple(sorted(v.search_params.items())), v.filtered_share,
+        v.index, tuple(sorted(v.index_params.items())), tuple(sorted(search.items())), v.filtered_share,
         v.groups, v.insert_batch, v.setup, path(v.data), path(v.query_data), v.api_key_env, v.settle_s, v.seed,
     )  # fmt: skip
 
 
-def prepare(case: Case, endpoint: Endpoint) -> dict[str, Any] | None:
-    """Work a protocol does once per case before any load, timed as phases (a vector collection's
-    create, insert and index); None for protocols without."""
+def preparation(case: Case, endpoint: Endpoint) -> tuple[str, Callable[[], dict[str, Any]]] | None:
+    """Work a protocol does before any load, timed as phases (a vector collection's create, insert,
+    index and exact answers): its key (cases with one key share it) and the work; None for protocols
+    without."""
     adapted = _adapter_for(case, endpoint)
-    if adapted is None or not hasattr(adapted[0], "prepare"):
+    spec = adapted[0] if adapted is not None else None
+    if not isinstance(spec, VectorSearch):
         return None
-    logger.info("{}: preparing ({})", case.id, case.recipe.workload.protocol)
-    phases: dict[str, Any] = adapted[0].prepare()
-    return phases
+    return spec.prepare_key(), spec.prepare
 
 
 def _adapter_plan(

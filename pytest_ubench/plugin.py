@@ -367,6 +367,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 lines.append(
                     f"SWEEP  {name}: " + (f"knee at {axis} = {k[axis]:g}" if k else "no knee within the sweep")
                 )
+            if (t := capacity.tradeoff(group)) is not None:
+                lines.append(f"RECALL {name}: {capacity.describe_tradeoff(t)}")
     if lines:
         terminalreporter.write_sep("=", "ubench summary")
         for line in lines:

@@ -126,6 +126,28 @@ class Services:
                 raise
         return self._deployed[key]
 
+    def prepare(self, case: Case, dep: Deployment) -> dict[str, Any] | None:
+        """A protocol's setup before load (a vector collection built, its exact answers computed), done
+        once per deployment by the first case that needs it (in this process or, under xdist, any
+        sharing one) and read back by the others: sweep points neither rebuild nor drop under each other
+        what they share."""
+        work = planning.preparation(case, dep.endpoint)
+        if work is None:
+            return None
+        key, prepare = work
+        dep.run_dir.mkdir(parents=True, exist_ok=True)
+        # Per deployment: a new server process (or job) starts empty.
+        marker = dep.run_dir / f"prepared-{key}-{dep.endpoint.pid or 0}-{dep.endpoint.job_id or 0}.json"
+        with FileLock(str(dep.run_dir / "prepare.lock")):
+            if marker.exists():
+                logger.info("{}: using the collection prepared for an earlier case", case.id)
+                done: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
+                return done
+            logger.info("{}: preparing ({})", case.id, case.recipe.workload.protocol)
+            phases = prepare() | {"prepared_by": case.id}
+            results.write_json(marker, phases)
+        return phases
+
     @property
     def prometheus(self) -> Prometheus | None:
         """The session's Prometheus, once a monitored recipe has been deployed."""
@@ -150,6 +172,9 @@ class Services:
                 raise TargetUnreachable(f"{loaded.recipe.name}: cannot reach {url}: {problem}")
             endpoint = Endpoint(parts.hostname, port, url.rstrip("/"))
             run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.shared:  # what an earlier session prepared there may be gone: prepare again
+                for stale in run_dir.glob("prepared-*.json"):
+                    stale.unlink(missing_ok=True)
             endpoint.write(run_dir / "endpoint.json")
             return Deployment(loaded.recipe.name, endpoint, run_dir, None, None)
         if self.shared:
@@ -492,7 +517,7 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         return _fio_case(case, services, run_dir, progress)
     logger.info("{}: {} load against {}", case.id, case.load.mode, dep.endpoint.url)
     extra: dict[str, Any] = {}
-    phases = planning.prepare(case, dep.endpoint)
+    phases = services.prepare(case, dep)
     if case.load.mode == "search":
         main, verdicts, extra["search"] = _search(case, services, dep, run_dir, progress, phases)
         runs = [main] if main is not None else []

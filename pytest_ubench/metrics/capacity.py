@@ -37,9 +37,10 @@ def sweep_axis(results: Sequence[dict[str, Any]]) -> str | None:
 
 
 def sweep(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """One recipe's sweep: per point the load, throughput and latency; the knee and its load."""
+    """One recipe's sweep: per point the load, throughput and latency; the knee and its load. None
+    when the load is not the only thing swept (a vector search parameter too: see ``tradeoff``)."""
     axis = sweep_axis(results)
-    if axis is None or len(results) < 2:
+    if axis is None or len(results) < 2 or len({r["load"][axis] for r in results}) < len(results):
         return None
     ordered = sorted(results, key=lambda r: r["load"][axis])
     points = [
@@ -67,6 +68,32 @@ def sweep(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def tradeoff(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Recall against throughput over a recipe's points (vector search parameters, load): every point,
+    and the Pareto front (no other point has both more recall and more queries per second)."""
+    scored = [r for r in results if r.get("recall") and r["recall"].get("mean") is not None]
+    if len(scored) < 2:
+        return None
+    swept = sorted({k for r in scored for k in r["load"] if k not in ("mode", "warmup_requests")})
+    points = [
+        {"case_id": r["case_id"], **{k: r["load"].get(k) for k in swept}, "recall": r["recall"]["mean"],
+         "recall_min": r["recall"]["min"], "queries_per_s": r["throughput"]["requests_per_s"],
+         "e2e_p95_ms": r["metrics"]["e2e_ms"]["p95"], "passed": r["passed"]}
+        for r in scored
+    ]  # fmt: skip
+    points.sort(key=lambda p: (p["recall"], p["queries_per_s"]))
+    front = [
+        p["case_id"]
+        for p in points
+        if not any(
+            q is not p and q["recall"] >= p["recall"] and q["queries_per_s"] >= p["queries_per_s"]
+            and (q["recall"] > p["recall"] or q["queries_per_s"] > p["queries_per_s"])
+            for q in points
+        )
+    ]  # fmt: skip
+    return {"recipe": scored[0]["recipe"]["name"], "axes": swept, "points": points, "pareto": front}
+
+
 def write_sweeps_under(root: Path) -> list[Path]:
     """The sweep summaries of every case under a results directory."""
     return write_sweeps(root, [json.loads(p.read_text(encoding="utf-8")) for p in sorted(root.glob("*/results.json"))])
@@ -79,10 +106,17 @@ def write_sweeps(root: Path, results: Sequence[dict[str, Any]]) -> list[Path]:
         by_recipe.setdefault(r["recipe"]["name"], []).append(r)
     written = []
     for name, group in by_recipe.items():
-        summary = sweep(group)
-        if summary is not None:
-            path = root / "sweeps" / f"{name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(path, summary)
-            written.append(path)
+        for summary, path in ((sweep(group), root / "sweeps" / f"{name}.json"),
+                              (tradeoff(group), root / "sweeps" / f"{name}-recall.json")):  # fmt: skip
+            if summary is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json(path, summary)
+                written.append(path)
     return written
+
+
+def describe_tradeoff(t: dict[str, Any]) -> str:
+    """One line: recall and queries/s of each point on the Pareto front."""
+    front = [p for p in t["points"] if p["case_id"] in t["pareto"]]
+    shown = "; ".join(f"{p['case_id']}: recall {p['recall']:.3f} at {p['queries_per_s']:.0f} q/s" for p in front)
+    return f"recall vs throughput, Pareto front of {len(t['points'])} points: {shown}"

@@ -399,7 +399,10 @@ class Vector(_Strict):
     top_k: PositiveInt = 10
     index: Literal["hnsw", "flat", "auto"] = "hnsw"
     index_params: dict[str, Param] = Field(default_factory=dict)  # the engine's own names
-    search_params: dict[str, Param] = Field(default_factory=dict)
+    # A list is a sweep axis (ef: [16, 64, 256]): one case per value, recall beside throughput.
+    search_params: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Param | list[Param]] = Field(
+        default_factory=dict
+    )
     filtered_share: Annotated[float, Field(ge=0, le=1)] = 0.0
     groups: PositiveInt = 10
     insert_batch: PositiveInt = 1_000

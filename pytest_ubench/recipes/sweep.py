@@ -1,4 +1,5 @@
-"""Turn a recipe into its cases: one per point of the sweep written as lists in ``workload.load``."""
+"""Turn a recipe into its cases: one per point of the sweep written as lists in ``workload.load`` (and in
+a vector workload's ``search_params``: how it searches, swept against recall)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,14 @@ def _fmt(value: Any) -> str:
 def expand(loaded: LoadedRecipe) -> list[Case]:
     load = loaded.recipe.workload.load
     # A ramp is one case (its steps are reported inside it), not a sweep axis.
-    axes = {name: v for name in SWEEPABLE if isinstance(v := getattr(load, name), int | float | list)}
+    axes: dict[str, Any] = {name: v for name in SWEEPABLE if isinstance(v := getattr(load, name), int | float | list)}
+    vector = loaded.recipe.workload.vector
+    if vector is not None:
+        axes |= {name: v for name, v in vector.search_params.items() if isinstance(v, list)}
     names = list(axes)
     values = [v if isinstance(v, list) else [v] for v in axes.values()]
     cases = []
     for combo in itertools.product(*values):
         point = dict(zip(names, combo, strict=True))
-        cases.append(Case(loaded, load.model_copy(update=point), point))
+        cases.append(Case(loaded, load.model_copy(update={k: v for k, v in point.items() if k in SWEEPABLE}), point))
     return cases

@@ -94,12 +94,23 @@ def _overview(cases: list[Case]) -> str:
     return _table(header, rows, cls)
 
 
+def _tradeoff_html(name: str, group: list[dict[str, Any]]) -> str:
+    t = capacity.tradeoff(group)
+    if t is None:
+        return ""
+    header = ["case", *t["axes"], "recall@k", "min", "queries/s", "E2E p95 ms", "Pareto"]
+    rows = [[p["case_id"], *(p[a] for a in t["axes"]), p["recall"], p["recall_min"], p["queries_per_s"],
+             p["e2e_p95_ms"], "yes" if p["case_id"] in t["pareto"] else ""] for p in t["points"]]  # fmt: skip
+    return f"<h3>{html.escape(name)}: recall against throughput</h3>" + _table(header, rows)
+
+
 def sweeps_html(cases: list[Case]) -> str:
     by_recipe: dict[str, list[dict[str, Any]]] = {}
     for c in cases:
         by_recipe.setdefault(c.result["recipe"]["name"], []).append(c.result)
     out = []
     for name, group in by_recipe.items():
+        out.append(_tradeoff_html(name, group))
         sweep = capacity.sweep(group)
         if sweep is None:
             continue
@@ -112,7 +123,7 @@ def sweeps_html(cases: list[Case]) -> str:
             f"<h3>{html.escape(name)}: sweep over {axis}</h3><p>{text}</p>"
             + plots.sweep(loads, axis, thr, lat, k["index"] if k else None)
         )
-    return "<section><h2>Sweeps</h2>" + "".join(out) + "</section>" if out else ""
+    return "<section><h2>Sweeps</h2>" + "".join(out) + "</section>" if any(out) else ""
 
 
 def _case(c: Case) -> str:
@@ -169,8 +180,10 @@ def _operations(r: dict[str, Any]) -> str:
                      f"p50 {_fmt(rc.get('p50'))}, min {_fmt(rc['min'])} over {rc['count']} queries</p>")  # fmt: skip
     phases = r.get("phases")
     if phases:
-        rows = [[name, p.get("seconds"), p.get("vectors"), p.get("vectors_per_s")] for name, p in phases.items()]
-        parts.append("<h3>Setup phases</h3>" + _table(["phase", "seconds", "vectors", "vectors/s"], rows))
+        rows = [[name, p.get("seconds"), p.get("vectors"), p.get("vectors_per_s")]
+                for name, p in phases.items() if isinstance(p, dict)]  # fmt: skip
+        by = f" (built by {html.escape(phases['prepared_by'])})" if phases.get("prepared_by") else ""
+        parts.append(f"<h3>Setup phases{by}</h3>" + _table(["phase", "seconds", "vectors", "vectors/s"], rows))
     return "".join(parts)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from helpers import run_killing_the_service, run_recipe, start
+from helpers import run_cases, run_killing_the_service, run_recipe, start
 
 from pytest_ubench.load.adapters.vectordb import VectorSearch, vectors
 from pytest_ubench.orchestrators.base import Deployment, ServiceError
@@ -127,7 +127,7 @@ def test_chroma_insert_phases_query_load_and_recall(chroma, write_recipe, tmp_pa
     assert reported == pytest.approx(float(np.mean(mine)), abs=1e-9)
     assert [v.expression for v in res.verdicts if v.passed] == recipe["slo"]
     page = render(tmp_path / "out")
-    assert "recall@10 against the exact answer" in page and "<h3>Setup phases</h3>" in page
+    assert "recall@10 against the exact answer" in page and "<h3>Setup phases (built by chroma-concurrency=1)" in page
     assert f"recall@k {reported:.3f}" in res.key_figures()
 
 
@@ -187,3 +187,26 @@ def test_qdrant_backend_through_qdrant_clients_local_mode(tmp_path):
     ok = [r for r in run.records if r.ok]
     assert len(ok) == 30 and {r.op for r in ok} == {"query", "filtered_query"}
     assert all(r.recall == 1.0 for r in ok)  # exact search, filter obeyed
+
+
+def test_search_parameter_sweep_shares_one_collection_and_charts_recall_against_throughput(
+    milvus, write_recipe, tmp_path
+):
+    from pytest_ubench.metrics import capacity
+
+    vector = {"engine": "milvus", "collection": "swept", "dim": 32, "count": 5000, "queries": 60, "clusters": 8,
+              "index": "hnsw", "index_params": {"M": 4, "efConstruction": 8}, "search_params": {"ef": [10, 200]},
+              "settle_s": 2.0}  # fmt: skip
+    low, high = run_cases(write_recipe, tmp_path, _recipe("swept", milvus.endpoint.url, vector, max_requests=60))
+    assert (low.case_id, high.case_id) == ("swept-concurrency=1-ef=10", "swept-concurrency=1-ef=200")
+    assert low.result["phases"] == high.result["phases"]  # built once, by the first case
+    assert high.result["phases"]["prepared_by"] == low.case_id and "insert" in high.result["phases"]
+    assert low.result["recall"]["mean"] < high.result["recall"]["mean"]  # a wider search finds more
+    t = capacity.tradeoff([low.result, high.result])
+    assert t is not None and t["axes"] == ["concurrency", "ef"] and high.case_id in t["pareto"]
+    assert capacity.sweep([low.result, high.result]) is None  # the load did not vary: no knee to find
+    assert capacity.write_sweeps(tmp_path / "out", [low.result, high.result]) == [
+        tmp_path / "out" / "sweeps" / "swept-recall.json"
+    ]
+    page = render(tmp_path / "out")
+    assert "swept: recall against throughput" in page and "Setup phases (built by swept-concurrency=1-ef=10)" in page
