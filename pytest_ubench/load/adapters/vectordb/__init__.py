@@ -14,21 +14,17 @@ import hashlib
 import importlib
 import os
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, sleep
 from typing import Any, Protocol
 
 import numpy as np
 
 from ....metrics.records import Record
 from ....orchestrators.base import ServiceError
-
-ENGINES = ("chroma", "milvus", "qdrant")
-EXTRAS = {"chroma": "chroma", "milvus": "milvus", "qdrant": "qdrant"}
 
 
 @dataclass(frozen=True)
@@ -72,8 +68,9 @@ class VectorSearch:
         return hashlib.sha256(repr(same).encode()).hexdigest()[:16]
 
     def prepare(self) -> dict[str, Any]:
-        """Once per case, before any load: create the collection, insert the vectors and compute the
-        exact answers, timed as the ``create``, ``insert`` (vectors/s), ``index`` and ``truth`` phases."""
+        """Before any load (once per deployment: ``Services.prepare``): create the collection, insert the
+        vectors and compute the exact answers, timed as the ``create``, ``insert`` (vectors/s), ``index``
+        and ``truth`` phases."""
         base, _, groups = vectors(self)
         backend = connect(self)
         try:
@@ -94,7 +91,7 @@ class VectorSearch:
                                     "vectors_per_s": len(base) / (t2 - t1) if t2 > t1 else None}  # fmt: skip
             t2 = perf_counter()
             backend.ready()
-            time.sleep(self.settle_s)
+            sleep(self.settle_s)
             phases["index"] = {"seconds": perf_counter() - t2, "settle_s": self.settle_s}
             stored = backend.count()
             if stored != len(base):
@@ -142,7 +139,7 @@ def connect(spec: VectorSearch) -> Backend:
     except ImportError as exc:
         raise ServiceError(
             f"engine {spec.engine} needs its client library ({exc.name}): "
-            f"pip install 'pytest-ubench[{EXTRAS[spec.engine]}]'"
+            f"pip install 'pytest-ubench[{spec.engine}]'"  # the extras are named after the engines
         ) from None
     backend: Backend = module.connect(spec)
     return backend
@@ -307,4 +304,4 @@ class VectorAdapter:
             self.backend = None
 
 
-__all__ = ["ENGINES", "Backend", "VectorAdapter", "VectorSearch", "exact_top_k", "recall", "vectors"]
+__all__ = ["Backend", "VectorAdapter", "VectorSearch", "exact_top_k", "recall", "vectors"]
