@@ -38,6 +38,7 @@ class FioRun:
     report: dict[str, Any]  # fio's JSON
     job_file: Path
     seconds: float  # the time the jobs were set to run (ramps included)
+    interrupted: bool = False  # Ctrl-C: fio stopped and reported what it had measured
 
 
 def binary() -> str:
@@ -90,7 +91,8 @@ def write_job(spec: Fio, directory: Path, run_dir: Path, text: str) -> Path:
 
 
 def run(spec: Fio, directory: Path, run_dir: Path, runtime_s: float, ramp_s: float, concurrency: int) -> FioRun:
-    """Run fio here to completion; Ctrl-C stops it (and re-raises) after it writes what it measured."""
+    """Run fio here to completion. Ctrl-C stops it; what it measured until then comes back marked
+    ``interrupted`` (the caller writes it, then stops), or the interrupt goes on if fio wrote nothing."""
     exe = binary()
     job_file = write_job(spec, directory, run_dir, job_text(spec, str(directory), runtime_s, ramp_s, concurrency))
     out = run_dir / "fio.json"
@@ -105,8 +107,10 @@ def run(spec: Fio, directory: Path, run_dir: Path, runtime_s: float, ramp_s: flo
         _stop(proc)
         raise FioError(f"fio did not finish within {seconds + GRACE_S:.0f} s; stopped") from None
     except KeyboardInterrupt:
-        _stop(proc)
-        raise
+        _stop(proc)  # SIGINT: fio ends its jobs and writes its report
+        if (partial := _read(out)) is None:
+            raise
+        return FioRun(partial, job_file, seconds, interrupted=True)
     finally:
         if not spec.keep_files:
             remove_data_files(spec.jobs, directory)

@@ -574,12 +574,13 @@ def _fio_case(case: Case, services: Services, run_dir: Path, progress: engine.Pr
         ops = fio.merge([o for o, _ in per_task])
         errors = {f"{name} (task {i})": err for i, (_, errs) in enumerate(per_task) for name, err in errs.items()}
         command = ["srun", "fio", "--output-format=json", str(job_file)]
-        report = reports[0]
+        report, aborted = reports[0], None
     else:
         logger.info("{}: fio, {} job(s) in {}", case.id, len(spec.jobs), directory)
         done = fio.run(spec, directory, run_dir, w.duration_s, w.warmup_s, concurrency)
         ops, errors = fio.ops(done.report)
         job_file, report = done.job_file, done.report
+        aborted = "interrupted" if done.interrupted else None
         command = [fio.binary(), "--output-format=json", str(job_file)]
     wall_t1 = time_now()
     summary = stats.summary([], 0.0, 0.0)
@@ -595,7 +596,7 @@ def _fio_case(case: Case, services: Services, run_dir: Path, progress: engine.Pr
             "fio_version": report.get("fio version"), "jobs": fio.jobs_info(report),
             "tasks": w.clients.nodes * w.clients.tasks_per_node if w.orchestration == "slurm" else 1}  # fmt: skip
     extras: dict[str, Any] = {"dataset": info}
-    run = engine.Run([], 0.0, wall_t0, 0.0, busy, wall_t1=wall_t1)
+    run = engine.Run([], 0.0, wall_t0, 0.0, busy, wall_t1=wall_t1, aborted=aborted)
     m = _Measured(run, summary, extras, None, None)
     verdicts = slo.judge(case.recipe.slos(), summary, case.recipe.strict_samples)
     verdicts += [slo.Verdict(f"fio job {name} ran", None, "no error", False, err) for name, err in errors.items()]

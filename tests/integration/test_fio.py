@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 from helpers import run_cases
@@ -90,3 +94,22 @@ def test_missing_fio_and_a_bad_directory_are_named(write_recipe, tmp_path, monke
     blocker.write_text("x")
     with pytest.raises(FioError, match=r"workload\.fio\.directory: cannot create .*file/sub"):
         run_cases(write_recipe, tmp_path / "b", _recipe("baddir", [{"name": "r", "rw": "read"}], str(blocker / "sub")))
+
+
+def test_interrupt_keeps_what_fio_measured_and_leaves_no_fio_running(write_recipe, tmp_path):
+    recipe = write_recipe(_recipe("stopped", [{"name": "rr", "rw": "randread", "bs": "4KiB", "size": "4MiB"}],
+                                  duration_s=60.0, warmup_s=0))  # fmt: skip
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "pytest_ubench", "client", "run", "--recipe", str(recipe), "--output", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = out / "stopped-concurrency=1" / "job.fio"
+    deadline = time.monotonic() + 30
+    while not job.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # fio is reading
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    data = json.loads((out / "stopped-concurrency=1" / "results.json").read_text())
+    assert data["aborted"] == "interrupted" and data["ops"]["rr_read"]["total"] > 0
+    assert subprocess.run(["pgrep", "-f", str(job)], capture_output=True).returncode == 1  # no fio left
