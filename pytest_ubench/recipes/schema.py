@@ -511,6 +511,12 @@ class Fio(_Strict):
         return v
 
 
+# Each protocol's own part of the workload, and whether it must be written (the others have defaults).
+PROTOCOL_PARTS = {"http": ("http", True), "redis": ("kv", False), "postgres": ("sql", False), "s3": ("s3", False),
+                  "vector": ("vector", True), "fio": ("fio", True), "grpc": ("grpc", True),
+                  "kserve-v2": ("kserve", True)}  # fmt: skip
+
+
 class Workload(_Strict):
     protocol: Literal[
         "openai-chat",
@@ -555,22 +561,12 @@ class Workload(_Strict):
 
     @model_validator(mode="after")
     def _protocol_parts(self) -> Workload:
-        if (self.protocol == "http") != (self.http is not None):
-            raise ValueError("'protocol: http' and an 'http' part (method, path, ...) go together")
-        if self.kv is not None and self.protocol != "redis":
-            raise ValueError("a 'kv' part goes with 'protocol: redis'")
-        if self.sql is not None and self.protocol != "postgres":
-            raise ValueError("a 'sql' part goes with 'protocol: postgres'")
-        if self.s3 is not None and self.protocol != "s3":
-            raise ValueError("an 's3' part goes with 'protocol: s3'")
-        if (self.protocol == "vector") != (self.vector is not None):
-            raise ValueError("'protocol: vector' and a 'vector' part (engine, collection, ...) go together")
-        if (self.protocol == "fio") != (self.fio is not None):
-            raise ValueError("'protocol: fio' and a 'fio' part (directory, jobs) go together")
-        if (self.protocol == "grpc") != (self.grpc is not None):
-            raise ValueError("'protocol: grpc' and a 'grpc' part (service, method, ...) go together")
-        if (self.protocol == "kserve-v2") != (self.kserve is not None):
-            raise ValueError("'protocol: kserve-v2' and a 'kserve' part (model, inputs) go together")
+        for protocol, (part, required) in PROTOCOL_PARTS.items():
+            given = getattr(self, part) is not None
+            if given and self.protocol != protocol:
+                raise ValueError(f"a '{part}' part goes with 'protocol: {protocol}'")
+            if required and self.protocol == protocol and not given:
+                raise ValueError(f"'protocol: {protocol}' needs a '{part}' part (docs/recipes.md)")
         unstreamed = ("openai-embeddings", "http", "redis", "postgres", "s3", "vector", "fio", "kserve-v2")
         if self.protocol in unstreamed and self.stream:
             raise ValueError(f"'{self.protocol}' does not stream: set 'stream: false'")

@@ -163,17 +163,22 @@ def _case(c: Case) -> str:
     return "".join(parts)
 
 
+def operation_rows(ops: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The operations table (header, rows): this report's and pytest-html's."""
+    recall = any("recall" in o for o in ops.values())
+    header = ["operation", "count", "per s", "MB/s", "p50 ms", "p95 ms", "p99 ms", "error rate"]
+    rows = [[name, o["total"], o["per_s"], (o.get("bytes_per_s") or 0) / 1e6, o["latency_ms"].get("p50"),
+             o["latency_ms"].get("p95"), o["latency_ms"].get("p99"), o["error_rate"]]
+            + ([o.get("recall")] if recall else []) for name, o in ops.items()]  # fmt: skip
+    return header + (["recall@k"] if recall else []), rows
+
+
 def _operations(r: dict[str, Any]) -> str:
     """Per operation class (GET/SET, statements, vector queries, fio jobs), recall and setup phases."""
     parts = []
     ops = r.get("ops") or {}
     if ops:
-        recall = any("recall" in o for o in ops.values())
-        header = ["operation", "count", "per s", "MB/s", "p50 ms", "p95 ms", "p99 ms", "error rate"]
-        rows = [[name, o["total"], o["per_s"], (o.get("bytes_per_s") or 0) / 1e6, o["latency_ms"].get("p50"),
-                 o["latency_ms"].get("p95"), o["latency_ms"].get("p99"), o["error_rate"]]
-                + ([o.get("recall")] if recall else []) for name, o in ops.items()]  # fmt: skip
-        parts.append("<h3>Operations</h3>" + _table(header + (["recall@k"] if recall else []), rows))
+        parts.append("<h3>Operations</h3>" + _table(*operation_rows(ops)))
     if r.get("recall"):
         rc = r["recall"]
         parts.append(f"<p>recall@{r['dataset'].get('top_k', 'k')} against the exact answer: mean {_fmt(rc['mean'])}, "

@@ -6,6 +6,7 @@ from html import escape
 from typing import Any
 
 from ..session import CaseResult
+from .standalone import operation_rows
 
 
 def _num(v: Any) -> str:
@@ -21,19 +22,15 @@ def summary_html(result: CaseResult, figure: str = "") -> str:
             continue  # a metric this protocol has no samples of (TTFT of a database call)
         cells = "".join(f"<td>{_num(stats.get(k))}</td>" for k in ("p50", "p90", "p95", "p99", "max"))
         rows.append(f"<tr><th>{escape(name)}</th><td>{stats['count']}</td>{cells}</tr>")
-    ops = result.result.get("ops") or {}
-    op_rows = []
-    for name, o in ops.items():
-        lat = o["latency_ms"]
-        values = [o["total"], o["per_s"], (o.get("bytes_per_s") or 0.0) / 1e6, lat.get("p50"), lat.get("p99"),
-                 o["error_rate"], o.get("recall")]  # fmt: skip
-        op_rows.append(f"<tr><th>{escape(name)}</th>" + "".join(f"<td>{_num(c)}</td>" for c in values) + "</tr>")
-    op_table = (
-        "<table border='1'><tr><th>operation</th><th>count</th><th>per s</th><th>MB/s</th><th>p50 ms</th>"
-        f"<th>p99 ms</th><th>error rate</th><th>recall@k</th></tr>{''.join(op_rows)}</table>"
-        if op_rows
-        else ""
-    )
+    op_table = ""
+    if ops := result.result.get("ops"):
+        header, op_rows = operation_rows(ops)
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join(
+            f"<tr><th>{escape(str(row[0]))}</th>" + "".join(f"<td>{_num(c)}</td>" for c in row[1:]) + "</tr>"
+            for row in op_rows
+        )
+        op_table = f"<table border='1'><tr>{head}</tr>{body}</table>"
     verdicts = "".join(
         f"<li style='color:{'green' if v.passed else 'red'}'>{escape(v.describe())}</li>" for v in result.verdicts
     )
