@@ -29,6 +29,7 @@ import httptools
 
 from ..metrics import client_check
 from ..metrics.stats import summary
+from ..orchestrators.local import free_port
 from . import engine, parallel
 from .http import build_request
 
@@ -69,12 +70,6 @@ def serve(port: int) -> None:
         runner.run(main())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(200):
         if proc.poll() is not None:
@@ -90,7 +85,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def noop_server(kind: str = "auto", processes: int = 1) -> Iterator[tuple[int, str]]:
     """A no-op HTTP server on loopback: (port, what it is); stopped on exit."""
-    port = _free_port()
+    port = free_port("127.0.0.1")
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     use_nginx = kind == "nginx" or (kind == "auto" and nginx is not None)
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,10 +46,13 @@ trap 'exit 143' TERM
 trap 'exit 130' INT
 """
 
+# Below the node's ephemeral range, for the reason given at ``local.free_port``.
 _PICK_PORT = """\
 port=
+read -r eph_floor _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_floor=32768
+span=$((eph_floor - 20000)); [ "$span" -ge 1000 ] || span=30000
 for _ in $(seq 1 200); do
-  candidate=$((20000 + RANDOM %% 30000))
+  candidate=$((20000 + RANDOM %% span))
   if ! (exec 3<>"/dev/tcp/%(probe)s/$candidate") 2>/dev/null; then port=$candidate; break; fi
 done
 [ -n "$port" ] || { echo "ubench: no free port found on $(hostname)" >&2; exit 1; }

@@ -125,7 +125,11 @@ def test_chroma_insert_phases_query_load_and_recall(chroma, write_recipe, tmp_pa
         for q, t in zip(queries, truth, strict=True)
     ]
     assert reported == pytest.approx(float(np.mean(mine)), abs=1e-9)
-    assert [v.expression for v in res.verdicts if v.passed] == recipe["slo"]
+    # This graph's recall varies from build to build (0.48-0.56 in five runs), so the recall SLO is checked
+    # against the figure just verified rather than assumed to pass.
+    recall_slo, *others = res.verdicts
+    assert recall_slo.measured == reported and recall_slo.passed is (reported >= 0.5)
+    assert [v.expression for v in others if v.passed] == recipe["slo"][1:]
     page = render(tmp_path / "out")
     assert "recall@10 against the exact answer" in page and "<h3>Setup phases (built by chroma-concurrency=1)" in page
     assert f"recall@k {reported:.3f}" in res.key_figures()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 
@@ -9,7 +10,7 @@ from helpers import pid_alive
 
 from pytest_ubench.orchestrators.base import Endpoint, ServiceError, ServiceState
 from pytest_ubench.orchestrators.health import wait_healthy
-from pytest_ubench.orchestrators.local import LocalOrchestrator
+from pytest_ubench.orchestrators.local import PORT_FLOOR, LocalOrchestrator, ephemeral_floor, free_port
 from pytest_ubench.orchestrators.placeholders import expand
 from pytest_ubench.recipes.schema import HealthCheck, ServiceSpec
 
@@ -74,3 +75,11 @@ def test_service_that_never_answers_times_out(tmp_path):
 def test_missing_binary_is_a_clear_error(tmp_path):
     with pytest.raises(ServiceError, match="cannot start 'no-such-binary-ub'"):
         LocalOrchestrator().deploy(ServiceSpec(command=["no-such-binary-ub"]), "x", tmp_path)
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_bind() -> None:
+    """A port inside the ephemeral range can be taken by an outgoing connection before the service binds."""
+    ports = {free_port("127.0.0.1") for _ in range(20)}
+    assert all(PORT_FLOOR <= p < ephemeral_floor() for p in ports) and len(ports) > 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports.pop()))

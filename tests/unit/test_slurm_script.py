@@ -19,6 +19,7 @@ import pytest
 from helpers import pid_alive
 
 from pytest_ubench.orchestrators.base import ServiceError
+from pytest_ubench.orchestrators.local import PORT_FLOOR, ephemeral_floor
 from pytest_ubench.recipes import loader
 from pytest_ubench.recipes.schema import ClusterProfile, ServiceSpec
 from pytest_ubench.slurm import script
@@ -141,6 +142,7 @@ def test_hostile_recipe_values_stay_literal_when_the_script_runs(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     seen = json.loads((tmp_path / "seen.json").read_text())
     port = json.loads((tmp_path / "endpoint.json").read_text())["port"]
+    assert PORT_FLOOR <= port < ephemeral_floor()  # no outgoing connection can hold it
     assert seen["argv"][1:] == [*hostile[:5], f"--p={port}x", "$HOME"]
     assert seen["env"]["EVIL"] == f"$(touch {pwned})" and seen["env"]["REF"] == "hunter2"
     assert not pwned.exists()
