@@ -11,6 +11,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import signal
 import socket
 import sys
@@ -42,9 +43,19 @@ from .session import (
 )
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET, EXIT_RESULTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_PIPE = 128 + signal.SIGPIPE  # the reader went away (`| head`): what a shell tool killed by SIGPIPE reports
+
+
+class _Out(Console):
+    """Rich exits 1 on a closed pipe; ours goes the way of every other write to stdout (``main``)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
 
 console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 200)  # tables are not cut short in pipes and logs
+out = _Out(width=None if sys.stdout.isatty() else 200)  # tables are not cut short in pipes and logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -198,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted; services stopped, results gathered so far were written")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Quietly, and without the interpreter's own failing flush of stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
 
 
 def _err(message: str) -> None:

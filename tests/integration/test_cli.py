@@ -313,6 +313,20 @@ def test_compare_and_client_run_baseline_gate(write_recipe, tmp_path):
     cmp = ubenchai("compare", str(base), str(slow))
     assert cmp.returncode == 1 and "cmp-concurrency=2" in cmp.stdout and "regression" in cmp.stdout
     assert ubenchai("compare", str(base), str(tmp_path / "nothing")).returncode == 2
+    assert closed_stdout("compare", str(base), str(slow)) == (141, "")  # `ubenchai compare ... | head`
+
+
+def closed_stdout(*args: str) -> tuple[int, str]:
+    """Run with a stdout whose reader is gone before anything is written: exit code and stderr."""
+    cmd = [sys.executable, "-m", "pytest_ubench", *args]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        proc.stdout.close()  # type: ignore[union-attr]
+        err = proc.stderr.read()  # type: ignore[union-attr]
+        return proc.wait(timeout=60), err
+
+
+def test_a_closed_pipe_ends_a_table_quietly():
+    assert closed_stdout("recipe", "list") == (141, "")
 
 
 def test_client_calibrate_reports_a_trustworthy_rate(tmp_path):
