@@ -15,6 +15,7 @@ from pathlib import Path
 from .._version import __version__
 from ..orchestrators import apptainer
 from ..orchestrators.base import ServiceError
+from ..orchestrators.local import PORT_FLOOR
 from ..orchestrators.placeholders import shell_word
 from ..recipes.schema import ClusterProfile, Resources, ServiceSpec
 
@@ -50,9 +51,9 @@ trap 'exit 130' INT
 _PICK_PORT = """\
 port=
 read -r eph_floor _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_floor=32768
-span=$((eph_floor - 20000)); [ "$span" -ge 1000 ] || span=30000
+span=$((eph_floor - %(floor)d)); [ "$span" -ge 1000 ] || span=30000
 for _ in $(seq 1 200); do
-  candidate=$((20000 + RANDOM %% span))
+  candidate=$((%(floor)d + RANDOM %% span))
   if ! (exec 3<>"/dev/tcp/%(probe)s/$candidate") 2>/dev/null; then port=$candidate; break; fi
 done
 [ -n "$port" ] || { echo "ubench: no free port found on $(hostname)" >&2; exit 1; }
@@ -157,7 +158,7 @@ def render(
     lines += [f"run_dir={q(str(run_dir))}", f"bind_host={q(spec.host)}"]
     lines.append(_FINISH % {"ticks": STOP_GRACE_S * 10})
     if spec.port == "auto":
-        lines.append(_PICK_PORT % {"probe": "127.0.0.1" if wildcard else "$bind_host"})
+        lines.append(_PICK_PORT % {"probe": "127.0.0.1" if wildcard else "$bind_host", "floor": PORT_FLOOR})
     else:
         lines.append(f"port={int(spec.port)}")
     if wildcard:
