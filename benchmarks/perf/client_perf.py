@@ -40,16 +40,11 @@ from pytest_ubench.load.http import build_request
 from pytest_ubench.load.openai import request_body
 from pytest_ubench.metrics import client_check
 from pytest_ubench.metrics.stats import summary
+from pytest_ubench.orchestrators.local import free_port
 
 BODY = json.dumps({"choices": [{"index": 0, "message": {"content": "x"}}], "usage": {"completion_tokens": 1}})
 EVENT = 'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
 N_EVENTS = 2000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_tools() -> None:
@@ -334,7 +329,7 @@ asyncio.run(main(float(sys.argv[1]), {conc}, {port}))
 
 def accuracy(secs: int) -> None:
     print("\n## 4. Accuracy against the ground-truth stream server (TTFT 40 ms, ITL 8 ms, 32 tokens, closed loop)")
-    port = free_port()
+    port = free_port("127.0.0.1")
     srv = subprocess.Popen(
         [sys.executable, "-m", "pytest_ubench.testing.truthserver", "--port", str(port)], stdout=subprocess.PIPE
     )
@@ -389,7 +384,7 @@ def main() -> None:
     ensure_tools()
     print(f"# client perf  {time.strftime('%Y-%m-%d %H:%M')}  cores={os.cpu_count()}  python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
+        port = free_port("127.0.0.1")
         nginx = start_nginx(Path(tmp), port)
         try:
             non_streaming(port, args.seconds)

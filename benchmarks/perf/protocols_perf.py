@@ -34,12 +34,7 @@ from pytest_ubench.load.adapters.postgres import PostgresSQL, tpcb
 from pytest_ubench.load.adapters.redis_kv import RedisKV
 from pytest_ubench.load.adapters.vectordb import VectorSearch, vectors
 from pytest_ubench.metrics.stats import summary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pytest_ubench.orchestrators.local import free_port
 
 
 def wait_port(port: int) -> None:
@@ -66,7 +61,7 @@ def ours_full(adapter: object, conns: int, secs: float, workers: int = 1) -> tup
 
 def redis(secs: float) -> None:
     print("\n## 1. Redis GET, 16 connections, 10,000 keys of 128 bytes, no pipelining")
-    port = free_port()
+    port = free_port("127.0.0.1")
     srv = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
                            stdout=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -90,7 +85,7 @@ def redis(secs: float) -> None:
 
 def postgres(secs: float) -> None:
     print("\n## 2. PostgreSQL TPC-B-like (pgbench's default transaction), 8 connections, scale 1")
-    port = free_port()
+    port = free_port("127.0.0.1")
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
         srv = subprocess.Popen([sys.executable, "-m", "pytest_ubench.servers.postgres", "--data", f"{tmp}/pgdata",
@@ -123,7 +118,7 @@ def grpc_unary(secs: float) -> None:
     import grpc
 
     print("\n## 3. gRPC unary Say (no delay), 16 in flight, grpcio test service")
-    port = free_port()
+    port = free_port("127.0.0.1")
     srv = subprocess.Popen([sys.executable, "-m", "pytest_ubench.testing.grpcserver", "--port", str(port)],
                            stdout=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -162,7 +157,7 @@ def chroma(secs: float) -> None:
     import chromadb
 
     print("\n## 4. Chroma top-10 queries, 20,000 x 64-d vectors, HNSW defaults, 4 in flight")
-    port = free_port()
+    port = free_port("127.0.0.1")
     with tempfile.TemporaryDirectory() as tmp:
         srv = subprocess.Popen([sys.executable, "-c", "from chromadb.cli.cli import app; app()", "run", "--path", tmp,
                                 "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
