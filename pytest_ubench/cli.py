@@ -21,26 +21,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import baselines, logs, manager
+from . import logs, manager
 from ._version import __version__
-from .metrics import capacity, compare
-from .metrics.results import write_json, write_text
+from .metrics import baselines, capacity, compare
+from .metrics.results import CaseResult, ResultsError, default_output_root, service_dir, write_json, write_text
 from .orchestrators import backends, registry
 from .orchestrators.base import Endpoint, Orchestrator, ServiceError, ServiceState
-from .progress import LiveDisplay, StageLines
 from .recipes import loader
 from .recipes.schema import GrafanaServer, Regression
 from .recipes.sweep import Case, expand
 from .report import browser, standalone
-from .session import (
-    CaseResult,
-    ResultsError,
-    Services,
-    TargetUnreachable,
-    default_output_root,
-    run_case,
-    service_dir,
-)
+from .report.progress import LiveDisplay, StageLines
+from .session import Services, TargetUnreachable, run_case
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_TARGET, EXIT_RESULTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_PIPE = 128 + signal.SIGPIPE  # the reader went away (`| head`): what a shell tool killed by SIGPIPE reports
@@ -440,7 +432,8 @@ def _client_run(args: argparse.Namespace) -> int:
         elif not res.passed and code == EXIT_OK:
             code = EXIT_SLO
         if args.baseline:
-            comparisons = baselines.gate(res.run_dir, baselines.resolve(args.baseline), loaded.recipe.regression)
+            rules = loaded.recipe.regression
+            comparisons = baselines.gate(res.run_dir, baselines.resolve(args.baseline), rules.thresholds(), rules.alpha)
             if comparisons is None:
                 print(f"{res.case_id}: no baseline case to compare with")
             else:
@@ -532,7 +525,7 @@ def _compare(args: argparse.Namespace) -> int:
         if case_id not in base or case_id not in cur:
             print(f"{case_id}: only in {args.current if case_id in cur else args.baseline}\n")
             continue
-        comparisons = baselines.compare_dirs(base[case_id], cur[case_id], rules)
+        comparisons = baselines.compare_dirs(base[case_id], cur[case_id], rules.thresholds(), rules.alpha)
         regressed |= bool(compare.regressions(comparisons))
         print(f"{case_id}\n{compare.table(comparisons)}\n")
     return EXIT_SLO if regressed else EXIT_OK

@@ -17,16 +17,17 @@ from typing import Any
 
 import psutil
 
-from .monitor import grafana_server, queries
+from .metrics import server_queries as queries
+from .metrics.results import service_dir
+from .monitor import grafana_server
 from .monitor import prometheus as prom_monitor
 from .orchestrators import registry
 from .orchestrators.backends import get_orchestrator
 from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceState, from_record, to_record
-from .orchestrators.health import probe
+from .orchestrators.health import deploy_healthy, probe
 from .orchestrators.local import LocalProcess
 from .recipes.loader import LoadedRecipe
 from .recipes.schema import MonitorRecipe
-from .session import deploy, service_dir
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def start(loaded: LoadedRecipe, root: Path, orch: Orchestrator | None = None) ->
         raise ValueError(f"{loaded.recipe.name}: the recipe starts no service (a url, or fio): nothing to start")
     orch = orch or get_orchestrator("local")
     service_id = registry.new_id(loaded.recipe.name)
-    dep = deploy(orch, spec, loaded.recipe.name, service_dir(root, service_id), detach=True)
+    dep = deploy_healthy(orch, spec, loaded.recipe.name, service_dir(root, service_id), detach=True)
     return _register(service_id, loaded.recipe.name, orch, dep, health_path=spec.health.path,
                      metrics_path=spec.metrics_path)  # fmt: skip
 
@@ -112,7 +113,9 @@ def monitor_start(
     services = [registry.load(i) for i in service_ids]  # KeyError names an unknown id
     orch = orch or get_orchestrator("local")
     monitor_id = registry.new_id(mon.name)
-    prom = prom_monitor.deploy(orch, root / "monitors" / monitor_id, mon.interval_s, mon.retention, binary, detach=True)
+    prom = prom_monitor.Prometheus.start(
+        orch, root / "monitors" / monitor_id, mon.interval_s, mon.retention, binary, detach=True
+    )
     try:
         added = []
         for svc in services:
@@ -129,7 +132,7 @@ def monitor_start(
                                    "started_epoch": time.time()}  # fmt: skip
         if mon.grafana is not None:
             where = root / "monitors" / monitor_id
-            board = grafana_server.deploy(orch, where, mon.grafana, prom.url, list(mon.query_sets),
+            board = grafana_server.Grafana.start(orch, where, mon.grafana, prom.url, list(mon.query_sets),
                                           dict(mon.queries), monitor_id)  # fmt: skip
             access = {"password_file": str(board.password_file), "user": board.user}
             details["grafana"] = to_record(orch, board.deployment) | access

@@ -16,19 +16,19 @@ from typing import Any
 
 import pytest
 
-from . import baselines, logs
+from . import logs
 from .load.engine import Progress
-from .metrics import capacity, compare
-from .metrics.results import write_text
+from .metrics import baselines, capacity, compare
+from .metrics.results import CaseResult, ResultsError, default_output_root, service_dir, write_text
 from .orchestrators import backends
 from .orchestrators.base import Orchestrator, ServiceError
-from .progress import StageLines
 from .recipes import loader
 from .recipes.sweep import Case, expand
 from .report import benchmark_json, standalone
 from .report.allure_report import Recorder
+from .report.progress import StageLines
 from .report.summary import summary_html
-from .session import CaseResult, ResultsError, Services, default_output_root, run_case, service_dir, stop_shared
+from .session import Services, run_case, stop_shared
 
 _services_key = pytest.StashKey[Services]()
 _result_key = pytest.StashKey[CaseResult]()
@@ -260,7 +260,8 @@ def _baseline_gate(config: pytest.Config, case: Case, result: CaseResult) -> str
     regressed = None
     if config.getoption("ubench_baseline"):
         baseline = baselines.resolve(config.getoption("ubench_baseline"))
-        comparisons = baselines.gate(result.run_dir, baseline, case.recipe.regression)
+        rules = case.recipe.regression
+        comparisons = baselines.gate(result.run_dir, baseline, rules.thresholds(), rules.alpha)
         if comparisons is not None and compare.regressions(comparisons):
             regressed = f"{case.id}: regression against the baseline\n{compare.table(comparisons)}"
     if config.getoption("ubench_save_baseline"):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from pytest_ubench import CaseResult, Services, expand, load, run_case
 from pytest_ubench.orchestrators.base import Deployment
+from pytest_ubench.orchestrators.health import deploy_healthy as deploy
 from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.recipes.schema import ServiceSpec
-from pytest_ubench.session import deploy
 
 TRUTH = ["{python}", "-m", "pytest_ubench.testing.truthserver", "--port", "{port}"]
 LLAMA = [

@@ -37,10 +37,10 @@ from pytest_ubench.load import parallel
 from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.engine import LoadPlan, Target, run
 from pytest_ubench.load.http import build_request
-from pytest_ubench.load.openai import request_body
 from pytest_ubench.metrics import client_check
 from pytest_ubench.metrics.stats import summary
-from pytest_ubench.orchestrators.local import free_port
+from pytest_ubench.orchestrators.ports import free_port
+from pytest_ubench.protocols.openai import request_body
 
 BODY = json.dumps({"choices": [{"index": 0, "message": {"content": "x"}}], "usage": {"completion_tokens": 1}})
 EVENT = 'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'

@@ -29,12 +29,12 @@ import tempfile
 import time
 
 from pytest_ubench.load import engine, parallel
-from pytest_ubench.load.adapters.grpc_calls import GrpcCall
-from pytest_ubench.load.adapters.postgres import PostgresSQL, tpcb
-from pytest_ubench.load.adapters.redis_kv import RedisKV
-from pytest_ubench.load.adapters.vectordb import VectorSearch, vectors
 from pytest_ubench.metrics.stats import summary
-from pytest_ubench.orchestrators.local import free_port
+from pytest_ubench.orchestrators.ports import free_port
+from pytest_ubench.protocols.grpc import GrpcCall
+from pytest_ubench.protocols.postgres import PostgresSQL, tpcb
+from pytest_ubench.protocols.redis import RedisKV
+from pytest_ubench.protocols.vector import VectorSearch, vectors
 
 
 def wait_port(port: int) -> None:
@@ -193,7 +193,7 @@ def chroma(secs: float) -> None:
 def truth(_: float) -> None:
     import numpy as np
 
-    from pytest_ubench.load.adapters.vectordb import exact_top_k
+    from pytest_ubench.protocols.vector import exact_top_k
 
     print("\n## 5. Exact top-10 for recall: 200,000 x 128-d stored vectors, 300 queries")
     spec = VectorSearch("chroma", "-", dim=128, count=200_000, queries=300, clusters=64)

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from pytest_ubench.orchestrators.base import Orchestrator
+from pytest_ubench.orchestrators.health import deploy_healthy as deploy
 from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.orchestrators.slurm import SlurmOrchestrator
 from pytest_ubench.recipes import loader
 from pytest_ubench.recipes.schema import ServiceSpec
-from pytest_ubench.session import deploy
 
 SPEC = ServiceSpec(command=["{python}", "-m", "pytest_ubench.testing.truthserver", "--port", "{port}"])
 

@@ -29,7 +29,7 @@ import httptools
 
 from ..metrics import client_check
 from ..metrics.stats import summary
-from ..orchestrators.local import free_port
+from ..orchestrators.ports import free_port
 from . import engine, parallel
 from .http import build_request
 

@@ -20,9 +20,11 @@ from typing import Any, Protocol
 import numpy as np
 from loguru import logger
 
+from ..metrics.client_check import ClientHealth
 from ..metrics.records import Record
-from .http import BodySink, Connection, Pool, RequestFailed, tls_context
-from .openai import sink_for
+from ..orchestrators.base import tls_context
+from .http import BodySink, Connection, Pool, RequestFailed
+from .responses import sink_for
 from .schedule import Schedule, arrivals, build
 
 
@@ -109,20 +111,6 @@ def schedule_of(plan: LoadPlan) -> Schedule:
         total = plan.warmup_s + plan.duration_s
         sched = build(arrivals(plan.rate, total, plan.arrival, plan.seed, plan.burstiness))
     return sched if plan.max_requests is None else sched.head(plan.max_requests)
-
-
-@dataclass
-class ClientHealth:
-    """Whether this client process kept up: CPU share per second and event-loop lag per 100 ms tick.
-
-    In open loop the CPU share includes the pacer polling for precise send times (``polling`` is that
-    share of wall time; responses are handled while it polls, so the two cannot be told apart): there,
-    send lag is the evidence, and CPU is shown for information.
-    """
-
-    cpu: list[float] = field(default_factory=list)
-    polling: list[float] = field(default_factory=list)
-    loop_lag_ms: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

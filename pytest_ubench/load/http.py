@@ -168,8 +168,3 @@ def build_request(method: str, host: str, port: int, path: str, body: bytes, hea
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def tls_context() -> ssl.SSLContext:
-    """One TLS policy for load and control-plane calls: the system CA store (or SSL_CERT_FILE)."""
-    return ssl.create_default_context()

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from .http import tls_context
+from ..orchestrators.base import tls_context
 
 
 class NoTokenizer(Exception):

@@ -10,17 +10,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..load.engine import ClientHealth
 from .records import Record
 
 CPU_LIMIT = 0.80
 LOOP_LAG_P99_MS = 10.0
 SEND_LAG_P99_MS = 10.0
 ACHIEVED_MIN = 0.95
+
+
+@dataclass
+class ClientHealth:
+    """Whether this client process kept up: CPU share per second and event-loop lag per 100 ms tick.
+
+    In open loop the CPU share includes the pacer polling for precise send times (``polling`` is that
+    share of wall time; responses are handled while it polls, so the two cannot be told apart): there,
+    send lag is the evidence, and CPU is shown for information.
+    """
+
+    cpu: list[float] = field(default_factory=list)
+    polling: list[float] = field(default_factory=list)
+    loop_lag_ms: list[float] = field(default_factory=list)
 
 
 def check(

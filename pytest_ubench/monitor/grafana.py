@@ -17,8 +17,8 @@ from grafana_foundation_sdk.builders.timeseries import Panel as Timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
+from ..metrics import server_queries as query_sets
 from ..metrics.results import write_text
-from . import queries as query_sets
 
 DATASOURCE_UID = "ubench-prometheus"
 UNITS = {"_per_s": "ops", "_bytes": "bytes", "_s": "s", "_watts": "watt", "usage": "percentunit", "busy": "percentunit"}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..orchestrators.base import Deployment, Orchestrator
+from ..orchestrators.health import deploy_healthy
 from ..recipes.schema import Container, GrafanaServer, HealthCheck, ServiceSpec
 from . import grafana
 
@@ -22,6 +23,30 @@ class Grafana:
     deployment: Deployment
     password_file: Path
     user: str = "admin"
+
+    @classmethod
+    def start(
+        cls,
+        orch: Orchestrator,
+        root: Path,
+        options: GrafanaServer,
+        prometheus_url: str,
+        query_sets: list[str],
+        own: dict[str, str],
+        title: str,
+    ) -> Grafana:
+        """Provision (datasource + dashboard of the monitor's queries), then start Grafana and wait until
+        healthy."""
+        root = root.absolute()
+        dash = grafana.dashboard(
+            f"ubench {title}", f"ubench-{title}"[:40], grafana.sections_for({title: (query_sets, own)})
+        )
+        grafana.write_provisioning(root, prometheus_url, dash)
+        run_dir = root / "grafana-server"
+        password_file = run_dir / "admin-password"
+        write_password(password_file)
+        service = spec(options, root / "grafana" / "provisioning", password_file)
+        return cls(deploy_healthy(orch, service, "grafana", run_dir, detach=True), password_file)
 
 
 def write_password(path: Path) -> None:
@@ -51,28 +76,3 @@ def spec(options: GrafanaServer, provisioning: Path, password_file: Path) -> Ser
         },
         health=HealthCheck(path="/api/health", timeout_s=180.0),
     )
-
-
-def deploy(
-    orch: Orchestrator,
-    root: Path,
-    options: GrafanaServer,
-    prometheus_url: str,
-    query_sets: list[str],
-    own: dict[str, str],
-    title: str,
-) -> Grafana:
-    """Provision (datasource + dashboard of the monitor's queries), then start Grafana and wait until healthy."""
-    from ..session import deploy as deploy_service  # one deploy-and-wait path for every service
-
-    root = root.absolute()
-    dash = grafana.dashboard(
-        f"ubench {title}", f"ubench-{title}"[:40], grafana.sections_for({title: (query_sets, own)})
-    )
-    grafana.write_provisioning(root, prometheus_url, dash)
-    run_dir = root / "grafana-server"
-    password_file = run_dir / "admin-password"
-    write_password(password_file)
-    service = spec(options, root / "grafana" / "provisioning", password_file)
-    dep = deploy_service(orch, service, "grafana", run_dir, detach=True)
-    return Grafana(dep, password_file)

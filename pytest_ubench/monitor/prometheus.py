@@ -22,6 +22,7 @@ from urllib3.util.retry import Retry
 
 from ..metrics.results import write_json
 from ..orchestrators.base import Deployment, Orchestrator, ServiceError, ServiceState
+from ..orchestrators.health import deploy_healthy
 from ..recipes.schema import HealthCheck, ServiceSpec
 
 
@@ -39,6 +40,38 @@ class Prometheus:
     config_dir: Path
     interval_s: float
     orchestrator: Orchestrator
+
+    @classmethod
+    def start(
+        cls,
+        orchestrator: Orchestrator,
+        root: Path,
+        interval_s: float,
+        retention: str,
+        binary: str,
+        detach: bool = False,
+    ) -> Prometheus:
+        """Start Prometheus (bound to loopback) with a generated config and an empty target directory."""
+        # Absolute: Prometheus resolves relative file_sd paths against the config file's directory.
+        config_dir = (root / "prometheus").resolve()
+        (config_dir / "targets").mkdir(parents=True, exist_ok=True)
+        config = {
+            "global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{interval_s:g}s",
+                       "evaluation_interval": f"{interval_s:g}s"},
+            "scrape_configs": [{
+                "job_name": "ubench",
+                "file_sd_configs": [{"files": [str(config_dir / "targets" / "*.json")], "refresh_interval": "1s"}],
+            }],
+        }  # fmt: skip
+        (config_dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        spec = ServiceSpec(
+            command=[binary, f"--config.file={config_dir / 'prometheus.yml'}",
+                     f"--storage.tsdb.path={config_dir / 'data'}", "--web.listen-address={host}:{port}",
+                     f"--storage.tsdb.retention.time={retention}"],
+            health=HealthCheck(path="/-/ready", timeout_s=30),
+        )  # fmt: skip
+        dep = deploy_healthy(orchestrator, spec, "prometheus", config_dir, detach=detach)
+        return cls(dep, config_dir, interval_s, orchestrator)
 
     @property
     def url(self) -> str:
@@ -104,34 +137,6 @@ class Prometheus:
             return None
         value = float(data[0]["value"][1])
         return value if math.isfinite(value) else None
-
-
-def deploy(
-    orchestrator: Orchestrator, root: Path, interval_s: float, retention: str, binary: str, detach: bool = False
-) -> Prometheus:
-    """Start Prometheus (bound to loopback) with a generated config and an empty target directory."""
-    from ..session import deploy as deploy_service  # one deploy-and-wait path for every service
-
-    # Absolute: Prometheus resolves relative file_sd paths against the config file's directory.
-    config_dir = (root / "prometheus").resolve()
-    (config_dir / "targets").mkdir(parents=True, exist_ok=True)
-    config = {
-        "global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{interval_s:g}s",
-                   "evaluation_interval": f"{interval_s:g}s"},
-        "scrape_configs": [{
-            "job_name": "ubench",
-            "file_sd_configs": [{"files": [str(config_dir / "targets" / "*.json")], "refresh_interval": "1s"}],
-        }],
-    }  # fmt: skip
-    (config_dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    spec = ServiceSpec(
-        command=[binary, f"--config.file={config_dir / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={config_dir / 'data'}", "--web.listen-address={host}:{port}",
-                 f"--storage.tsdb.retention.time={retention}"],
-        health=HealthCheck(path="/-/ready", timeout_s=30),
-    )  # fmt: skip
-    dep = deploy_service(orchestrator, spec, "prometheus", config_dir, detach=detach)
-    return Prometheus(dep, config_dir, interval_s, orchestrator)
 
 
 def window_metrics(prom: Prometheus, queries: dict[str, str], start: float, end: float) -> dict[str, Any]:

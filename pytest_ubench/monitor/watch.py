@@ -14,9 +14,11 @@ from typing import Any
 from loguru import logger
 
 from ..load.engine import Observer, Run
+from ..metrics import server_queries as queries
 from ..orchestrators.base import Deployment, Orchestrator
+from ..orchestrators.health import deploy_healthy
 from ..recipes.schema import HealthCheck, Recipe, Resources, ServiceSpec
-from . import client_metrics, grafana, queries
+from . import client_metrics, grafana
 from . import prometheus as prom_monitor
 from .client_metrics import ClientExporter
 
@@ -87,8 +89,6 @@ class Monitoring:
                 self._missing.add(key)
                 logger.warning("no node exporter on PATH (Debian: prometheus-node-exporter): node metrics are off")
             return None
-        from ..session import deploy as deploy_service  # one deploy-and-wait path for every service
-
         loopback = dep.endpoint.host.startswith(("127.", "::1", "localhost"))
         spec = ServiceSpec(
             command=[binary, "--web.listen-address={host}:{port}"],
@@ -96,7 +96,7 @@ class Monitoring:
             health=HealthCheck(path="/metrics", timeout_s=30.0),
             resources=Resources(sbatch=[f"--nodelist={dep.endpoint.slurm_node}"] if dep.endpoint.slurm_node else []),
         )
-        exporter = deploy_service(self.orchestrator, spec, key, self.root / "node-exporter" / key)
+        exporter = deploy_healthy(self.orchestrator, spec, key, self.root / "node-exporter" / key)
         self._node_exporters[key] = exporter
         return exporter
 
@@ -107,7 +107,7 @@ class Monitoring:
                 self.note = "no 'prometheus' binary on PATH: server-side metrics are off"
                 logger.warning(self.note)
                 return None
-            self.prometheus = prom_monitor.deploy(self.orchestrator, self.root, interval_s, retention, binary)
+            self.prometheus = prom_monitor.Prometheus.start(self.orchestrator, self.root, interval_s, retention, binary)
         return self.prometheus
 
     def collect(self, recipe: Recipe, run: Run, start: float, end: float) -> dict[str, Any] | None:

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..recipes.schema import ServiceSpec
+from ..recipes.schema import Resources, ServiceSpec
+
+
+def tls_context() -> ssl.SSLContext:
+    """One TLS policy for load and control-plane calls: the system CA store (or SSL_CERT_FILE)."""
+    return ssl.create_default_context()
 
 
 class ServiceError(Exception):
@@ -112,3 +119,17 @@ class Orchestrator(Protocol):
     def logs(self, dep: Deployment, lines: int = 40) -> str: ...
 
     def stop(self, dep: Deployment) -> None: ...
+
+    def run_tasks(
+        self,
+        what: str,
+        job_name: str,
+        resources: Resources,
+        command: list[str],
+        out_dir: Path,
+        on_running: Callable[[float], None] | None = None,
+    ) -> None:
+        """Run ``command`` as ``resources.nodes`` x ``tasks_per_node`` tasks (``SLURM_PROCID`` and
+        ``SLURM_NTASKS`` set in each) to completion (load clients, fio); ``on_running`` is given the seconds
+        since they started, per poll. Ctrl-C or any error stops them before re-raising."""
+        ...

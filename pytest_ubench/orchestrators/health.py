@@ -1,16 +1,31 @@
-"""Readiness: poll the health path until it answers 200, the process dies, or time runs out."""
+"""Readiness: poll the health path until it answers 200, the process dies, or time runs out; and the
+one way every service (the one under test, Prometheus, exporters, Grafana) is started: deployed, then
+waited for until healthy, or stopped."""
 
 from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import httpx
 from loguru import logger
 
-from ..load.http import tls_context
-from ..recipes.schema import HealthCheck
-from .base import Deployment, Orchestrator, ServiceError, ServiceState
+from ..recipes.schema import HealthCheck, ServiceSpec
+from .base import Deployment, Orchestrator, ServiceError, ServiceState, tls_context
+
+
+def deploy_healthy(
+    orchestrator: Orchestrator, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False
+) -> Deployment:
+    """Start a service and wait until it is healthy; on any failure nothing is left running."""
+    dep = orchestrator.deploy(spec, name, run_dir, detach=detach)
+    try:
+        wait_healthy(orchestrator, dep, spec.health)
+    except BaseException:
+        orchestrator.stop(dep)
+        raise
+    return dep
 
 
 def wait_healthy(orch: Orchestrator, dep: Deployment, health: HealthCheck) -> float:

@@ -13,13 +13,13 @@ import atexit
 import contextlib
 import ctypes
 import os
-import random
 import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,44 +27,14 @@ from typing import Any
 import psutil
 from loguru import logger
 
-from ..recipes.schema import ServiceSpec
+from ..recipes.schema import Resources, ServiceSpec
 from . import apptainer
 from .base import Deployment, Endpoint, ServiceError, ServiceState, tail
 from .placeholders import expand
+from .ports import free_port
+from .slurm import SlurmOrchestrator
 
 _LIVE: dict[int, LocalProcess] = {}
-
-
-# Ports for services are drawn from below the kernel's ephemeral range: a port from inside it can be
-# taken by any outgoing connection between our probe and the service's bind (seen in CI as
-# "address already in use"), one from below it only by another listener.
-PORT_FLOOR = 20000
-
-
-def ephemeral_floor() -> int:
-    """The lowest port the kernel hands to outgoing connections (Linux; 32768 elsewhere)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port(host: str) -> int:
-    """A port nothing listens on, outside the ephemeral range when there is room below it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    top = ephemeral_floor()
-    if top - PORT_FLOOR >= 1000:
-        rng = random.Random()
-        for _ in range(200):
-            with socket.socket(family, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind((host, rng.randrange(PORT_FLOOR, top)))
-                except OSError:
-                    continue
-                return int(s.getsockname()[1])
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -200,6 +170,19 @@ class LocalOrchestrator:
         _terminate(proc, self.stop_timeout_s)
         dep.exit_code = proc.exit_code()
         logger.info("stopped {} (pid {}, exit {})", dep.name, proc.pid, dep.exit_code)
+
+    def run_tasks(
+        self,
+        what: str,
+        job_name: str,
+        resources: Resources,
+        command: list[str],
+        out_dir: Path,
+        on_running: Callable[[float], None] | None = None,
+    ) -> None:
+        """A job of tasks (``workload.orchestration: slurm``) goes to Slurm with its default profile: a
+        service running here can still be loaded from a cluster's nodes."""
+        SlurmOrchestrator().run_tasks(what, job_name, resources, command, out_dir, on_running)
 
 
 def _pull(image: str) -> None:

@@ -6,14 +6,31 @@ schema validates the recipe as written, and ``sweep.expand`` turns it into one p
 
 from __future__ import annotations
 
-import math
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from ..metrics import compare
+from ..metrics import server_queries as queries
 from ..metrics import slo as slo_expr
-from ..monitor import queries
+from . import registry
+
+M = TypeVar("M", bound=BaseModel)
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -27,13 +44,13 @@ def _check_slo(expr: str) -> str:
 SLOExpression = Annotated[str, AfterValidator(_check_slo)]
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     """Unknown keys are errors: a typo in a recipe must not be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class HealthCheck(_Strict):
+class HealthCheck(Strict):
     """``http``: GET ``path`` answers 200; ``tcp``: the port accepts a connection (databases, caches)."""
 
     kind: Literal["http", "tcp"] = "http"
@@ -48,7 +65,7 @@ SlurmWord = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.,:@%+=/-]+$")]
 SbatchOption = Annotated[str, Field(pattern=r"^--[a-z][a-z-]*(=[A-Za-z0-9_.,:@%+=/-]+)?$")]
 
 
-class Resources(_Strict):
+class Resources(Strict):
     """What a batch job asks the scheduler for; ignored by the local orchestrator except ``gpus``."""
 
     nodes: PositiveInt = 1
@@ -62,7 +79,7 @@ class Resources(_Strict):
     sbatch: list[SbatchOption] = Field(default_factory=list)
 
 
-class Container(_Strict):
+class Container(Strict):
     """An Apptainer image: a ``.sif`` path, or a ``docker://``/``oras://`` reference pulled once."""
 
     image: Annotated[str, Field(pattern=r"^\S+$")]
@@ -71,7 +88,7 @@ class Container(_Strict):
     args: list[str] = Field(default_factory=list)  # extra apptainer options, e.g. ["--writable-tmpfs"]
 
 
-class MultiNode(_Strict):
+class MultiNode(Strict):
     """Helpers for a service spanning nodes (Ray, MPI daemons): started before ``command``, which runs on
     the head node. ``{head}`` is the head node's name and ``{nodes}`` the node count in all three."""
 
@@ -80,7 +97,7 @@ class MultiNode(_Strict):
     settle_s: Annotated[float, Field(ge=0)] = 0.0  # wait after starting the helpers, before ``command``
 
 
-class ServiceSpec(_Strict):
+class ServiceSpec(Strict):
     """How to start the service under test (or where it already runs, with ``url``)."""
 
     command: list[str] | None = None
@@ -122,7 +139,7 @@ class ServiceSpec(_Strict):
         return v
 
 
-class LengthDistribution(_Strict):
+class LengthDistribution(Strict):
     """Token lengths drawn per prompt (seeded), clipped to ``[min, max]``.
 
     ``normal`` and ``lognormal`` take the mean and standard deviation of the lengths themselves.
@@ -148,7 +165,7 @@ class LengthDistribution(_Strict):
 TokenLength = PositiveInt | LengthDistribution
 
 
-class Dataset(_Strict):
+class Dataset(Strict):
     """Synthetic prompts, or prompts from a local file (never fetched at run time).
 
     ``jsonl``: one ``{"prompt": ...}`` or ``{"messages": [...]}`` per line, optional ``max_tokens``;
@@ -175,7 +192,7 @@ class Dataset(_Strict):
         return self
 
 
-class Ramp(_Strict):
+class Ramp(Strict):
     """``rate: {from: 1, to: 64, steps: 7, step_s: 30}``: stepped load within one case.
 
     Steps are spaced geometrically by default (1, 2, 4, ... 64), linearly with ``spacing: linear``.
@@ -196,21 +213,21 @@ class Ramp(_Strict):
         return [self.start * (self.to / self.start) ** (i / n) for i in range(self.steps)]
 
 
-class Bursts(_Strict):
+class Bursts(Strict):
     """``size`` extra requests at once every ``every_s`` seconds, on top of the arrivals."""
 
     every_s: PositiveFloat
     size: PositiveInt
 
 
-class Trace(_Strict):
+class Trace(Strict):
     """Replay of a JSONL trace: ``{"timestamp": s, ...}`` plus a prompt, messages or a whole ``body``."""
 
     path: str  # relative to the recipe file
     speed: PositiveFloat = 1.0  # 2 replays twice as fast
 
 
-class Load(_Strict):
+class Load(Strict):
     """Closed loop (``concurrency`` users), open loop (``rate`` arrivals per second, a ramp or a
     trace), or ``search``: the highest rate (or concurrency) that still meets the SLOs."""
 
@@ -261,111 +278,12 @@ class Load(_Strict):
         return self
 
 
-class Timeouts(_Strict):
+class Timeouts(Strict):
     connect_s: PositiveFloat = 5.0
     request_s: PositiveFloat = 120.0
 
 
-class HttpCall(_Strict):
-    """``protocol: http``: one request for anything without its own adapter.
-
-    Header values may read the environment (``Authorization: "Bearer ${TOKEN}"``); the value is read
-    when the run starts and never written to results.
-    """
-
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
-    path: Annotated[str, Field(pattern=r"^/\S*$")] = "/"
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: str | dict[str, object] | list[object] | None = None  # a dict or list is sent as JSON
-    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
-
-
-def _get_set() -> dict[Literal["get", "set"], float]:
-    return {"get": 0.9, "set": 0.1}
-
-
-def _one_mib() -> list[str | int]:
-    return ["1MiB"]
-
-
-def _put_get() -> dict[Literal["put", "get", "list"], float]:
-    return {"put": 0.5, "get": 0.5}
-
-
-class KeyValue(_Strict):
-    """``protocol: redis``: GET/SET over ``keys`` keys of ``value_bytes`` each; ``pipeline`` operations per
-    round trip. The mix gives each operation's share."""
-
-    keys: PositiveInt = 10_000
-    value_bytes: PositiveInt = 128
-    mix: dict[Literal["get", "set"], Annotated[float, Field(ge=0)]] = Field(default_factory=_get_set)
-    pipeline: PositiveInt = 1
-    preload: bool = True  # set every key before the run, so GETs hit
-    db: Annotated[int, Field(ge=0)] = 0
-    password_env: str | None = None  # the environment variable holding the password
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _mix_adds_up(self) -> KeyValue:
-        if sum(self.mix.values()) <= 0:
-            raise ValueError("'mix' needs a positive share for get or set")
-        return self
-
-
-class RandomInt(_Strict):
-    """A parameter drawn uniformly from ``[low, high]`` per request (seeded): ``{random: [1, 100000]}``."""
-
-    random: tuple[int, int]
-
-
-class SqlStatement(_Strict):
-    """One statement class of the mix: a statement, or a list run as one transaction. Parameters are
-    psycopg's named placeholders, ``%(aid)s``."""
-
-    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
-    sql: str | list[str]
-    weight: PositiveFloat = 1.0
-    params: dict[str, int | float | str | RandomInt] = Field(default_factory=dict)
-
-
-class Sql(_Strict):
-    """``protocol: postgres``: a weighted statement mix over a connection pool (its size is the
-    concurrency); no statements means pgbench's TPC-B-like transaction at ``scale``."""
-
-    database: str = "postgres"
-    user: str = "postgres"
-    password_env: str | None = None  # the environment variable holding the password
-    setup: list[str] = Field(default_factory=list)  # run once before the clock starts; make them idempotent
-    statements: list[SqlStatement] = Field(default_factory=list)
-    scale: PositiveInt = 1  # the default mix: 100,000 accounts per unit, as pgbench
-    seed: int = 0
-
-
 ByteSize = Annotated[str | int, Field(description="bytes, or with a unit: 64KiB, 1MiB, 8MB")]
-
-
-class S3(_Strict):
-    """``protocol: s3``: PUT/GET/LIST over ``keys`` objects in ``bucket`` (boto3); sizes are drawn per
-    request from ``object_sizes``; uploads of ``multipart_bytes`` or more go multipart."""
-
-    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] = "ubench"
-    create_bucket: bool = True
-    mix: dict[Literal["put", "get", "list"], Annotated[float, Field(ge=0)]] = Field(default_factory=_put_get)
-    object_sizes: list[ByteSize] = Field(default_factory=_one_mib, min_length=1)
-    keys: PositiveInt = 64
-    multipart_bytes: ByteSize = "8MiB"
-    part_bytes: ByteSize = "8MiB"
-    region: str = "us-east-1"
-    access_key_env: str | None = None
-    secret_key_env: str | None = None
-    seed: int = 0
-
-    @field_validator("object_sizes", "multipart_bytes", "part_bytes")
-    @classmethod
-    def _sizes_parse(cls, v: object) -> object:
-        for item in v if isinstance(v, list) else [v]:
-            parse_bytes(item)
-        return v
 
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
@@ -381,158 +299,14 @@ def parse_bytes(value: object) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
-Param = int | float | str | bool
+DEFAULT_PROTOCOL = "openai-chat"
 
 
-class Vector(_Strict):
-    """``protocol: vector``: create ``collection``, insert ``count`` vectors (timed phases), then query
-    it under load with ``top_k`` and, for ``filtered_share`` of queries, a filter on one of ``groups``
-    groups; every answer's recall@k is scored against numpy's exact answer on the same data."""
+class Workload(Strict):
+    """What load, of which protocol; the protocol's own part (``kv``, ``sql``, ...) is validated by the
+    model the protocol registers (``recipes.registry``) and read back with ``part_as``."""
 
-    engine: Literal["chroma", "milvus", "qdrant"]
-    collection: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{1,62}[A-Za-z0-9]$")] = "ubench"
-    dim: PositiveInt = 64  # synthetic data; files give their own
-    count: PositiveInt = 10_000  # vectors stored (files: at most)
-    queries: PositiveInt = 1_000  # distinct query vectors, cycled
-    clusters: PositiveInt = 16  # synthetic data: seeded Gaussian clusters
-    metric: Literal["l2", "cosine", "ip"] = "l2"
-    top_k: PositiveInt = 10
-    index: Literal["hnsw", "flat", "auto"] = "hnsw"
-    index_params: dict[str, Param] = Field(default_factory=dict)  # the engine's own names
-    # A list is a sweep axis (ef: [16, 64, 256]): one case per value, recall beside throughput.
-    search_params: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Param | list[Param]] = Field(
-        default_factory=dict
-    )
-    filtered_share: Annotated[float, Field(ge=0, le=1)] = 0.0
-    groups: PositiveInt = 10
-    insert_batch: PositiveInt = 1_000
-    # rebuild: drop and build the collection; reuse: keep one of the right size, else build it;
-    # existing: the collection holds this data already (ids 0..count-1 in data order): never written
-    setup: Literal["rebuild", "reuse", "existing"] = "rebuild"
-    data: str | None = None  # .npy (rows x dim), relative to the recipe file
-    query_data: str | None = None  # .npy; default: synthetic queries, or perturbed stored vectors
-    api_key_env: str | None = None  # the environment variable holding an API key or token
-    # Wait this long after the index reports ready, for stores that keep indexing in the background
-    # without saying so (Milvus Lite: measured, queries in the first second after are brute force).
-    settle_s: Annotated[float, Field(ge=0)] = 0.0
-    seed: int = 0
-
-
-class Grpc(_Strict):
-    """``protocol: grpc``: unary or server-streaming calls of ``service``/``method``, described by
-    ``proto`` (compiled when the run starts) or by the server's reflection service when it is null."""
-
-    service: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]  # full name: package.Service
-    method: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-    request: dict[str, object] = Field(default_factory=dict)  # the request message, protobuf's JSON mapping
-    proto: str | None = None  # relative to the recipe file
-    include: list[str] = Field(default_factory=list)  # import paths for the .proto, relative to the recipe
-    metadata: dict[Annotated[str, Field(pattern=r"^[a-z0-9_.-]+$")], str] = Field(default_factory=dict)
-    channels: PositiveInt = 1  # HTTP/2 connections the calls are spread over
-
-
-KServeType = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                     "FP16", "FP32", "FP64", "BYTES"]  # fmt: skip
-
-
-class KServeInput(_Strict):
-    name: str
-    datatype: KServeType
-    shape: list[PositiveInt] = Field(min_length=1)
-    data: list[object] | None = None  # flattened, row-major; null: seeded random values of the shape
-
-
-class KServe(_Strict):
-    """``protocol: kserve-v2``: the Open Inference Protocol's ``/v2/models/<model>/infer`` (Triton,
-    MLServer, KServe)."""
-
-    model: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    version: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
-    inputs: list[KServeInput] = Field(min_length=1)
-    outputs: list[str] = Field(default_factory=list)  # request these outputs only
-    variants: PositiveInt = 16  # distinct bodies when some input is random
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _data_fits_shape(self) -> KServe:
-        for i in self.inputs:
-            if i.data is not None and len(i.data) != math.prod(i.shape):
-                raise ValueError(f"input {i.name}: {len(i.data)} values do not fill shape {i.shape}")
-        return self
-
-
-FioOption = Annotated[str | int | float, Field(description="a fio option value on one line")]
-
-
-class FioJob(_Strict):
-    """One fio job, run alone (``stonewall``) for the workload's duration after its warm-up (ramp)."""
-
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]
-    rw: Literal["read", "write", "randread", "randwrite", "rw", "randrw"]
-    bs: ByteSize = "4KiB"
-    size: ByteSize = "256MiB"  # per process: the file each of numjobs processes works on
-    numjobs: PositiveInt | None = None  # default: workload.load.concurrency, so a concurrency list sweeps it
-    iodepth: PositiveInt = 1
-    rwmixread: Annotated[int, Field(ge=0, le=100)] | None = None  # rw/randrw: the read share, percent
-    direct: bool = False  # O_DIRECT: bypass the page cache (what a parallel file system's figures need)
-    options: dict[Annotated[str, Field(pattern=r"^[a-z_]+$")], FioOption] = Field(default_factory=dict)
-
-    @field_validator("bs", "size")
-    @classmethod
-    def _sizes_parse(cls, v: object) -> object:
-        parse_bytes(v)
-        return v
-
-
-class Fio(_Strict):
-    """``protocol: fio``: file storage measured by fio (jobs from the recipe, JSON output parsed into
-    per-job bandwidth, IOPS and latency percentiles); no service is started."""
-
-    directory: Annotated[str, Field(pattern=r"^[^\n\r:]+$")] = "{run_dir}/fio"  # placeholders and ${VAR}
-    ioengine: Literal["psync", "sync", "libaio", "io_uring", "posixaio", "mmap"] = "psync"
-    jobs: list[FioJob] = Field(min_length=1)
-    options: dict[Annotated[str, Field(pattern=r"^[a-z_]+$")], FioOption] = Field(default_factory=dict)  # [global]
-    keep_files: bool = False  # remove fio's data files after the run
-
-    @field_validator("jobs")
-    @classmethod
-    def _unique_names(cls, v: list[FioJob]) -> list[FioJob]:
-        names = [j.name for j in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"job names must be unique: {names}")
-        return v
-
-    @field_validator("options", mode="after")
-    @classmethod
-    def _one_line(cls, v: dict[str, object]) -> dict[str, object]:
-        for key, value in v.items():
-            if any(c in str(value) for c in "\n\r"):
-                raise ValueError(f"option {key}: a value must be one line")
-        return v
-
-
-# Each protocol's own part of the workload, and whether it must be written (the others have defaults).
-PROTOCOL_PARTS = {"http": ("http", True), "redis": ("kv", False), "postgres": ("sql", False), "s3": ("s3", False),
-                  "vector": ("vector", True), "fio": ("fio", True), "grpc": ("grpc", True),
-                  "kserve-v2": ("kserve", True)}  # fmt: skip
-
-
-class Workload(_Strict):
-    protocol: Literal[
-        "openai-chat",
-        "openai-completions",
-        "openai-embeddings",
-        "ollama-chat",
-        "ollama-generate",
-        "http",
-        "redis",
-        "postgres",
-        "s3",
-        "vector",
-        "fio",
-        "grpc",
-        "kserve-v2",
-    ] = "openai-chat"
+    protocol: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")] = DEFAULT_PROTOCOL
     model: str = "default"
     stream: bool = True
     dataset: Dataset = Field(default_factory=Dataset)
@@ -549,33 +323,87 @@ class Workload(_Strict):
     clients: Resources = Field(default_factory=Resources)
     # Each point runs this many times; results give mean, 95 % confidence interval and CV per figure.
     repeat: PositiveInt = 1
-    batch_size: PositiveInt = 1  # openai-embeddings: inputs per request
-    http: HttpCall | None = None  # protocol: http
-    kv: KeyValue | None = None  # protocol: redis
-    sql: Sql | None = None  # protocol: postgres
-    s3: S3 | None = None  # protocol: s3
-    vector: Vector | None = None  # protocol: vector
-    fio: Fio | None = None  # protocol: fio
-    grpc: Grpc | None = None  # protocol: grpc
-    kserve: KServe | None = None  # protocol: kserve-v2
+    batch_size: PositiveInt = 1  # inputs per request, for protocols that batch (openai-embeddings)
+    _part: BaseModel | None = PrivateAttr(None)
 
-    @model_validator(mode="after")
-    def _protocol_parts(self) -> Workload:
-        for protocol, (part, required) in PROTOCOL_PARTS.items():
-            given = getattr(self, part) is not None
-            if given and self.protocol != protocol:
-                raise ValueError(f"a '{part}' part goes with 'protocol: {protocol}'")
-            if required and self.protocol == protocol and not given:
-                raise ValueError(f"'protocol: {protocol}' needs a '{part}' part (docs/recipes.md)")
-        unstreamed = ("openai-embeddings", "http", "redis", "postgres", "s3", "vector", "fio", "kserve-v2")
-        if self.protocol in unstreamed and self.stream:
-            raise ValueError(f"'{self.protocol}' does not stream: set 'stream: false'")
-        if self.batch_size > 1 and self.protocol != "openai-embeddings":
-            raise ValueError("'batch_size' is for protocol openai-embeddings")
-        return self
+    @property
+    def part(self) -> BaseModel | None:
+        """The protocol's own part, validated, defaults filled; None for protocols without one."""
+        return self._part
+
+    def part_as(self, model: type[M]) -> M:
+        """The protocol's part as its model (what the protocol's own module reads)."""
+        if not isinstance(self._part, model):
+            raise TypeError(f"protocol {self.protocol!r} has no {model.__name__} part")
+        return self._part
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _protocol_part(cls, data: Any, handler: ModelWrapValidatorHandler[Workload]) -> Workload:
+        if not isinstance(data, dict):
+            return handler(data)
+        name = data.get("protocol", DEFAULT_PROTOCOL)
+        owners = registry.part_owners()
+        given = {k: v for k, v in data.items() if k in owners}
+        errors: list[ErrorDetails] = []
+        workload = None
+        try:
+            workload = handler({k: v for k, v in data.items() if k not in owners})
+        except ValidationError as exc:
+            errors += exc.errors()
+        try:
+            proto = registry.find(name) if isinstance(name, str) else None
+        except registry.ProtocolNotFound as exc:
+            errors.append(_error(("protocol",), str(exc), name))
+            proto = None
+        own = proto.part if proto is not None else None
+        part = None
+        for key, value in given.items():
+            if own is None or key != own.key:
+                if proto is not None:
+                    goes_with = " or ".join(owners[key])
+                    errors.append(_error((key,), f"a '{key}' part goes with 'protocol: {goes_with}'", value))
+                continue
+            try:
+                part = own.model.model_validate(value)
+            except ValidationError as exc:
+                errors += [{**e, "loc": (key, *e["loc"])} for e in exc.errors()]
+        if own is not None and part is None and own.key not in given:
+            if own.required:
+                errors.append(_error((), f"'protocol: {name}' needs a '{own.key}' part (docs/recipes.md)", data))
+            else:
+                part = own.model()
+        if workload is not None and proto is not None:
+            if workload.stream and not proto.streams:
+                errors.append(_error(("stream",), f"'{name}' does not stream: set 'stream: false'", True))
+            if workload.batch_size > 1 and not proto.batches:
+                errors.append(_error(("batch_size",), f"'{name}' takes one input per request: 'batch_size' is for "
+                                     "protocols that batch (openai-embeddings)", workload.batch_size))  # fmt: skip
+        if errors or workload is None:
+            raise ValidationError.from_exception_data(cls.__name__, [_init(e) for e in errors])
+        workload._part = part
+        return workload
+
+    @model_serializer(mode="wrap")
+    def _with_part(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        proto = registry.find(self.protocol)
+        if self._part is not None and proto.part is not None:
+            out[proto.part.key] = self._part.model_dump(mode=info.mode, by_alias=info.by_alias)
+        return out
 
 
-class Monitor(_Strict):
+def _error(loc: tuple[int | str, ...], message: str, value: object) -> ErrorDetails:
+    return {"type": "value_error", "loc": loc, "msg": message, "input": value}
+
+
+def _init(e: ErrorDetails) -> InitErrorDetails:
+    """A validation error handed on as it was (type, place, message), whatever its origin."""
+    text = e["msg"].removeprefix("Value error, ").replace("{", "{{").replace("}", "}}")
+    return {"type": PydanticCustomError(e["type"], text), "loc": e["loc"], "input": e["input"]}
+
+
+class Monitor(Strict):
     """Server-side metrics: Prometheus deployed with the service, queries evaluated per case window."""
 
     enabled: bool = True
@@ -590,7 +418,7 @@ class Monitor(_Strict):
         return set(queries.resolve(self.query_sets, self.queries, self.interval_s))
 
 
-class GrafanaServer(_Strict):
+class GrafanaServer(Strict):
     """Grafana run by ``ubenchai monitor start`` from its image (Apptainer), provisioned for the monitor."""
 
     image: Annotated[str, Field(pattern=r"^\S+$")] = "docker://grafana/grafana-oss:11.3.0"
@@ -606,7 +434,7 @@ class MonitorRecipe(Monitor):
     grafana: GrafanaServer | None = None
 
 
-class Regression(_Strict):
+class Regression(Strict):
     """When a case counts as a regression against its baseline (see ``metrics/compare.py``)."""
 
     min_change: Annotated[float, Field(gt=0)] = 0.10  # relative change of the metric's centre
@@ -616,11 +444,17 @@ class Regression(_Strict):
     ] = Field(default_factory=dict)  # per-metric min_change (recall's default: 0.01)
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01  # significance level of the one-sided test
 
+    def thresholds(self) -> dict[str, float]:
+        """The smallest relative change that counts, per compared metric."""
+        own: dict[str, float] = {str(k): v for k, v in self.metrics.items()}
+        return {m: own.get(m, compare.DEFAULT_MIN_CHANGE.get(m, self.min_change))
+                for m in (*compare.LOWER_IS_BETTER, *compare.HIGHER_IS_BETTER)}  # fmt: skip
 
-class Recipe(_Strict):
+
+class Recipe(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
-    service: ServiceSpec | None = None  # none only for protocol fio (the file system is the service)
+    service: ServiceSpec | None = None  # none only for protocols that talk to no service
     workload: Workload
     monitor: Monitor | None = None
     slo: list[SLOExpression] = Field(default_factory=list)
@@ -629,9 +463,12 @@ class Recipe(_Strict):
     strict_client: bool = False  # a run whose client was likely the bottleneck fails instead of warning
 
     @model_validator(mode="after")
-    def _service_unless_fio(self) -> Recipe:
-        if self.service is None and self.workload.protocol != "fio":
-            raise ValueError("a 'service' part is required (only protocol fio runs without one)")
+    def _service_if_needed(self) -> Recipe:
+        needs = registry.find(self.workload.protocol).needs_service
+        if self.service is None and needs:
+            raise ValueError(f"a 'service' part is required (protocol {self.workload.protocol} talks to a service)")
+        if self.service is not None and not needs:
+            raise ValueError(f"protocol {self.workload.protocol} starts no service: leave out the 'service' part")
         return self
 
     def cross_field_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
@@ -649,7 +486,7 @@ class Recipe(_Strict):
         return [slo_expr.parse(e) for e in self.slo]
 
 
-class ClusterProfile(_Strict):
+class ClusterProfile(Strict):
     """A site's batch conventions (``recipes/clusters/``): kept out of recipes so one recipe runs anywhere."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]

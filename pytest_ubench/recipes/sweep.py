@@ -1,5 +1,5 @@
 """Turn a recipe into its cases: one per point of the sweep written as lists in ``workload.load`` (and in
-a vector workload's ``search_params``: how it searches, swept against recall)."""
+the protocol's own part, where it says so: a vector workload's ``search_params``, swept against recall)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from . import registry
 from .loader import LoadedRecipe
 from .schema import Load, Recipe
 
@@ -30,6 +31,12 @@ class Case:
         return self.loaded.recipe
 
     @property
+    def concurrency(self) -> int:
+        """Users of a closed loop; 1 where the load is a rate (what a per-user figure defaults to)."""
+        assert not isinstance(self.load.concurrency, list)  # resolved by the sweep
+        return self.load.concurrency or 1
+
+    @property
     def id(self) -> str:
         """Readable and stable, used as the pytest id and the run-directory name."""
         parts = [self.recipe.name] + [f"{k}={_fmt(v)}" for k, v in self.point.items()]
@@ -44,9 +51,8 @@ def expand(loaded: LoadedRecipe) -> list[Case]:
     load = loaded.recipe.workload.load
     # A ramp is one case (its steps are reported inside it), not a sweep axis.
     axes: dict[str, Any] = {name: v for name in SWEEPABLE if isinstance(v := getattr(load, name), int | float | list)}
-    vector = loaded.recipe.workload.vector
-    if vector is not None:
-        axes |= {name: v for name, v in vector.search_params.items() if isinstance(v, list)}
+    w = loaded.recipe.workload
+    axes |= registry.find(w.protocol).sweep_axes(w.part)  # a protocol's own (vector search parameters)
     names = list(axes)
     values = [v if isinstance(v, list) else [v] for v in axes.values()]
     cases = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from ..session import CaseResult
+from ..metrics.results import CaseResult
 from .standalone import operation_rows
 
 

@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..orchestrators.local import free_port
+from ..orchestrators.ports import free_port
 
 
 def main(argv: list[str] | None = None) -> None:

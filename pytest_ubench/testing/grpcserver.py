@@ -22,7 +22,7 @@ async def serve(host: str, port: int, reflection: bool) -> None:
     import grpc
     from google.protobuf import message_factory
 
-    from ..load.adapters.grpc_calls import compile_proto, pool_from
+    from ..protocols.grpc import compile_proto, pool_from
 
     pool = pool_from(compile_proto(PROTO))
     svc = pool.FindServiceByName(SERVICE)

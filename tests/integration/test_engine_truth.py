@@ -12,8 +12,8 @@ import pytest
 from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.engine import LoadPlan, Target, run
 from pytest_ubench.load.http import build_request
-from pytest_ubench.load.openai import request_body
 from pytest_ubench.metrics.stats import summary
+from pytest_ubench.protocols.openai import request_body
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import time
 import pytest
 from helpers import run_cases
 
-from pytest_ubench.fio import FioError
+from pytest_ubench.protocols.fio import FioError
 from pytest_ubench.report.standalone import render
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import pytest
 from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.engine import LoadPlan, Target, run
 from pytest_ubench.load.http import build_request
-from pytest_ubench.load.openai import PATHS, request_body
 from pytest_ubench.metrics.stats import request_values, summary
+from pytest_ubench.protocols.openai import PATHS, request_body
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from pytest_ubench import Services, expand, load, run_case
 from pytest_ubench.load import engine, parallel
 from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.http import build_request
-from pytest_ubench.load.openai import request_body
 from pytest_ubench.metrics import stats
 from pytest_ubench.orchestrators.base import ServiceError
+from pytest_ubench.protocols.openai import request_body
 
 pytestmark = pytest.mark.integration
 
@@ -190,7 +190,8 @@ def test_prompts_are_cut_to_exact_tokens_with_the_servers_tokenizer(llama_server
     (case,) = expand(load(write_recipe(recipe)))
     from pytest_ubench.load.dataset import synthetic
     from pytest_ubench.load.tokenizer import ServerTokenizer
-    from pytest_ubench.planning import lengths, plan_for, prompts_for
+    from pytest_ubench.protocols.prompts import lengths, prompts_for
+    from pytest_ubench.session.plans import plan_for
 
     prompts, info = prompts_for(case, llama_server.endpoint)
     assert info["token_counts"] == "exact (server /tokenize)"

@@ -138,8 +138,8 @@ def test_every_dashboard_panel_returns_data_from_the_runs_prometheus(write_recip
     from grafana_foundation_sdk.models.dashboard import Dashboard
 
     from pytest_ubench import Services, expand, load, run_case
+    from pytest_ubench.metrics.server_queries import CLIENT
     from pytest_ubench.monitor.grafana import panel_queries
-    from pytest_ubench.monitor.queries import CLIENT
 
     (case,) = expand(load(write_recipe(llama_recipe())))
     root = tmp_path / "run"

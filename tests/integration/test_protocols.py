@@ -10,8 +10,8 @@ import pytest
 from helpers import LLAMA, SCHEMA, TRUTH, run_killing_the_service, run_recipe, start
 
 from pytest_ubench import Services, expand, load, run_case
+from pytest_ubench.load.planning import PlanError
 from pytest_ubench.orchestrators.base import ServiceError
-from pytest_ubench.planning import PlanError
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,10 @@ import yaml
 from helpers import TRUTH, pid_alive, truth_recipe
 
 from pytest_ubench.orchestrators.base import ServiceError, ServiceState
+from pytest_ubench.orchestrators.health import deploy_healthy as deploy
 from pytest_ubench.orchestrators.slurm import SlurmOrchestrator
 from pytest_ubench.recipes import loader
 from pytest_ubench.recipes.schema import ServiceSpec
-from pytest_ubench.session import deploy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 

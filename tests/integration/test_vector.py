@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from helpers import run_cases, run_killing_the_service, run_recipe, start
 
-from pytest_ubench.load.adapters.vectordb import VectorSearch, vectors
 from pytest_ubench.orchestrators.base import Deployment, ServiceError
 from pytest_ubench.orchestrators.local import LocalOrchestrator
+from pytest_ubench.protocols.vector import VectorSearch, vectors
 from pytest_ubench.report.standalone import render
 
 pytestmark = pytest.mark.integration

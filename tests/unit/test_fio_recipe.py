@@ -5,8 +5,8 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from pytest_ubench.fio import job_text
-from pytest_ubench.recipes.schema import Fio, Recipe
+from pytest_ubench.protocols.fio import Fio, job_text
+from pytest_ubench.recipes.schema import Recipe
 
 LOAD = {"mode": "closed", "concurrency": 2}
 
@@ -50,7 +50,7 @@ def test_job_file_one_stonewalled_section_per_job_numjobs_from_concurrency():
 
 
 def test_merge_adds_rates_and_bounds_percentiles_from_above():
-    from pytest_ubench.fio import merge
+    from pytest_ubench.protocols.fio import merge
 
     def op(iops: float, n: int, mean: float, p99: float) -> dict:
         lat = {"count": n, "mean": mean, "min": mean / 2, "p50": mean, "p90": p99, "p95": p99, "p99": p99,

@@ -10,8 +10,9 @@ from helpers import pid_alive
 
 from pytest_ubench.orchestrators.base import Endpoint, ServiceError, ServiceState
 from pytest_ubench.orchestrators.health import wait_healthy
-from pytest_ubench.orchestrators.local import PORT_FLOOR, LocalOrchestrator, ephemeral_floor, free_port
+from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.orchestrators.placeholders import expand
+from pytest_ubench.orchestrators.ports import PORT_FLOOR, ephemeral_floor, free_port
 from pytest_ubench.recipes.schema import HealthCheck, ServiceSpec
 
 

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from pytest_ubench.load.dataset import Prompt
-from pytest_ubench.load.ollama import NdjsonSink, OllamaJsonSink, request_body
 from pytest_ubench.metrics.records import Record
 from pytest_ubench.metrics.stats import server_reported
+from pytest_ubench.protocols.ollama import NdjsonSink, OllamaJsonSink, request_body
 
 DONE = {"done": True, "eval_count": 3, "eval_duration": 30_000_000, "prompt_eval_count": 9}
 

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from pytest_ubench.load.dataset import Prompt
-from pytest_ubench.load.openai import JsonSink, StreamSink, request_body
+from pytest_ubench.load.responses import JsonSink, StreamSink
 from pytest_ubench.metrics.records import Record
+from pytest_ubench.protocols.openai import request_body
 
 
 def sse(*objs: object) -> bytes:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ubench.slurm.commands import Slurm
-from pytest_ubench.slurm.runner import Completed, SlurmError, SubprocessRunner, clean_environment
+from pytest_ubench.orchestrators.slurm.commands import Slurm
+from pytest_ubench.orchestrators.slurm.runner import Completed, SlurmError, SubprocessRunner, clean_environment
 
 
 class FakeRunner:
@@ -122,7 +122,7 @@ def test_a_missing_command_says_so() -> None:
 
 
 def test_pending_reasons_that_waiting_cannot_resolve() -> None:
-    from pytest_ubench.slurm.commands import JobInfo
+    from pytest_ubench.orchestrators.slurm.commands import JobInfo
 
     assert JobInfo("1", "PENDING", "PartitionNodeLimit").hopeless
     assert JobInfo("1", "PENDING", "QOSMaxWallDurationPerJobLimit").hopeless

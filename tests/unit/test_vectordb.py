@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_ubench.load.adapters.vectordb import VectorSearch, exact_top_k, query_plan, recall, vectors
 from pytest_ubench.metrics import slo
 from pytest_ubench.orchestrators.base import ServiceError
+from pytest_ubench.protocols.vector import VectorSearch, exact_top_k, query_plan, recall, vectors
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
@@ -83,7 +83,7 @@ def test_filtered_exact_answers_match_a_plain_masked_sort():
 
 
 def test_exact_answers_are_computed_once_per_host_and_read_back(monkeypatch):
-    from pytest_ubench.load.adapters import vectordb as vdb
+    from pytest_ubench.protocols import vector as vdb
 
     spec = VectorSearch("chroma", "http://x", dim=5, count=300, queries=12, filtered_share=0.5, seed=98765)
     vdb._truth_cache(spec).unlink(missing_ok=True)

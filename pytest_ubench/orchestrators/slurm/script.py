@@ -1,0 +1,236 @@
+"""Batch scripts for a service: ``#SBATCH`` resources from the recipe and the cluster profile, a port
+picked on the node, the endpoint file, and a trap that takes the service's whole process group down.
+
+Everything from a recipe is single-quoted (``shlex.quote``) or restricted by the schema to characters
+that cannot break an ``#SBATCH`` line; ``${VAR}`` references become ``"${VAR}"`` and are resolved by the
+job's own environment, so no secret is written into the script.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from ..._version import __version__
+from ...recipes.schema import ClusterProfile, Resources, ServiceSpec
+from .. import apptainer
+from ..base import ServiceError
+from ..placeholders import shell_word
+from ..ports import PORT_FLOOR
+
+_SBATCH_SAFE = re.compile(r"^[A-Za-z0-9_.,:@%+=/-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_WILDCARD = ("0.0.0.0", "::", "")
+STOP_GRACE_S = 3  # SIGTERM to SIGKILL for the service's group; well inside Slurm's KillWait
+
+_FINISH = """\
+svc_pid=
+helpers=()
+groups() { printf '%%s\\n' ${svc_pid:+"$svc_pid"} "${helpers[@]}"; }
+finish() {
+  local rc=$? pid alive
+  trap - EXIT TERM INT
+  for pid in $(groups); do kill -TERM -- "-$pid" 2>/dev/null; done
+  for _ in $(seq 1 %(ticks)d); do
+    alive=
+    for pid in $(groups); do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && break
+    sleep 0.1
+  done
+  for pid in $(groups); do kill -KILL -- "-$pid" 2>/dev/null; done
+  printf '%%s\\n' "$rc" >"$run_dir/exit_code.tmp" && mv -f "$run_dir/exit_code.tmp" "$run_dir/exit_code"
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+"""
+
+# Below the node's ephemeral range, for the reason given at ``local.free_port``.
+_PICK_PORT = """\
+port=
+read -r eph_floor _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_floor=32768
+span=$((eph_floor - %(floor)d)); [ "$span" -ge 1000 ] || span=30000
+for _ in $(seq 1 200); do
+  candidate=$((%(floor)d + RANDOM %% span))
+  if ! (exec 3<>"/dev/tcp/%(probe)s/$candidate") 2>/dev/null; then port=$candidate; break; fi
+done
+[ -n "$port" ] || { echo "ubench: no free port found on $(hostname)" >&2; exit 1; }
+"""
+
+_PULL = """\
+sif=%(sif)s
+if [ ! -f "$sif" ]; then
+  mkdir -p %(cache)s
+  printf 'ubench: pulling %%s into %%s\\n' %(image)s "$sif" >&2
+  apptainer pull --force "$sif.$$.tmp" %(image)s && mv -f "$sif.$$.tmp" "$sif" \\
+    || { printf 'ubench: cannot pull %%s\\n' %(image)s >&2; exit 1; }
+fi
+"""
+
+_NODES = """\
+mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+head_node=${nodes[0]}
+nnodes=${#nodes[@]}
+"""
+
+_LAUNCH = """\
+setsid %(command)s </dev/null &
+svc_pid=$!
+fmt='{"host": "%%s", "port": %%s, "url": "%(scheme)s://%%s:%%s", "pid": %%s, '
+fmt+='"job_id": "%%s", "node": "%%s", "slurm_node": "%%s"}\\n'
+printf "$fmt" "$endpoint_host" "$port" "$url_host" "$port" "$svc_pid" "${SLURM_JOB_ID:-}" "$(hostname)" \\
+  "${SLURMD_NODENAME:-}" >"$run_dir/endpoint.json.tmp"
+mv -f "$run_dir/endpoint.json.tmp" "$run_dir/endpoint.json"
+echo "ubench: service started on $(hostname):$port (pid $svc_pid)" >&2
+wait "$svc_pid"
+exit $?
+"""
+
+
+def _sbatch_value(what: str, value: str) -> str:
+    if not _SBATCH_SAFE.match(value):
+        raise ServiceError(f"{what} {value!r} cannot go on an #SBATCH line (use letters, digits and _.,:@%+=/-)")
+    return value
+
+
+def directives(r: Resources, job_name: str, log: Path, profile: ClusterProfile, account: str | None) -> list[str]:
+    opts = [
+        f"--job-name={_sbatch_value('job name', job_name)}",
+        f"--output={_sbatch_value('run directory', str(log))}",
+        f"--nodes={r.nodes}",
+        f"--ntasks-per-node={r.tasks_per_node}",
+    ]
+    if r.cpus_per_task:
+        opts.append(f"--cpus-per-task={r.cpus_per_task}")
+    if r.memory:
+        opts.append(f"--mem={r.memory}")
+    opts.append(f"--time={r.time or profile.time}")
+    if account:
+        opts.append(f"--account={_sbatch_value('account', account)}")
+    elif profile.account_required:
+        raise ServiceError(
+            f"cluster profile {profile.name!r} requires an account: set 'account' in the profile "
+            "or UBENCHAI_SLURM_ACCOUNT"
+        )
+    partition = r.partition or (profile.gpu_partition if r.gpus else None) or profile.partition
+    if partition:
+        opts.append(f"--partition={partition}")
+    if r.qos or profile.qos:
+        opts.append(f"--qos={r.qos or profile.qos}")
+    if r.gpus:
+        opts.append(f"--gres=gpu:{r.gpus}" if profile.gpu_flag == "gres" else f"--gpus-per-node={r.gpus}")
+    opts += [*profile.sbatch, *r.sbatch]
+    return [f"#SBATCH {o}" for o in opts]
+
+
+def _preamble(profile: ClusterProfile, sbatch: list[str], comment: list[str]) -> list[str]:
+    """Shebang, ``#SBATCH`` lines, a comment, strict mode and the profile's modules: every job's start."""
+    lines = [profile.shebang, *sbatch, *comment, "set -uo pipefail"]
+    if profile.modules:
+        lines.append("module load " + " ".join(shlex.quote(m) for m in profile.modules))
+    return lines
+
+
+def render(
+    spec: ServiceSpec,
+    *,
+    name: str,
+    job_name: str,
+    run_dir: Path,
+    profile: ClusterProfile,
+    python: str,
+    account: str | None = None,
+) -> str:
+    """The whole batch script for one service; ``run_dir`` must be on a filesystem the node shares."""
+    assert spec.command is not None
+    q = shlex.quote
+    wildcard = spec.host in _WILDCARD
+    lines = _preamble(
+        profile,
+        directives(spec.resources, job_name, run_dir / "service.log", profile, account),
+        [
+            f"# Generated by pytest-ubench {__version__} for service {name!r}. Recipe values are quoted;",
+            "# ${VAR} references are read from the job's environment at run time and never stored here.",
+        ],
+    )
+    lines += [f"run_dir={q(str(run_dir))}", f"bind_host={q(spec.host)}"]
+    lines.append(_FINISH % {"ticks": STOP_GRACE_S * 10})
+    if spec.port == "auto":
+        lines.append(_PICK_PORT % {"probe": "127.0.0.1" if wildcard else "$bind_host", "floor": PORT_FLOOR})
+    else:
+        lines.append(f"port={int(spec.port)}")
+    if wildcard:
+        lines += ["endpoint_host=$(hostname)", 'url_host="$endpoint_host"']
+    else:
+        lines += ['endpoint_host="$bind_host"', f"url_host={q(f'[{spec.host}]' if ':' in spec.host else spec.host)}"]
+
+    fragments = {
+        "host": '"$bind_host"',
+        "port": '"$port"',
+        "python": q(python),
+        "run_dir": '"$run_dir"',
+        "head": '"$head_node"',
+        "nodes": '"$nnodes"',
+    }
+    prefix: list[str] = []
+    env = dict(spec.env)
+    if spec.container is not None:
+        cache = apptainer.cache_dir(profile.image_cache)
+        sif = apptainer.image_path(spec.container.image, cache)
+        sif_word = q(str(sif))
+        if apptainer.needs_pull(spec.container.image):
+            lines.append(_PULL % {"sif": q(str(sif)), "cache": q(str(cache)), "image": q(spec.container.image)})
+            sif_word = '"$sif"'
+        words = apptainer.command(spec.container, sif, spec.resources.gpus, profile.binds)
+        prefix = [q(w) for w in words[:-1]] + [sif_word]
+        env = apptainer.env(env)
+
+    def command(argv: list[str]) -> str:
+        return " ".join(prefix + [shell_word(a, fragments) for a in argv])
+
+    if spec.multinode is not None:
+        lines.append(_NODES)
+    else:
+        lines += ["head_node=$(hostname)", "nnodes=1"]
+    for key, value in env.items():
+        if not _ENV_NAME.match(key):
+            raise ServiceError(f"service env: {key!r} is not a valid environment variable name")
+        lines.append(f"export {key}={shell_word(value, fragments)}")
+    if spec.workdir:
+        lines.append(f"cd {q(spec.workdir)} || exit 1")
+    mn = spec.multinode
+    if mn is not None:
+        if mn.head:
+            lines += [f"setsid {command(mn.head)} </dev/null &", "helpers+=($!)"]
+        lines += [
+            'for node in "${nodes[@]:1}"; do',
+            f'  setsid srun --overlap --nodes=1 --ntasks=1 --nodelist="$node" {command(mn.worker)} </dev/null &',
+            "  helpers+=($!)",
+            "done",
+        ]
+        if mn.settle_s:
+            lines.append(f"sleep {mn.settle_s:g}")
+    scheme = "https" if spec.tls else "http"
+    lines.append(_LAUNCH % {"command": command(spec.command), "scheme": scheme})
+    return "\n".join(lines)
+
+
+def render_clients(
+    resources: Resources,
+    *,
+    job_name: str,
+    out_dir: Path,
+    profile: ClusterProfile,
+    worker: list[str],
+    account: str | None = None,
+) -> str:
+    """A job of load-client processes: one ``srun`` task per process, each running ``worker``."""
+    lines = _preamble(
+        profile,
+        directives(resources, job_name, out_dir / "clients.log", profile, account),
+        [f"# Generated by pytest-ubench {__version__}: load clients; every task writes its own records."],
+    )
+    lines.append("exec srun --kill-on-bad-exit=1 " + shlex.join(worker))
+    return "\n".join(lines)

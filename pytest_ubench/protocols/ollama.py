@@ -1,0 +1,139 @@
+"""Ollama's native API: ``/api/chat`` and ``/api/generate``, streamed as NDJSON (one JSON object per
+line, one token per line in practice), or one JSON object when not streamed.
+
+The last object (``done: true``) carries Ollama's own counts and timings: ``eval_count`` tokens
+generated in ``eval_duration`` ns, ``prompt_eval_count`` prompt tokens. Token counts come from them;
+``eval_duration`` is kept per request, so the results can set the server's decode rate beside the one
+the client saw (``stats.server_reported``): a client that reads tokens late shows up as a gap.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..load.dataset import Prompt
+from ..load.http import build_request
+from ..load.planning import PlanError, Planned, json_headers, load_plan, url_path
+from ..load.responses import Framed, JsonSink
+from ..metrics.records import Record
+from ..orchestrators.base import Endpoint
+from ..recipes.sweep import Case
+from .base import BaseProtocol
+from .prompts import lengths, prompted
+
+PATHS = {"ollama-chat": "/api/chat", "ollama-generate": "/api/generate"}
+
+
+def request_body(
+    protocol: str, model: str, prompt: Prompt, max_tokens: int, stream: bool, params: dict[str, Any]
+) -> bytes:
+    """``params`` are Ollama's model ``options`` (temperature, num_ctx, ...); ``num_predict`` caps output."""
+    if prompt.body is not None:
+        body: dict[str, Any] = {"model": model, **prompt.body, "stream": stream}
+        return json.dumps(body, separators=(",", ":")).encode()
+    options = {"num_predict": prompt.max_tokens or max_tokens, **params}
+    body = {"model": model, "stream": stream, "options": options}
+    if protocol == "ollama-chat":
+        body["messages"] = prompt.messages or [{"role": "user", "content": prompt.text}]
+    elif prompt.messages is not None:
+        raise ValueError("chat 'messages' need protocol ollama-chat (ollama-generate takes a prompt)")
+    else:
+        body["prompt"] = prompt.text
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class NdjsonSink(Framed):
+    """Reads NDJSON as it arrives; each line with content is stamped with its read time. A stream
+    without its ``done`` line is ``malformed_stream``; an ``error`` line is ``stream_error``."""
+
+    __slots__ = ()
+
+    def _frame(self, frame: bytes, t: float) -> None:
+        if line := frame.strip():
+            self._line(line, t)
+
+    def _line(self, line: bytes, t: float) -> None:
+        try:
+            obj = orjson.loads(line)
+        except ValueError:
+            self.rec.error = "malformed_stream"
+            return
+        if not isinstance(obj, dict):
+            self.rec.error = "malformed_stream"
+            return
+        if "error" in obj:
+            self.rec.error = "stream_error"
+            return
+        message = obj.get("message")
+        text = message.get("content") if isinstance(message, dict) else obj.get("response")
+        if text:
+            self.rec.chunks.append(t)
+        if obj.get("done"):
+            self.finished = True
+            take_counts(self.rec, obj)
+
+    def _end(self) -> None:
+        if line := self.body.strip():  # a last line without its newline
+            self.body = b""
+            self._line(line, self.rec.chunks[-1] if self.rec.chunks else float("nan"))
+
+
+class OllamaJsonSink(JsonSink):
+    """A non-streamed reply: one object, ``done: true``, with the counts and timings."""
+
+    __slots__ = ()
+
+    def finish(self) -> None:
+        if (obj := self._parsed()) is None:
+            return
+        if "error" in obj:
+            self.rec.error = "stream_error"
+        elif not obj.get("done"):
+            self.rec.error = "malformed_response"
+        else:
+            take_counts(self.rec, obj)
+
+
+def sink_for(stream: bool, rec: Record) -> NdjsonSink | OllamaJsonSink:
+    return NdjsonSink(rec) if stream else OllamaJsonSink(rec)
+
+
+def take_counts(rec: Record, done: dict[str, Any]) -> None:
+    if done.get("eval_count") is not None:
+        rec.output_tokens = int(done["eval_count"])
+        rec.tokens_from = "usage"
+    if done.get("prompt_eval_count") is not None:
+        rec.prompt_tokens = int(done["prompt_eval_count"])
+    if done.get("eval_duration"):
+        rec.server_decode_s = float(done["eval_duration"]) / 1e9
+
+
+class Ollama(BaseProtocol):
+    """``ollama-chat`` and ``ollama-generate``: NDJSON streams (or one object), Ollama's own counts."""
+
+    names = ("ollama-chat", "ollama-generate")
+    streams = True
+
+    def plan(self, case: Case, endpoint: Endpoint | None, duration_s: float | None = None) -> Planned:
+        assert endpoint is not None
+        w = case.recipe.workload
+        got = prompted(case, endpoint, duration_s)
+        outs = lengths(w.dataset.output_tokens).draw(len(got.prompts), np.random.default_rng([w.dataset.seed, 2]))
+        headers = json_headers(case, stream_type="application/x-ndjson")
+        path = url_path(endpoint) + PATHS[w.protocol]
+        try:
+            bodies = [request_body(w.protocol, w.model, p, int(o), w.stream, w.params)
+                      for p, o in zip(got.prompts, outs, strict=True)]  # fmt: skip
+        except ValueError as exc:
+            raise PlanError(f"{case.recipe.name}: workload.dataset: {exc}") from None
+        reqs = [build_request("POST", endpoint.host, endpoint.port, path, body, headers) for body in bodies]
+        plan = load_plan(case, got.arrivals, got.duration_s, reqs, sink=partial(sink_for, w.stream))
+        return Planned(plan, got.dataset, got.stages)
+
+
+OLLAMA = Ollama()

@@ -1,0 +1,168 @@
+"""Run one case against its (possibly already deployed) service: plan, load (repeated, or searched),
+judge the SLOs, write results.json and the raw records."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from .. import protocols
+from .._version import __version__
+from ..load import engine
+from ..metrics import repeats, results, slo, stats
+from ..metrics.records import write_jsonl
+from ..metrics.results import CaseResult, ResultsError
+from ..recipes.schema import Ramp
+from ..recipes.sweep import Case
+from .measure import Measured, judge, measure
+from .plans import plan_for
+from .search import run_search
+from .services import Services
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def run_case(case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
+    """Run one case against its (possibly already deployed) service and write its results."""
+    dep = services.get(case.loaded) if case.recipe.service is not None else None
+    run_dir = services.root / case.id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
+    extra: dict[str, Any] = {}
+    endpoint = dep.endpoint if dep is not None else None
+    phases = services.prepare(case, dep) if dep is not None else None
+    logger.info("{}: {} load against {}", case.id, case.load.mode, endpoint.url if endpoint else "no service")
+    if case.load.mode == "search":
+        assert dep is not None
+        found, verdicts, extra["search"] = run_search(case, services, dep, run_dir, progress, phases)
+        runs = [found] if found is not None else []
+        # No probe passed: the lowest probe's figures are in the search part.
+        empty = engine.Run([], 0.0, 0.0, 0.0, 0.0)
+        main = found or Measured(empty, stats.summary([], 0.0, 0.0), {}, None, None, dep.endpoint.url, dep.command)
+    else:
+        runs = []
+        for i in range(case.recipe.workload.repeat):
+            if i:
+                logger.info("{}: repeat {}/{}", case.id, i + 1, case.recipe.workload.repeat)
+            planned = plan_for(case, endpoint)
+            planned.phases = phases
+            m = measure(case, services, dep, planned, run_dir, progress)
+            runs.append(m)
+            if m.run.aborted == "interrupted" or m.service_failure or not m.run.records:
+                break  # a tool-driven protocol (no per-request records) is measured once
+        main = runs[-1]
+        if len(runs) > 1:
+            extra["repeats"] = _repeats(runs)
+            bounds = [b for s in case.recipe.slos() if (b := s.per_request_bound) is not None]
+            summary = stats.pooled([m.summary for m in runs], [r for m in runs for r in m.run.measured], bounds)
+            main = replace(
+                main, run=runs[0].run,
+                summary=summary | {k: v for k, v in main.summary.items() if k in ("server_metrics", "phases")},
+            )  # fmt: skip
+        verdicts = judge(case, main, case.recipe.slos())
+    return _write_case(case, run_dir, main, runs, verdicts, extra)
+
+
+def _repeats(runs: list[Measured]) -> dict[str, Any]:
+    per_run = [m.summary for m in runs]
+    return {
+        "n": len(runs),
+        "figures": repeats.across(per_run),
+        "runs": [
+            {
+                "requests": s["requests"],
+                "throughput": s["throughput"],
+                "ttft_p50_ms": s["metrics"]["ttft_ms"]["p50"],
+                "e2e_p95_ms": s["metrics"]["e2e_ms"]["p95"],
+                "steady_state": {
+                    k: v for k, v in m.extras.get("steady_state", {}).items() if k in ("start_s", "stable")
+                },
+            }
+            for s, m in zip(per_run, runs, strict=True)
+        ],
+        "note": "figures above the repeats are pooled over every run; these give the spread between runs",
+    }
+
+
+def _write_case(
+    case: Case,
+    run_dir: Path,
+    main: Measured,
+    runs: list[Measured],
+    verdicts: list[slo.Verdict],
+    extra: dict[str, Any],
+) -> CaseResult:
+    run = main.run
+    records = [r for m in runs for r in m.run.records] or run.records
+    first = runs[0].run if runs else run
+    service_failure = main.service_failure
+    shape: dict[str, Any] = {}
+    if isinstance(case.load.rate, Ramp):
+        shape["ramp"] = case.load.rate.model_dump(by_alias=True)
+    if "search" in extra:
+        shape[case.load.over] = extra["search"]["max_passing"]
+    result = {
+        "schema": results.SCHEMA_VERSION,
+        "case_id": case.id,
+        "recipe": {
+            "name": case.recipe.name,
+            "path": str(case.loaded.path),
+            "sha256": case.loaded.sha256,
+            "resolved": case.recipe.model_dump(mode="json"),
+        },
+        "provenance": results.provenance(__version__, _iso(first.wall_t0), _iso(run.wall_t1), main.command),
+        "endpoint": main.endpoint,
+        "load": {
+            "mode": case.load.mode,
+            **case.point,
+            **shape,
+            "warmup_requests": len(records) - sum(1 for r in records if not r.warmup),
+        },
+        **main.summary,
+        **main.extras,
+        **extra,
+        "slo": [
+            {
+                "expression": v.expression,
+                "measured": v.measured,
+                "allowed": v.allowed,
+                "passed": v.passed,
+                "note": v.note,
+            }
+            for v in verdicts
+        ],
+        "passed": all(v.passed for v in verdicts) and service_failure is None,
+        "aborted": run.aborted,
+        "service_failure": service_failure,
+        "monitoring": main.monitoring,
+        "records_file": "records.jsonl",
+    }
+    _scrub_nan(result)
+    try:
+        results.write_json(run_dir / "results.json", result)
+        write_jsonl(run_dir / "records.jsonl", records, first.t0)
+    except OSError as exc:
+        raise ResultsError(f"{case.id}: cannot write results to {run_dir}: {exc.strerror or exc}") from None
+    if run.aborted == "interrupted":
+        raise KeyboardInterrupt
+    unit = protocols.get(case.recipe.workload.protocol).rate_unit
+    return CaseResult(case.id, run_dir, result, verdicts, service_failure, unit)
+
+
+def _scrub_nan(obj: Any) -> None:
+    """JSON has no NaN: a figure that does not exist is null."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        if isinstance(v, float) and not math.isfinite(v):
+            obj[k] = None
+        else:
+            _scrub_nan(v)

@@ -1,0 +1,84 @@
+"""Load clients as a Slurm job: N nodes x M processes share a case's load; their records are merged
+exactly (percentiles over the union of requests, never averages of per-task percentiles).
+
+Each task (``pytest_ubench.session.worker``) writes its records relative to its own clock start and that
+start's wall-clock time; merging shifts every task onto the earliest start, so the throughput window
+and the per-second series line up across nodes to the accuracy of their clocks (NTP: ~1 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from ..load import engine
+from ..metrics.records import Record, read_jsonl
+from ..orchestrators.base import Orchestrator, ServiceError
+from ..recipes.sweep import Case
+
+
+def _shift(rec: Record, offset: float) -> Record:
+    rec.intended += offset
+    rec.start += offset
+    rec.end += offset
+    rec.first += offset
+    rec.chunks = [c + offset for c in rec.chunks]
+    return rec
+
+
+def merge(out_dir: Path) -> engine.Run:
+    """One run from every task's records, on the clock of the earliest task."""
+    metas = [(p.parent, json.loads(p.read_text(encoding="utf-8"))) for p in sorted(out_dir.glob("task-*/run.json"))]
+    started = [m for _, m in metas if m["records"]]
+    if not started:
+        raise ServiceError(f"no load-client task wrote any record under {out_dir}")
+    base = min(m["wall_t0"] for m in started)
+    records: list[Record] = []
+    starts, ends = [], []
+    for task_dir, meta in metas:
+        if not meta["records"]:
+            continue
+        offset = meta["wall_t0"] - base
+        records += (_shift(r, offset) for r in read_jsonl(task_dir / "records.jsonl"))
+        starts.append(meta["window_start"] + offset)
+        ends.append(meta["window_end"] + offset)
+    records.sort(key=lambda r: r.intended if not math.isnan(r.intended) else math.inf)
+    aborted = next((m["aborted"] for _, m in metas if m["aborted"]), None)
+    wall_t1 = max(m["wall_t1"] for m in started)
+    return engine.Run(records, 0.0, base, min(starts), max(ends), wall_t1=wall_t1, aborted=aborted)
+
+
+def run(
+    case: Case, endpoint_file: Path, out_dir: Path, orch: Orchestrator, progress: engine.Progress | None = None
+) -> engine.Run:
+    """Submit the client job, wait for it, merge its tasks' records. Ctrl-C cancels it and keeps the records."""
+    out_dir = out_dir.absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = out_dir / "recipe.json"
+    saved.write_text(json.dumps({"path": str(case.loaded.path), "data": case.loaded.data}), encoding="utf-8")
+    worker = [sys.executable, "-m", "pytest_ubench.session.worker", "--recipe-json", str(saved), "--case", case.id,
+              "--endpoint", str(endpoint_file.absolute()), "--out", str(out_dir)]  # fmt: skip
+    try:
+        submit_and_wait(case, worker, out_dir, orch, progress)
+    except KeyboardInterrupt:
+        result = merge(out_dir)
+        result.aborted = "interrupted"
+        return result
+    return merge(out_dir)
+
+
+def submit_and_wait(
+    case: Case, command: list[str], out_dir: Path, orch: Orchestrator, progress: engine.Progress | None = None
+) -> None:
+    """The case's client job (``clients.nodes`` x ``clients.tasks_per_node`` tasks each running ``command``),
+    to its end; progress sees the time it has run against the case's warm-up and duration."""
+    w = case.recipe.workload
+    total = w.warmup_s + w.duration_s
+
+    def tick(elapsed: float) -> None:
+        if progress is not None:
+            progress(engine.Snapshot(min(elapsed, total), total, 0, 0, 0, 0))
+
+    orch.run_tasks(case.id, f"ubench-clients-{case.recipe.name}", w.clients, command, out_dir, tick)

@@ -1,0 +1,157 @@
+"""One load run of a case and everything computed from it: where the load runs (this process, worker
+processes, a Slurm client job), the figures, the steady window, ramp steps, the client's self-check
+and the server-side series over the same window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from ..load import engine, parallel
+from ..load.planning import Planned, Tool, ToolContext
+from ..metrics import client_check, slo, stats, steady
+from ..metrics.records import Record
+from ..orchestrators.base import Deployment
+from ..recipes.sweep import Case
+from . import clients as slurm_clients
+from .services import Services
+
+
+@dataclass
+class Measured:
+    """One load run and everything computed from it."""
+
+    run: engine.Run
+    summary: dict[str, Any]
+    extras: dict[str, Any]  # dataset, steady_state, stages, client
+    monitoring: dict[str, Any] | None
+    service_failure: str | None
+    endpoint: str  # what was measured
+    command: list[str] | None  # what ran it: the service's command, or the tool's
+    failed_checks: dict[str, str] = field(default_factory=dict)  # a tool's own checks (its expression: why)
+
+
+def _load_run(
+    case: Case,
+    services: Services,
+    dep: Deployment,
+    plan: engine.LoadPlan,
+    run_dir: Path,
+    progress: engine.Progress | None,
+) -> engine.Run:
+    if case.recipe.workload.orchestration == "slurm":
+        orch = services.orchestrator
+        return slurm_clients.run(case, dep.run_dir / "endpoint.json", run_dir / "clients", orch, progress)
+    target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.url.startswith("https:"))
+    workers = parallel.worker_count(case.load.workers)
+    watch = services.monitoring
+    if workers > 1:
+        if watch is not None and watch.observer is not None:
+            logger.info(
+                "{}: {} client processes: the client's live Prometheus series are not exported", case.id, workers
+            )
+        return parallel.run(target, plan, workers, progress)
+    return engine.run(target, plan, progress, watch.observer if watch else None)
+
+
+def measure(
+    case: Case,
+    services: Services,
+    dep: Deployment | None,
+    planned: Planned,
+    run_dir: Path,
+    progress: engine.Progress | None,
+) -> Measured:
+    plan = planned.plan
+    if not isinstance(plan, engine.LoadPlan):
+        return _tool_run(case, services, plan, run_dir, progress)
+    assert dep is not None
+    run = _load_run(case, services, dep, plan, run_dir, progress)
+    measured = run.measured
+    service_failure = None
+    if not services.alive(dep):
+        service_failure = (
+            f"service {dep.name} exited (code {dep.exit_code}) during the run\n"
+            f"--- last lines of {dep.log_path} ---\n{services.orchestrator.logs(dep)}"
+        )
+    elif run.aborted and run.aborted.startswith("target unreachable"):
+        service_failure = f"{dep.endpoint.url}: {run.aborted}; the run was stopped early"
+    bounds = [b for s in case.recipe.slos() if (b := s.per_request_bound) is not None]
+    summary = stats.summary(measured, run.window_start, run.window_end, bounds)
+    if planned.phases is not None:
+        summary["phases"] = planned.phases
+    extras: dict[str, Any] = {"dataset": planned.dataset}
+    extras["client"] = client_check.check(run.client, run.records, plan.mode, run.window_start, run.window_end)
+    if run.aborted != "interrupted":
+        extras["steady_state"] = _steady(measured, run, bounds)
+    if planned.stages:
+        extras["stages"] = _stages(measured, run.window_start, planned, bounds)
+    monitoring = None
+    watch = services.monitoring
+    if watch is not None and run.aborted != "interrupted":
+        # The same window the throughput figures use: from the end of warm-up to the last completion.
+        start = run.window_start + run.wall_t0 - run.t0  # perf_counter -> epoch seconds
+        monitoring = watch.collect(case.recipe, run, start, start + summary["throughput"]["elapsed_s"])
+    if monitoring is not None:
+        summary["server_metrics"] = monitoring.pop("queries")
+    elif case.recipe.monitor is not None and case.recipe.monitor.enabled:
+        note = watch.note if watch is not None else None
+        monitoring = {"note": note or "server-side metrics were not collected"}
+    return Measured(run, summary, extras, monitoring, service_failure, dep.endpoint.url, dep.command)
+
+
+def _tool_run(case: Case, services: Services, tool: Tool, run_dir: Path, progress: engine.Progress | None) -> Measured:
+    """A protocol that generates and measures its load with its own tool: its figures, as it gives them."""
+    tasks = services.orchestrator if case.recipe.workload.orchestration == "slurm" else None
+    out = tool(ToolContext(run_dir, tasks, progress))
+    busy = out.summary["throughput"]["elapsed_s"]
+    run = engine.Run([], 0.0, out.wall_t0, 0.0, busy, wall_t1=out.wall_t1, aborted=out.aborted)
+    return Measured(run, out.summary, {"dataset": out.dataset}, None, None, out.endpoint, out.command,
+                    out.failed_checks)  # fmt: skip
+
+
+def _steady(measured: list[Record], run: engine.Run, bounds: list[tuple[str, float]]) -> dict[str, Any]:
+    """The stable window (MSER-5) and the figures over it, beside the whole run's."""
+    win = steady.window(measured, run.window_start, run.window_end)
+    lo, hi = run.window_start + win["start_s"], run.window_start + win["end_s"]
+    inside = [r for r in measured if lo <= r.intended < hi]
+    part = stats.summary(inside, lo, hi, bounds)
+    return win | {"requests": part["requests"], "metrics": part["metrics"], "throughput": part["throughput"]}
+
+
+def _stages(
+    measured: list[Record], start: float, planned: Planned, bounds: list[tuple[str, float]]
+) -> list[dict[str, Any]]:
+    """Figures per step of a ramp: a whole capacity curve from one run."""
+    out = []
+    for st in planned.stages:
+        end = start + st.duration_s
+        part = stats.summary([r for r in measured if start <= r.intended < end], start, end, bounds)
+        out.append(
+            {
+                "rate": st.rate,
+                "duration_s": st.duration_s,
+                "requests": part["requests"],
+                "metrics": part["metrics"],
+                "throughput": part["throughput"],
+            }
+        )
+        start = end
+    return out
+
+
+def _client_verdict(client: dict[str, Any], strict: bool) -> list[slo.Verdict]:
+    """A client that was likely the bottleneck warns in the verdicts (fails with ``strict_client``)."""
+    if not client.get("bottleneck"):
+        return []
+    note = "; ".join(client["reasons"]) + ("" if strict else " (warning; strict_client: true fails it)")
+    return [slo.Verdict("client is not the bottleneck", client.get("cpu_busy_max"), "cpu <= 0.8", not strict, note)]
+
+
+def judge(case: Case, m: Measured, slos: list[slo.SLO]) -> list[slo.Verdict]:
+    verdicts = slo.judge(slos, m.summary, case.recipe.strict_samples)
+    verdicts += _client_verdict(m.extras.get("client") or {}, case.recipe.strict_client)
+    return verdicts + [slo.Verdict(check, None, "no error", False, why) for check, why in m.failed_checks.items()]

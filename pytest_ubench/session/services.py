@@ -1,0 +1,203 @@
+"""Services for a session: each recipe's service deployed once (or attached, under pytest-xdist) and every
+one torn down at the end; a protocol's once-per-deployment preparation."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from filelock import FileLock
+from loguru import logger
+
+from .. import protocols
+from ..metrics import results
+from ..metrics.results import service_dir
+from ..monitor.prometheus import Prometheus
+from ..monitor.watch import Monitoring
+from ..orchestrators.backends import get_orchestrator
+from ..orchestrators.base import (
+    Deployment,
+    Endpoint,
+    Orchestrator,
+    ServiceError,
+    ServiceState,
+    from_record,
+    to_record,
+)
+from ..orchestrators.health import deploy_healthy, probe, tcp_probe
+from ..recipes.loader import LoadedRecipe
+from ..recipes.schema import ServiceSpec
+from ..recipes.sweep import Case
+
+
+class TargetUnreachable(ServiceError):
+    """The service to benchmark could not be reached at all (CLI exit code 3)."""
+
+
+class Services:
+    """Deploys each recipe's service once and tears every one of them down on close.
+
+    Sweep points of one recipe share a deployment: restarting a server between points would
+    measure start-up, not load.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        orchestrator: Orchestrator | str = "local",
+        target_url: str | None = None,
+        monitoring: bool = True,
+        shared: bool = False,
+    ) -> None:
+        """``shared``: several processes (pytest-xdist workers) use one deployment per recipe under
+        ``root``; the first deploys it, the others attach, and ``stop_shared`` ends it once all are done.
+        """
+        self.root = root
+        self.shared = shared
+        self.orchestrator = get_orchestrator(orchestrator) if isinstance(orchestrator, str) else orchestrator
+        self.target_url = target_url
+        # Each sharing process watches with its own Prometheus, in its own directory.
+        monitor_root = root / f"monitor-{os.getpid()}" if shared else root
+        self.monitoring = Monitoring(self.orchestrator, monitor_root) if monitoring else None
+        self._deployed: dict[str, Deployment] = {}
+        self._failed: dict[str, ServiceError] = {}
+
+    def get(self, loaded: LoadedRecipe) -> Deployment:
+        """The recipe's deployment, started on first use; a failed start is not retried per case."""
+        key = loaded.recipe.name
+        if key in self._failed:
+            raise self._failed[key]
+        if key not in self._deployed:
+            try:
+                dep = self._deploy(loaded)
+            except ServiceError as exc:
+                self._failed[key] = exc
+                raise
+            self._deployed[key] = dep
+            try:
+                if self.monitoring is not None:
+                    self.monitoring.watch(loaded.recipe, dep)
+            except ServiceError as exc:
+                self._failed[key] = exc
+                raise
+        return self._deployed[key]
+
+    def prepare(self, case: Case, dep: Deployment) -> dict[str, Any] | None:
+        """A protocol's setup before load (a vector collection built, its exact answers computed), done
+        once per deployment by the first case that needs it (in this process or, under xdist, any
+        sharing one) and read back by the others: sweep points neither rebuild nor drop under each other
+        what they share."""
+        work = protocols.get(case.recipe.workload.protocol).preparation(case, dep.endpoint)
+        if work is None:
+            return None
+        key, prepare = work.key, work.run
+        dep.run_dir.mkdir(parents=True, exist_ok=True)
+        # Per deployment: a new server process (or job) starts empty.
+        marker = dep.run_dir / f"prepared-{key}-{dep.endpoint.pid or 0}-{dep.endpoint.job_id or 0}.json"
+        with FileLock(str(dep.run_dir / "prepare.lock")):
+            if marker.exists():
+                logger.info("{}: using the collection prepared for an earlier case", case.id)
+                done: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
+                return done
+            logger.info("{}: preparing ({})", case.id, case.recipe.workload.protocol)
+            phases = prepare() | {"prepared_by": case.id}
+            results.write_json(marker, phases)
+        return phases
+
+    @property
+    def prometheus(self) -> Prometheus | None:
+        """The session's Prometheus, once a monitored recipe has been deployed."""
+        return self.monitoring.prometheus if self.monitoring else None
+
+    def _deploy(self, loaded: LoadedRecipe) -> Deployment:
+        spec = loaded.recipe.service
+        if spec is None:
+            raise ServiceError(f"{loaded.recipe.name}: the recipe has no service to deploy")
+        run_dir = service_dir(self.root, loaded.recipe.name)
+        url = self.target_url or spec.url
+        if url is not None:
+            parts = urlsplit(url)
+            if not parts.hostname or (not parts.port and parts.scheme not in ("http", "https")):
+                raise TargetUnreachable(f"{url}: not an http(s) URL with a host (or another scheme with a port)")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            if spec.health.kind == "tcp":
+                problem = tcp_probe(parts.hostname, port)
+            else:
+                problem = probe(url.rstrip("/") + spec.health.path, timeout_s=min(10.0, spec.health.timeout_s))
+            if problem:
+                raise TargetUnreachable(f"{loaded.recipe.name}: cannot reach {url}: {problem}")
+            endpoint = Endpoint(parts.hostname, port, url.rstrip("/"))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.shared:  # what an earlier session prepared there may be gone: prepare again
+                for stale in run_dir.glob("prepared-*.json"):
+                    stale.unlink(missing_ok=True)
+            endpoint.write(run_dir / "endpoint.json")
+            return Deployment(loaded.recipe.name, endpoint, run_dir, None, None)
+        if self.shared:
+            return _deploy_shared(self.orchestrator, spec, loaded.recipe.name, run_dir)
+        return deploy_healthy(self.orchestrator, spec, loaded.recipe.name, run_dir)
+
+    def alive(self, dep: Deployment) -> bool:
+        return dep.handle is None or self.orchestrator.status(dep) == ServiceState.RUNNING
+
+    def close(self) -> None:
+        if self.monitoring is not None:
+            self.monitoring.close()
+        while self._deployed:
+            _, dep = self._deployed.popitem()
+            if dep.handle is not None and not self.shared:
+                try:
+                    self.orchestrator.stop(dep)
+                except Exception as exc:  # keep stopping the others
+                    logger.error("failed to stop {}: {}", dep.name, exc)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+SHARED_RECORD = "shared.json"
+
+
+def _deploy_shared(orch: Orchestrator, spec: ServiceSpec, name: str, run_dir: Path) -> Deployment:
+    """Deploy once for all processes sharing ``run_dir``: a file lock orders them, a record lets the
+    later ones attach. The deployment is detached: the deploying worker may finish first."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = run_dir / SHARED_RECORD
+    with FileLock(str(run_dir.with_suffix(".lock"))):
+        if record.exists():
+            dep = _attach_shared(orch, record)
+            if orch.status(dep) == ServiceState.RUNNING:
+                logger.info("{}: using the deployment shared at {}", name, dep.endpoint.url)
+                return dep
+            record.unlink()
+        dep = deploy_healthy(orch, spec, name, run_dir, detach=True)
+        try:
+            results.write_json(record, to_record(orch, dep))
+        except BaseException:
+            orch.stop(dep)
+            raise
+        return dep
+
+
+def _attach_shared(orch: Orchestrator, record: Path) -> Deployment:
+    return from_record(orch, record.parent.name, json.loads(record.read_text(encoding="utf-8")))
+
+
+def stop_shared(root: Path, orch: Orchestrator) -> list[str]:
+    """Stop every shared deployment under ``root`` (the pytest-xdist controller, at session end)."""
+    stopped = []
+    for record in sorted((root / "services").glob(f"*/{SHARED_RECORD}")):
+        try:
+            dep = _attach_shared(orch, record)
+            orch.stop(dep)
+            stopped.append(dep.name)
+        except Exception as exc:  # keep stopping the others
+            logger.error("failed to stop the shared service in {}: {}", record.parent, exc)
+        record.unlink(missing_ok=True)
+    return stopped

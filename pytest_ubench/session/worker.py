@@ -1,0 +1,75 @@
+"""One load-client process of a distributed run (a Slurm task): its share of a case's load, its own
+records, and the clock reference that lets the parent merge every task's records exactly.
+
+    python -m pytest_ubench.session.worker --recipe-json R --case ID --endpoint E --out DIR
+
+The task index and count come from ``SLURM_PROCID``/``SLURM_NTASKS``. Closed loop splits the users
+(the first ``c % n`` tasks take one more), open loop deals out the one schedule (``parallel.task_plan``),
+so the union is the case's load. SIGTERM (``scancel``) ends the run like Ctrl-C: what was measured is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ..load import engine
+from ..load.parallel import idle, task_plan
+from ..metrics.records import write_jsonl
+from ..metrics.results import write_json
+from ..orchestrators.base import Endpoint
+from ..recipes.loader import LoadedRecipe
+from ..recipes.schema import Recipe
+from ..recipes.sweep import expand
+from .plans import plan_for
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pytest_ubench.session.worker")
+    ap.add_argument("--recipe-json", type=Path, required=True)
+    ap.add_argument("--case", required=True)
+    ap.add_argument("--endpoint", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    index, count = int(os.environ.get("SLURM_PROCID", "0")), int(os.environ.get("SLURM_NTASKS", "1"))
+
+    saved = json.loads(args.recipe_json.read_text(encoding="utf-8"))
+    loaded = LoadedRecipe(Recipe.model_validate(saved["data"]), Path(saved["path"]), saved["data"])
+    case = next(c for c in expand(loaded) if c.id == args.case)
+    endpoint = Endpoint.read(args.endpoint)
+    planned = plan_for(case, endpoint).plan
+    if not isinstance(planned, engine.LoadPlan):  # a tool-driven protocol runs its own tasks
+        raise SystemExit(f"{case.id}: protocol {case.recipe.workload.protocol} does not run as a load-client task")
+    plan = task_plan(planned, index, count)
+    out = args.out / f"task-{index}"
+    out.mkdir(parents=True, exist_ok=True)
+    if idle(plan):
+        run = engine.Run([], 0.0, 0.0, 0.0, 0.0)  # more tasks than users: this one has nothing to do
+    else:
+        target = engine.Target(endpoint.host, endpoint.port, tls=endpoint.url.startswith("https:"))
+        run = engine.run(target, plan)
+    write_jsonl(out / "records.jsonl", run.records, run.t0)
+    write_json(
+        out / "run.json",
+        {
+            "task": index,
+            "tasks": count,
+            "node": os.environ.get("SLURMD_NODENAME"),
+            "wall_t0": run.wall_t0,
+            "wall_t1": run.wall_t1,
+            "window_start": run.window_start - run.t0,
+            "window_end": run.window_end - run.t0,
+            "aborted": run.aborted,
+            "records": len(run.records),
+        },
+    )
+    return 130 if run.aborted == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""Talking to Slurm through its command-line tools; nothing here knows about recipes or pytest."""
