@@ -7,7 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from pytest_ubench import CaseResult, Services, expand, load, run_case
+from pytest_ubench import CaseResult, Services, expand, run_case
+from pytest_ubench import load_recipe as load
 from pytest_ubench.orchestrators.base import Deployment
 from pytest_ubench.orchestrators.health import deploy_healthy as deploy
 from pytest_ubench.orchestrators.local import LocalOrchestrator

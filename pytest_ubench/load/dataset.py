@@ -48,7 +48,8 @@ class Lengths:
             values = rng.lognormal(np.log(mean) - sigma2 / 2, np.sqrt(sigma2), size=count)
         else:
             raise ValueError(f"unknown length distribution {self.dist!r}")
-        return np.clip(np.rint(values), self.min, hi).astype(np.int64)
+        drawn: np.ndarray = np.clip(np.rint(values), self.min, hi).astype(np.int64)
+        return drawn
 
 
 @dataclass(frozen=True)

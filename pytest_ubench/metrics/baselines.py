@@ -7,7 +7,6 @@ Layout: ``<baseline dir>/<case id>/{results.json, records.jsonl}``; a baseline n
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -16,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from . import compare, results
-from .records import read_jsonl
+from .results import RECORDS, RESULTS, CaseResult, ResultsDir
 
-FILES = ("results.json", "records.jsonl")
+FILES = (RESULTS, RECORDS)
 
 
 def resolve(name_or_path: str) -> Path:
@@ -45,8 +44,8 @@ def save(case_dir: Path, baseline: Path) -> Path:
 
 
 def _samples(case_dir: Path) -> dict[str, Any]:
-    data = json.loads((case_dir / "results.json").read_text(encoding="utf-8"))
-    return compare.samples(list(read_jsonl(case_dir / "records.jsonl")), float(data["throughput"]["elapsed_s"]))
+    case = CaseResult.read(case_dir)
+    return compare.samples(case.records(), float(case.result["throughput"]["elapsed_s"]))
 
 
 def compare_dirs(
@@ -59,22 +58,16 @@ def compare_dirs(
 def gate(
     case_dir: Path, baseline: Path, thresholds: Mapping[str, float], alpha: float
 ) -> list[compare.Comparison] | None:
-    """Compare a case with its baseline and record the comparison in its results.json.
+    """Compare a case with its baseline and record the comparison in its results.
 
     None when the baseline has no such case (a new sweep point): nothing to gate on, said in results.
     """
-    baseline_case = baseline / case_dir.name
-    path = case_dir / "results.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not (baseline_case / "results.json").exists():
-        data["baseline"] = {"path": str(baseline_case), "note": "no baseline for this case"}
-        results.write_json(path, data)
+    stored = ResultsDir(baseline)
+    baseline_case = stored.case_dir(case_dir.name)
+    if not stored.has(case_dir.name):
+        results.update(case_dir, baseline={"path": str(baseline_case), "note": "no baseline for this case"})
         return None
     comparisons = compare_dirs(baseline_case, case_dir, thresholds, alpha)
-    data["baseline"] = {
-        "path": str(baseline_case),
-        "regressed": bool(compare.regressions(comparisons)),
-        "comparisons": [c.as_dict() for c in comparisons],
-    }
-    results.write_json(path, data)
+    results.update(case_dir, baseline={"path": str(baseline_case), "regressed": bool(compare.regressions(comparisons)),
+                                       "comparisons": [c.as_dict() for c in comparisons]})  # fmt: skip
     return comparisons

@@ -8,12 +8,13 @@ into ``<results>/sweeps/<recipe>.json`` so the answer is data, not something rea
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .results import write_json
+from .files import write_json
+from .results import ResultsDir
 
 THROUGHPUT_GAIN = 0.10
 LATENCY_CLIMB = 0.20
@@ -94,25 +95,45 @@ def tradeoff(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return {"recipe": scored[0]["recipe"]["name"], "axes": swept, "points": points, "pareto": front}
 
 
-def write_sweeps_under(root: Path) -> list[Path]:
-    """The sweep summaries of every case under a results directory."""
-    return write_sweeps(root, [json.loads(p.read_text(encoding="utf-8")) for p in sorted(root.glob("*/results.json"))])
+@dataclass(frozen=True)
+class Summary:
+    """A recipe's sweep summary as written: the knee over a load axis, or recall against throughput."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return "recall" if "pareto" in self.data else "sweep"
+
+    def describe(self) -> str:
+        if "pareto" in self.data:
+            return f"{self.data['recipe']}: {describe_tradeoff(self.data)}"
+        knee, axis = self.data["knee"], self.data["axis"]
+        return f"{self.data['recipe']}: " + (f"knee at {axis} = {knee[axis]:g}" if knee else "no knee within the sweep")
 
 
-def write_sweeps(root: Path, results: Sequence[dict[str, Any]]) -> list[Path]:
-    """``sweeps/<recipe>.json`` for every recipe with two or more points on one axis."""
+def summaries(root: Path, results: Sequence[dict[str, Any]]) -> list[Summary]:
+    """``sweeps/<recipe>.json`` (and ``<recipe>-recall.json``) for every recipe with two or more points."""
     by_recipe: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_recipe.setdefault(r["recipe"]["name"], []).append(r)
     written = []
+    sweeps = ResultsDir(root).sweeps_dir
     for name, group in by_recipe.items():
-        for summary, path in ((sweep(group), root / "sweeps" / f"{name}.json"),
-                              (tradeoff(group), root / "sweeps" / f"{name}-recall.json")):  # fmt: skip
+        for summary, path in (
+            (sweep(group), sweeps / f"{name}.json"),
+            (tradeoff(group), sweeps / f"{name}-recall.json"),
+        ):
             if summary is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 write_json(path, summary)
-                written.append(path)
+                written.append(Summary(path, summary))
     return written
+
+
+def write_sweeps(root: Path, results: Sequence[dict[str, Any]]) -> list[Path]:
+    """Where ``summaries`` wrote them."""
+    return [s.path for s in summaries(root, results)]
 
 
 def describe_tradeoff(t: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from .results import write_atomic
+from .files import write_atomic
 
 NAN = math.nan
 

@@ -1,26 +1,30 @@
-"""results.json: the published record of one case (schema in docs/results-schema.json), and the typed
-``CaseResult`` every layer above hands around.
+"""A run's results directory and what is in it: the one reader and writer of it.
 
-Files are written to a temporary name and renamed, so an interrupted run never leaves half a file,
-and each case writes its own directory, so parallel workers never share a file.
+Layout: ``<root>/<case id>/results.json`` (the published record of one case, schema in
+docs/results-schema.json) beside ``records.jsonl`` (its raw requests); ``<root>/services/<name>/`` (a
+service's script, log and endpoint file); ``<root>/sweeps/`` (capacity summaries). Every case writes its
+own directory (parallel workers never share a file), every file atomically (``files``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from .files import read_json, write_json
+from .records import Record, read_jsonl, write_jsonl
 from .slo import Verdict
 
 SCHEMA_VERSION = "ubench.results/1"
+RESULTS = "results.json"
+RECORDS = "records.jsonl"
 
 
 class ResultsError(Exception):
@@ -29,11 +33,6 @@ class ResultsError(Exception):
 
 def default_output_root() -> Path:
     return Path("ubench-results") / datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def service_dir(root: Path, name: str) -> Path:
-    """Where a service's script, log and endpoint file live in a results directory."""
-    return root / "services" / name
 
 
 @dataclass
@@ -46,6 +45,31 @@ class CaseResult:
     verdicts: list[Verdict]
     service_failure: str | None = None
     rate_unit: str = "ops/s"  # what throughput.items_per_s counts, as its protocol says
+    _records: list[Record] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def read(cls, case_dir: Path) -> CaseResult:
+        """A case written earlier (``ResultsDir.write``), with its verdicts as they were judged."""
+        doc: dict[str, Any] = read_json(case_dir / RESULTS)
+        verdicts = [Verdict(v["expression"], v["measured"], v["allowed"], v["passed"], v.get("note") or "")
+                    for v in doc.get("slo", [])]  # fmt: skip
+        return cls(doc["case_id"], case_dir, doc, verdicts, doc.get("service_failure"))
+
+    @property
+    def results_file(self) -> Path:
+        return self.run_dir / RESULTS
+
+    @property
+    def recipe_name(self) -> str:
+        name: str = self.result["recipe"]["name"]
+        return name
+
+    def records(self) -> list[Record]:
+        """The case's requests, read once (none when the file is missing)."""
+        if self._records is None:
+            path = self.run_dir / RECORDS
+            self._records = list(read_jsonl(path)) if path.exists() else []
+        return self._records
 
     @property
     def slo_passed(self) -> bool:
@@ -56,7 +80,7 @@ class CaseResult:
         return self.slo_passed and self.service_failure is None
 
     def failure_message(self) -> str:
-        lines = [f"{self.case_id}: benchmark failed (results: {self.run_dir / 'results.json'})"]
+        lines = [f"{self.case_id}: benchmark failed (results: {self.run_dir / RESULTS})"]
         if self.service_failure:
             lines.append(self.service_failure)
         lines += ["  " + v.describe() for v in self.verdicts]
@@ -132,38 +156,49 @@ def provenance(tool_version: str, started: str, finished: str, command: list[str
     }
 
 
-def write_atomic(path: Path, write: Callable[[TextIO], None]) -> None:
-    """Write through a temporary file and rename: readers see the old file or the whole new one.
+class ResultsDir:
+    """One run's results directory (see the module's docstring for its layout)."""
 
-    On failure (a full disk) the temporary file is removed, so no partial file is left behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def case_dir(self, case_id: str) -> Path:
+        return self.root / case_id
+
+    @property
+    def services(self) -> Path:
+        return self.root / "services"
+
+    def service_dir(self, name: str) -> Path:
+        """Where a service's script, log and endpoint file live."""
+        return self.services / name
+
+    @property
+    def sweeps_dir(self) -> Path:
+        return self.root / "sweeps"
+
+    def write(self, case_id: str, document: dict[str, Any], records: Iterable[Record], t0: float) -> Path:
+        """A case's results and raw records; a disk that refuses them is a ``ResultsError`` (exit 4)."""
+        case_dir = self.case_dir(case_id)
+        try:
+            write_json(case_dir / RESULTS, document)
+            write_jsonl(case_dir / RECORDS, records, t0)
+        except OSError as exc:
+            raise ResultsError(f"{case_id}: cannot write results to {case_dir}: {exc.strerror or exc}") from None
+        return case_dir
+
+    def has(self, case_id: str) -> bool:
+        return (self.case_dir(case_id) / RESULTS).exists()
+
+    def case_dirs(self) -> list[Path]:
+        """Every case written so far, in name order."""
+        return [p.parent for p in sorted(self.root.glob(f"*/{RESULTS}"))]
+
+    def cases(self) -> list[CaseResult]:
+        return [CaseResult.read(d) for d in self.case_dirs()]
 
 
-def write_text(path: Path, text: str) -> None:
-    def put(fh: TextIO) -> None:
-        fh.write(text)
-
-    write_atomic(path, put)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    def dump(fh: TextIO) -> None:
-        json.dump(obj, fh, indent=2, allow_nan=False)
-        fh.write("\n")
-
-    write_atomic(path, dump)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def update(case_dir: Path, **parts: Any) -> None:
+    """Add parts to a written case's results (the baseline comparison)."""
+    doc = read_json(case_dir / RESULTS)
+    write_json(case_dir / RESULTS, doc | parts)

@@ -10,7 +10,9 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import PlainSerializer, PlainValidator
 
 from .names import LATENCY_METRICS, MIN_SAMPLES, STATS, known_paths
 
@@ -100,6 +102,23 @@ def parse(expression: str) -> SLO:
         hint = ", ".join(sorted({p.split(".")[0] for p in known_paths()}))
         raise SLOSyntaxError(f"unknown metric {path!r} in SLO {expression!r}; known metrics: {hint}")
     return SLO(expression.strip(), path, op, float(number))
+
+
+def _parse_field(value: Any) -> SLO:
+    if isinstance(value, SLO):
+        return value
+    if not isinstance(value, str):
+        raise SLOSyntaxError(f"an SLO is a string like 'ttft_ms.p95 < 500', got {value!r}")
+    return parse(value)
+
+
+# A recipe's SLO: written as text, parsed once when the recipe is loaded, kept as an object.
+SLOField = Annotated[SLO, PlainValidator(_parse_field), PlainSerializer(lambda s: s.expression, return_type=str)]
+
+
+def bounds(slos: list[SLO]) -> list[tuple[str, float]]:
+    """The per-request latency bounds among the SLOs (a request meeting them all counts as goodput)."""
+    return [b for s in slos if (b := s.per_request_bound) is not None]
 
 
 def lookup(summary: Mapping[str, Any], path: str) -> float | None:

@@ -18,7 +18,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 from ..metrics import server_queries as query_sets
-from ..metrics.results import write_text
+from ..metrics.files import write_text
 
 DATASOURCE_UID = "ubench-prometheus"
 UNITS = {"_per_s": "ops", "_bytes": "bytes", "_s": "s", "_watts": "watt", "usage": "percentunit", "busy": "percentunit"}

@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 from loguru import logger
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from ..metrics.results import write_json
+from ..metrics.files import write_json
 from ..orchestrators.base import Deployment, Orchestrator, ServiceError, ServiceState
 from ..orchestrators.health import deploy_healthy
 from ..recipes.schema import HealthCheck, ServiceSpec

@@ -50,8 +50,8 @@ class Monitoring:
             return
         targets: list[tuple[str, str, int, str, str]] = []
         if recipe.service is not None and recipe.service.metrics_path:
-            scheme = "https" if dep.endpoint.url.startswith("https:") else "http"
-            targets.append((recipe.name, dep.endpoint.host, dep.endpoint.port, recipe.service.metrics_path, scheme))
+            endpoint = dep.endpoint
+            targets.append((recipe.name, endpoint.host, endpoint.port, recipe.service.metrics_path, endpoint.scheme))
         if "node" in mon.query_sets:
             exporter = self._node_exporter(dep)
             if exporter is not None:

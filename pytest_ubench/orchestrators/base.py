@@ -46,6 +46,14 @@ class Endpoint:
     node: str | None = None  # the host name the service runs on
     slurm_node: str | None = None  # its Slurm node name (differs where several slurmd share a host)
 
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("https:")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
     def write(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..metrics.results import write_json
+from ..metrics.files import write_json
 from .base import Deployment, Endpoint
 
 
@@ -61,14 +61,14 @@ def save(entry: Entry) -> None:
     write_json(_dir() / f"{entry.id}.json", asdict(entry))
 
 
-def load(service_id: str) -> Entry:
+def get(service_id: str) -> Entry:
     path = _dir() / f"{service_id}.json"
     if not path.is_file():
         raise KeyError(service_id)
     return _entry(json.loads(path.read_text(encoding="utf-8")))
 
 
-def _entry(data: dict) -> Entry:
+def _entry(data: dict[str, Any]) -> Entry:
     data["endpoint"] = Endpoint(**data["endpoint"])
     return Entry(**data)
 

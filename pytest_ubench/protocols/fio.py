@@ -26,12 +26,12 @@ from pydantic import Field, field_validator
 from ..load.engine import Snapshot
 from ..load.planning import Planned, ToolContext, ToolRun
 from ..metrics import stats
+from ..metrics.files import write_atomic
 from ..metrics.names import MIN_SAMPLES
-from ..metrics.results import write_atomic
 from ..orchestrators.base import Endpoint, Orchestrator, ServiceError
 from ..orchestrators.placeholders import expand
+from ..recipes.fields import ByteSize, PositiveInt, Strict, parse_bytes
 from ..recipes.registry import Part
-from ..recipes.schema import ByteSize, PositiveInt, Strict, parse_bytes
 from ..recipes.sweep import Case
 from .base import BaseProtocol
 

@@ -27,8 +27,8 @@ from ..load.planning import Planned, adapter_plan, resolve_path
 from ..metrics.records import Record
 from ..orchestrators import placeholders
 from ..orchestrators.base import Endpoint, ServiceError
+from ..recipes.fields import PositiveInt, Strict
 from ..recipes.registry import Part
-from ..recipes.schema import PositiveInt, Strict
 from ..recipes.sweep import Case
 from .base import BaseProtocol
 
@@ -251,7 +251,7 @@ class GrpcProtocol(BaseProtocol):
         call = GrpcCall(f"{endpoint.host}:{endpoint.port}", g.service, g.method, json.dumps(g.request),
                         str(resolve_path(case, g.proto)) if g.proto else None,
                         tuple(str(resolve_path(case, i)) for i in g.include), tuple(sorted(g.metadata.items())),
-                        endpoint.url.startswith("https:"), g.channels)  # fmt: skip
+                        endpoint.tls, g.channels)  # fmt: skip
         info = {"kind": "grpc", "prompts": 0, "method": f"{g.service}/{g.method}",
                 "descriptors": g.proto or "server reflection"}  # fmt: skip
         return adapter_plan(case, duration_s, call, info)

@@ -15,8 +15,8 @@ from ..load.planning import PlanError, Planned, load_plan, url_path
 from ..metrics.records import Record
 from ..orchestrators import placeholders
 from ..orchestrators.base import Endpoint, ServiceError
+from ..recipes.fields import Strict
 from ..recipes.registry import Part
-from ..recipes.schema import Strict
 from ..recipes.sweep import Case
 from .base import BaseProtocol
 from .prompts import unprompted

@@ -20,8 +20,8 @@ from ..load.http import build_request
 from ..load.planning import Planned, json_headers, load_plan, url_path
 from ..load.responses import JsonSink
 from ..orchestrators.base import Endpoint
+from ..recipes.fields import PositiveInt, Strict
 from ..recipes.registry import Part
-from ..recipes.schema import PositiveInt, Strict
 from ..recipes.sweep import Case
 from .base import BaseProtocol
 from .prompts import unprompted
@@ -73,10 +73,12 @@ def _random(datatype: str, shape: list[int], rng: np.random.Generator) -> list[A
         return [f"ubench-{v}" for v in rng.integers(0, 1 << 30, n).tolist()]
     kind = np.dtype(DTYPES[datatype]).kind
     if kind == "b":
-        return rng.integers(0, 2, n).astype(bool).tolist()
-    if kind in "iu":
-        return rng.integers(0, 100, n).tolist()
-    return np.round(rng.standard_normal(n), 6).tolist()
+        values = rng.integers(0, 2, n).astype(bool)
+    elif kind in "iu":
+        values = rng.integers(0, 100, n)
+    else:
+        values = np.round(rng.standard_normal(n), 6)
+    return list(values.tolist())
 
 
 def bodies(inputs: list[dict[str, Any]], outputs: list[str], variants: int, seed: int) -> list[bytes]:

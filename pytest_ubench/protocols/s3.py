@@ -23,8 +23,8 @@ from ..load.http import RequestFailed
 from ..load.planning import Planned, adapter_plan
 from ..metrics.records import Record
 from ..orchestrators.base import Endpoint, ServiceError
+from ..recipes.fields import ByteSize, PositiveInt, Strict, parse_bytes
 from ..recipes.registry import Part
-from ..recipes.schema import ByteSize, PositiveInt, Strict, parse_bytes
 from ..recipes.sweep import Case
 from .base import BaseProtocol, secret
 

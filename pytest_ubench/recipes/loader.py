@@ -106,23 +106,23 @@ def _read(path: Path) -> _Source:
     return _Source(path, data, node)
 
 
-def _node_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
-    """Walk the YAML node tree along a pydantic error location; stop at the deepest match."""
+def _node_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> tuple[yaml.Node | None, int]:
+    """Walk the YAML node tree along a pydantic error location: the deepest node found and how many steps
+    of ``loc`` it took (``len(loc)``: the value is written there; an unknown key points at the key itself)."""
     found = None
-    for key in loc:
+    for depth, key in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
             nxt = next((v for k, v in node.value if k.value == key), None)
             if nxt is None:
-                # An unknown key: point at the key itself.
                 nxt = next((k for k, _ in node.value if k.value == key), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             nxt = node.value[key]
         else:
             nxt = None
         if nxt is None:
-            break
+            return found, depth
         node = found = nxt
-    return found
+    return found, len(loc)
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -239,9 +239,10 @@ def _locate(sources: list[_Source], problems: list[tuple[tuple[int | str, ...], 
     lines = []
     for loc, message in problems:
         where = f"{sources[0].path}"
-        for src in reversed(sources):
-            node = _node_at(src.node, loc)
-            if node is not None and (src is sources[0] or _node_at(src.node, loc[:1]) is not None):
+        exact = [s for s in sources if _node_at(s.node, loc)[1] == len(loc)]  # files that set the value
+        for src in reversed(exact or sources):
+            node = _node_at(src.node, loc)[0]
+            if node is not None and (src is sources[0] or _node_at(src.node, loc[:1])[0] is not None):
                 where = f"{src.path}:{node.start_mark.line + 1}"
                 break
         lines.append(f"{where}: {_format_loc(loc)}: {message}")

@@ -6,11 +6,9 @@ schema validates the recipe as written, and ``sweep.expand`` turns it into one p
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,25 +27,9 @@ from ..metrics import compare
 from ..metrics import server_queries as queries
 from ..metrics import slo as slo_expr
 from . import registry
+from .fields import PositiveFloat, PositiveInt, SbatchOption, SlurmWord, Strict
 
 M = TypeVar("M", bound=BaseModel)
-
-PositiveFloat = Annotated[float, Field(gt=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
-
-
-def _check_slo(expr: str) -> str:
-    slo_expr.parse(expr)
-    return expr
-
-
-SLOExpression = Annotated[str, AfterValidator(_check_slo)]
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors: a typo in a recipe must not be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class HealthCheck(Strict):
@@ -57,12 +39,6 @@ class HealthCheck(Strict):
     path: str = "/health"
     timeout_s: PositiveFloat = 60.0
     interval_s: PositiveFloat = 0.2
-
-
-# Values that end up on ``#SBATCH`` lines, which sbatch parses itself (no shell quoting there): only
-# characters that cannot end a line or open a quote are accepted.
-SlurmWord = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.,:@%+=/-]+$")]
-SbatchOption = Annotated[str, Field(pattern=r"^--[a-z][a-z-]*(=[A-Za-z0-9_.,:@%+=/-]+)?$")]
 
 
 class Resources(Strict):
@@ -247,7 +223,7 @@ class Load(Strict):
     low: PositiveFloat | None = None
     high: PositiveFloat | None = None
     precision: Annotated[float, Field(gt=0, lt=1)] = 0.1  # relative width of the final bracket
-    slo: list[SLOExpression] = Field(default_factory=list)  # default: the recipe's SLOs
+    slo: list[slo_expr.SLOField] = Field(default_factory=list)  # default: the recipe's SLOs
     probe_s: PositiveFloat | None = None  # each probe's duration (default: workload.duration_s)
 
     @model_validator(mode="after")
@@ -281,22 +257,6 @@ class Load(Strict):
 class Timeouts(Strict):
     connect_s: PositiveFloat = 5.0
     request_s: PositiveFloat = 120.0
-
-
-ByteSize = Annotated[str | int, Field(description="bytes, or with a unit: 64KiB, 1MiB, 8MB")]
-
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
-
-
-def parse_bytes(value: object) -> int:
-    """``64KiB``, ``1MB``, ``4096``: a size in bytes; anything else is a recipe error naming the value."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    m = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", str(value))
-    if m is None or m.group(2).upper() not in _UNITS or int(m.group(1)) <= 0:
-        raise ValueError(f"not a size: {value!r} (a number of bytes, or with B, KB, MB, GB, KiB, MiB, GiB)")
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
 DEFAULT_PROTOCOL = "openai-chat"
@@ -354,6 +314,8 @@ class Workload(Strict):
         try:
             proto = registry.find(name) if isinstance(name, str) else None
         except registry.ProtocolNotFound as exc:
+            # The keys it does not know may be that protocol's part: the unknown name is the one problem.
+            errors = [e for e in errors if e["type"] != "extra_forbidden"]
             errors.append(_error(("protocol",), str(exc), name))
             proto = None
         own = proto.part if proto is not None else None
@@ -457,7 +419,7 @@ class Recipe(Strict):
     service: ServiceSpec | None = None  # none only for protocols that talk to no service
     workload: Workload
     monitor: Monitor | None = None
-    slo: list[SLOExpression] = Field(default_factory=list)
+    slo: list[slo_expr.SLOField] = Field(default_factory=list)
     regression: Regression = Field(default_factory=Regression)
     strict_samples: bool = False  # an SLO on an under-sampled percentile fails instead of passing with a note
     strict_client: bool = False  # a run whose client was likely the bottleneck fails instead of warning
@@ -471,19 +433,20 @@ class Recipe(Strict):
             raise ValueError(f"protocol {self.workload.protocol} starts no service: leave out the 'service' part")
         return self
 
+    def slos(self) -> list[slo_expr.SLO]:
+        """The SLOs, parsed when the recipe was loaded."""
+        return list(self.slo)
+
     def cross_field_problems(self) -> list[tuple[tuple[int | str, ...], str]]:
         """Checks that span parts of the recipe, as (field path, message) for the loader to locate."""
         known = self.monitor.query_names() if self.monitor else set()
         problems: list[tuple[tuple[int | str, ...], str]] = []
-        for i, expr in enumerate(self.slo):
-            name = slo_expr.server_query(slo_expr.parse(expr))
+        for i, slo in enumerate(self.slo):
+            name, expr = slo_expr.server_query(slo), slo.expression
             if name is not None and name not in known:
                 hint = ", ".join(sorted(known)) or "none (add a 'monitor' part with queries or query_sets)"
                 problems.append((("slo", i), f"unknown server metric {name!r} in SLO {expr!r}; known: {hint}"))
         return problems
-
-    def slos(self) -> list[slo_expr.SLO]:
-        return [slo_expr.parse(e) for e in self.slo]
 
 
 class ClusterProfile(Strict):

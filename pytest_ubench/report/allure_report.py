@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..metrics.results import RECORDS, RESULTS
 from ..recipes.sweep import Case
 
 try:
@@ -52,8 +53,8 @@ class Recorder:
         if not self.active:
             return
         kind = allure.attachment_type
-        allure.attach.file(str(run_dir / "results.json"), "results.json", kind.JSON)
-        allure.attach.file(str(run_dir / "records.jsonl"), "records.jsonl", kind.TEXT)
+        allure.attach.file(str(run_dir / RESULTS), RESULTS, kind.JSON)
+        allure.attach.file(str(run_dir / RECORDS), RECORDS, kind.TEXT)
         if figure:
             allure.attach(figure, "latency CDFs", kind.SVG)
         if log_tail:

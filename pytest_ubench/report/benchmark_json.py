@@ -18,8 +18,8 @@ import numpy as np
 
 from .._version import __version__
 from ..metrics import compare
-from ..metrics.results import write_json
-from . import standalone
+from ..metrics.files import write_json
+from ..metrics.results import RESULTS, ResultsDir
 
 METRICS = ("ttft_ms", "itl_ms", "e2e_ms")
 
@@ -70,15 +70,15 @@ def _machine() -> dict[str, Any]:
 
 def build(root: Path, test_name: str = "test_llm") -> dict[str, Any]:
     benchmarks = []
-    for case in standalone.load(root):
+    for case in ResultsDir(root).cases():
         data = case.result
-        samples = compare.samples(case.records, data["throughput"]["elapsed_s"])
+        samples = compare.samples(case.records(), data["throughput"]["elapsed_s"])
         extra = {
             "requests_per_s": data["throughput"]["requests_per_s"],
             "output_tokens_per_s": data["throughput"]["output_tokens_per_s"],
             "error_rate": data["requests"].get("error_rate"),
             "passed": data["passed"],
-            "results": str(case.dir / "results.json"),
+            "results": str(case.run_dir / RESULTS),
         }
         for metric in METRICS:
             values = samples[metric]

@@ -9,9 +9,7 @@ throughput over time with the warm-up shaded, and the server-side series when mo
 from __future__ import annotations
 
 import html
-import json
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,8 @@ import numpy as np
 
 from .._version import __version__
 from ..metrics import capacity
-from ..metrics.records import Record, read_jsonl
+from ..metrics.records import Record
+from ..metrics.results import RESULTS, CaseResult, ResultsDir
 from ..metrics.stats import request_values
 from . import plots
 
@@ -33,22 +32,6 @@ section{margin-bottom:2.5em}svg{max-width:100%;height:auto}.note{color:#666}
 """
 
 
-@dataclass
-class Case:
-    dir: Path
-    result: dict[str, Any]
-    records: list[Record]
-
-
-def load(root: Path) -> list[Case]:
-    cases = []
-    for path in sorted(root.glob("*/results.json")):
-        records_file = path.parent / "records.jsonl"
-        records = list(read_jsonl(records_file)) if records_file.exists() else []
-        cases.append(Case(path.parent, json.loads(path.read_text(encoding="utf-8")), records))
-    return cases
-
-
 def cdf_series(measured: list[Record]) -> dict[str, np.ndarray]:
     """Per-request TTFT and E2E, and every ITL gap, of the measured successful requests (ms)."""
     values = [request_values(x) for x in measured]
@@ -59,10 +42,9 @@ def cdf_series(measured: list[Record]) -> dict[str, np.ndarray]:
     }
 
 
-def cdf_figure(case_dir: Path) -> str:
-    """A case's latency CDFs as inline SVG, from its records file ("" when nothing succeeded)."""
-    records = case_dir / "records.jsonl"
-    measured = [r for r in read_jsonl(records) if not r.warmup and r.ok] if records.exists() else []
+def cdf_figure(case: CaseResult) -> str:
+    """A case's latency CDFs as inline SVG, from its records ("" when nothing succeeded)."""
+    measured = [r for r in case.records() if not r.warmup and r.ok]
     return plots.cdfs(cdf_series(measured)) if measured else ""
 
 
@@ -81,7 +63,7 @@ def _table(header: list[str], rows: list[list[Any]], cls: list[str] | None = Non
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _overview(cases: list[Case]) -> str:
+def _overview(cases: list[CaseResult]) -> str:
     rows, cls = [], []
     for c in cases:
         r = c.result
@@ -104,7 +86,7 @@ def _tradeoff_html(name: str, group: list[dict[str, Any]]) -> str:
     return f"<h3>{html.escape(name)}: recall against throughput</h3>" + _table(header, rows)
 
 
-def sweeps_html(cases: list[Case]) -> str:
+def sweeps_html(cases: list[CaseResult]) -> str:
     by_recipe: dict[str, list[dict[str, Any]]] = {}
     for c in cases:
         by_recipe.setdefault(c.result["recipe"]["name"], []).append(c.result)
@@ -126,7 +108,7 @@ def sweeps_html(cases: list[Case]) -> str:
     return "<section><h2>Sweeps</h2>" + "".join(out) + "</section>" if any(out) else ""
 
 
-def _case(c: Case) -> str:
+def _case(c: CaseResult) -> str:
     r = c.result
     parts = [f'<section id="{html.escape(r["case_id"])}"><h2>{html.escape(r["case_id"])}</h2>']
     parts.append(f"<p>endpoint {html.escape(str(r['endpoint']))} · {_fmt(r['provenance'].get('started'))}</p>")
@@ -139,13 +121,13 @@ def _case(c: Case) -> str:
     rows = [[k, *(v.get(s) for s in stats)] for k, v in r["metrics"].items() if v.get("count")]
     if rows:
         parts.append("<h3>Latency (ms)</h3>" + _table(["metric", *stats], rows))
-    measured = [x for x in c.records if not x.warmup and x.ok]
+    measured = [x for x in c.records() if not x.warmup and x.ok]
     if measured:
         values = [request_values(x) for x in measured]
         parts.append("<h3>Latency distributions</h3>" + plots.cdfs(cdf_series(measured)))
-        warm = [x.intended for x in c.records if x.warmup]
+        warm = [x.intended for x in c.records() if x.warmup]
         warmup_end = min(x.intended for x in measured) if warm else 0.0
-        ends = np.asarray([x.end for x in c.records if x.ok])
+        ends = np.asarray([x.end for x in c.records() if x.ok])
         starts = np.asarray([x.start for x in measured])
         ttft = np.asarray([v["ttft_ms"] if v["ttft_ms"] is not None else np.nan for v in values])
         parts.append("<h3>Over time</h3>" + plots.over_time(starts, ttft, ends, warmup_end, float(ends.max(initial=1))))
@@ -236,9 +218,9 @@ def _trust(r: dict[str, Any]) -> str:
 
 
 def render(root: Path) -> str:
-    cases = load(root)
+    cases = ResultsDir(root).cases()
     if not cases:
-        raise FileNotFoundError(f"no case results (*/results.json) under {root}")
+        raise FileNotFoundError(f"no case results (*/{RESULTS}) under {root}")
     title = f"ubench report: {root.name}"
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     return (

@@ -14,9 +14,8 @@ from loguru import logger
 from .. import protocols
 from .._version import __version__
 from ..load import engine
-from ..metrics import repeats, results, slo, stats
-from ..metrics.records import write_jsonl
-from ..metrics.results import CaseResult, ResultsError
+from ..metrics import repeats, slo, stats
+from ..metrics.results import RECORDS, SCHEMA_VERSION, CaseResult, ResultsDir, ResultsError, provenance
 from ..recipes.schema import Ramp
 from ..recipes.sweep import Case
 from .measure import Measured, judge, measure
@@ -32,7 +31,7 @@ def _iso(epoch: float) -> str:
 def run_case(case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
     """Run one case against its (possibly already deployed) service and write its results."""
     dep = services.get(case.loaded) if case.recipe.service is not None else None
-    run_dir = services.root / case.id
+    run_dir = services.results.case_dir(case.id)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -57,18 +56,18 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
             planned.phases = phases
             m = measure(case, services, dep, planned, run_dir, progress)
             runs.append(m)
-            if m.run.aborted == "interrupted" or m.service_failure or not m.run.records:
-                break  # a tool-driven protocol (no per-request records) is measured once
+            if m.run.aborted == "interrupted" or m.service_failure or not isinstance(planned.plan, engine.LoadPlan):
+                break  # a protocol that measures with its own tool reports no per-run records to pool: once
         main = runs[-1]
         if len(runs) > 1:
             extra["repeats"] = _repeats(runs)
-            bounds = [b for s in case.recipe.slos() if (b := s.per_request_bound) is not None]
+            bounds = slo.bounds(case.recipe.slo)
             summary = stats.pooled([m.summary for m in runs], [r for m in runs for r in m.run.measured], bounds)
             main = replace(
                 main, run=runs[0].run,
                 summary=summary | {k: v for k, v in main.summary.items() if k in ("server_metrics", "phases")},
             )  # fmt: skip
-        verdicts = judge(case, main, case.recipe.slos())
+        verdicts = judge(case, main, case.recipe.slo)
     return _write_case(case, run_dir, main, runs, verdicts, extra)
 
 
@@ -111,7 +110,7 @@ def _write_case(
     if "search" in extra:
         shape[case.load.over] = extra["search"]["max_passing"]
     result = {
-        "schema": results.SCHEMA_VERSION,
+        "schema": SCHEMA_VERSION,
         "case_id": case.id,
         "recipe": {
             "name": case.recipe.name,
@@ -119,7 +118,7 @@ def _write_case(
             "sha256": case.loaded.sha256,
             "resolved": case.recipe.model_dump(mode="json"),
         },
-        "provenance": results.provenance(__version__, _iso(first.wall_t0), _iso(run.wall_t1), main.command),
+        "provenance": provenance(__version__, _iso(first.wall_t0), _iso(run.wall_t1), main.command),
         "endpoint": main.endpoint,
         "load": {
             "mode": case.load.mode,
@@ -144,14 +143,10 @@ def _write_case(
         "aborted": run.aborted,
         "service_failure": service_failure,
         "monitoring": main.monitoring,
-        "records_file": "records.jsonl",
+        "records_file": RECORDS,
     }
     _scrub_nan(result)
-    try:
-        results.write_json(run_dir / "results.json", result)
-        write_jsonl(run_dir / "records.jsonl", records, first.t0)
-    except OSError as exc:
-        raise ResultsError(f"{case.id}: cannot write results to {run_dir}: {exc.strerror or exc}") from None
+    ResultsDir(run_dir.parent).write(case.id, result, records, first.t0)
     if run.aborted == "interrupted":
         raise KeyboardInterrupt
     unit = protocols.get(case.recipe.workload.protocol).rate_unit

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..load import engine
 from ..metrics.records import Record, read_jsonl
+from ..metrics.results import RECORDS
 from ..orchestrators.base import Orchestrator, ServiceError
 from ..recipes.sweep import Case
 
@@ -41,7 +42,7 @@ def merge(out_dir: Path) -> engine.Run:
         if not meta["records"]:
             continue
         offset = meta["wall_t0"] - base
-        records += (_shift(r, offset) for r in read_jsonl(task_dir / "records.jsonl"))
+        records += (_shift(r, offset) for r in read_jsonl(task_dir / RECORDS))
         starts.append(meta["window_start"] + offset)
         ends.append(meta["window_end"] + offset)
     records.sort(key=lambda r: r.intended if not math.isnan(r.intended) else math.inf)

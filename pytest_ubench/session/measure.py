@@ -45,7 +45,7 @@ def _load_run(
     if case.recipe.workload.orchestration == "slurm":
         orch = services.orchestrator
         return slurm_clients.run(case, dep.run_dir / "endpoint.json", run_dir / "clients", orch, progress)
-    target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.url.startswith("https:"))
+    target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.tls)
     workers = parallel.worker_count(case.load.workers)
     watch = services.monitoring
     if workers > 1:
@@ -79,7 +79,7 @@ def measure(
         )
     elif run.aborted and run.aborted.startswith("target unreachable"):
         service_failure = f"{dep.endpoint.url}: {run.aborted}; the run was stopped early"
-    bounds = [b for s in case.recipe.slos() if (b := s.per_request_bound) is not None]
+    bounds = slo.bounds(case.recipe.slo)
     summary = stats.summary(measured, run.window_start, run.window_end, bounds)
     if planned.phases is not None:
         summary["phases"] = planned.phases

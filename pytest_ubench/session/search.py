@@ -9,12 +9,12 @@ from typing import Any
 
 from loguru import logger
 
-from .. import protocols
 from ..load import engine
 from ..metrics import search, slo
 from ..orchestrators.base import Deployment
 from ..recipes.sweep import Case
 from .measure import Measured, judge, measure
+from .plans import plan_for
 from .services import Services
 
 SATURATED_E2E_S = 10.0
@@ -43,7 +43,7 @@ def run_search(
     phases: dict[str, Any] | None,
 ) -> tuple[Measured | None, list[slo.Verdict], dict[str, Any]]:
     load = case.load
-    slos = [slo.parse(e) for e in load.slo] if load.slo else case.recipe.slos()
+    slos = load.slo or case.recipe.slo
     duration = load.probe_s or case.recipe.workload.duration_s
     assert load.low is not None and load.high is not None
     best: dict[str, Any] = {}
@@ -57,7 +57,7 @@ def run_search(
     def probe(value: float) -> search.Probe:
         pcase = _probe_case(case, value)
         logger.info("{}: probe {} = {:g}", case.id, load.over, value)
-        planned = protocols.get(pcase.recipe.workload.protocol).plan(pcase, dep.endpoint, duration)
+        planned = plan_for(pcase, dep.endpoint, duration)
         planned.phases = phases
         if load.over == "rate" and isinstance(planned.plan, engine.LoadPlan):
             limit = max(16, math.ceil(value * saturated_after_s))

@@ -3,7 +3,6 @@ one torn down at the end; a protocol's once-per-deployment preparation."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ from filelock import FileLock
 from loguru import logger
 
 from .. import protocols
-from ..metrics import results
-from ..metrics.results import service_dir
+from ..metrics.files import read_json, write_json
+from ..metrics.results import ResultsDir
 from ..monitor.prometheus import Prometheus
 from ..monitor.watch import Monitoring
 from ..orchestrators.backends import get_orchestrator
@@ -56,6 +55,7 @@ class Services:
         ``root``; the first deploys it, the others attach, and ``stop_shared`` ends it once all are done.
         """
         self.root = root
+        self.results = ResultsDir(root)
         self.shared = shared
         self.orchestrator = get_orchestrator(orchestrator) if isinstance(orchestrator, str) else orchestrator
         self.target_url = target_url
@@ -100,11 +100,11 @@ class Services:
         with FileLock(str(dep.run_dir / "prepare.lock")):
             if marker.exists():
                 logger.info("{}: using the collection prepared for an earlier case", case.id)
-                done: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
+                done: dict[str, Any] = read_json(marker)
                 return done
             logger.info("{}: preparing ({})", case.id, case.recipe.workload.protocol)
             phases = prepare() | {"prepared_by": case.id}
-            results.write_json(marker, phases)
+            write_json(marker, phases)
         return phases
 
     @property
@@ -116,7 +116,7 @@ class Services:
         spec = loaded.recipe.service
         if spec is None:
             raise ServiceError(f"{loaded.recipe.name}: the recipe has no service to deploy")
-        run_dir = service_dir(self.root, loaded.recipe.name)
+        run_dir = self.results.service_dir(loaded.recipe.name)
         url = self.target_url or spec.url
         if url is not None:
             parts = urlsplit(url)
@@ -178,7 +178,7 @@ def _deploy_shared(orch: Orchestrator, spec: ServiceSpec, name: str, run_dir: Pa
             record.unlink()
         dep = deploy_healthy(orch, spec, name, run_dir, detach=True)
         try:
-            results.write_json(record, to_record(orch, dep))
+            write_json(record, to_record(orch, dep))
         except BaseException:
             orch.stop(dep)
             raise
@@ -186,13 +186,13 @@ def _deploy_shared(orch: Orchestrator, spec: ServiceSpec, name: str, run_dir: Pa
 
 
 def _attach_shared(orch: Orchestrator, record: Path) -> Deployment:
-    return from_record(orch, record.parent.name, json.loads(record.read_text(encoding="utf-8")))
+    return from_record(orch, record.parent.name, read_json(record))
 
 
 def stop_shared(root: Path, orch: Orchestrator) -> list[str]:
     """Stop every shared deployment under ``root`` (the pytest-xdist controller, at session end)."""
     stopped = []
-    for record in sorted((root / "services").glob(f"*/{SHARED_RECORD}")):
+    for record in sorted(ResultsDir(root).services.glob(f"*/{SHARED_RECORD}")):
         try:
             dep = _attach_shared(orch, record)
             orch.stop(dep)

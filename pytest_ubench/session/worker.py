@@ -19,8 +19,9 @@ from pathlib import Path
 
 from ..load import engine
 from ..load.parallel import idle, task_plan
+from ..metrics.files import write_json
 from ..metrics.records import write_jsonl
-from ..metrics.results import write_json
+from ..metrics.results import RECORDS
 from ..orchestrators.base import Endpoint
 from ..recipes.loader import LoadedRecipe
 from ..recipes.schema import Recipe
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if idle(plan):
         run = engine.Run([], 0.0, 0.0, 0.0, 0.0)  # more tasks than users: this one has nothing to do
     else:
-        target = engine.Target(endpoint.host, endpoint.port, tls=endpoint.url.startswith("https:"))
+        target = engine.Target(endpoint.host, endpoint.port, tls=endpoint.tls)
         run = engine.run(target, plan)
-    write_jsonl(out / "records.jsonl", run.records, run.t0)
+    write_jsonl(out / RECORDS, run.records, run.t0)
     write_json(
         out / "run.json",
         {

@@ -124,7 +124,8 @@ def write_model(path: Path, shape: ModelSize, seed: int = 0, name: str = "ubench
     w.add_chat_template(CHATML_TEMPLATE)
 
     def mat(rows: int, cols: int) -> np.ndarray:
-        return (rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols)).astype(np.float16)
+        weights: np.ndarray = (rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols)).astype(np.float16)
+        return weights
 
     def ones(n: int) -> np.ndarray:
         return np.ones(n, dtype=np.float32)

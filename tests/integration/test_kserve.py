@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import run_recipe
 
-from pytest_ubench import load
+from pytest_ubench import load_recipe as load
 from pytest_ubench.recipes.loader import RecipeError
 
 pytestmark = pytest.mark.integration

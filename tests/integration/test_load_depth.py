@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from helpers import truth_recipe
 
-from pytest_ubench import Services, expand, load, run_case
+from pytest_ubench import Services, expand, run_case
+from pytest_ubench import load_recipe as load
 from pytest_ubench.load import engine, parallel
 from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.http import build_request

@@ -137,7 +137,8 @@ def test_without_prometheus_the_run_says_so_and_goes_on(write_recipe, tmp_path):
 def test_every_dashboard_panel_returns_data_from_the_runs_prometheus(write_recipe, tmp_path):
     from grafana_foundation_sdk.models.dashboard import Dashboard
 
-    from pytest_ubench import Services, expand, load, run_case
+    from pytest_ubench import Services, expand, run_case
+    from pytest_ubench import load_recipe as load
     from pytest_ubench.metrics.server_queries import CLIENT
     from pytest_ubench.monitor.grafana import panel_queries
 

@@ -13,7 +13,8 @@ import jsonschema
 import pytest
 from helpers import TRUTH
 
-from pytest_ubench import Services, expand, load, run_case
+from pytest_ubench import Services, expand, run_case
+from pytest_ubench import load_recipe as load
 
 pytestmark = pytest.mark.integration
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "results-schema.json").read_text())

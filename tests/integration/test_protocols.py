@@ -9,7 +9,8 @@ import jsonschema
 import pytest
 from helpers import LLAMA, SCHEMA, TRUTH, run_killing_the_service, run_recipe, start
 
-from pytest_ubench import Services, expand, load, run_case
+from pytest_ubench import Services, expand, run_case
+from pytest_ubench import load_recipe as load
 from pytest_ubench.load.planning import PlanError
 from pytest_ubench.orchestrators.base import ServiceError
 

@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field
 from ...load.planning import Planned, adapter_plan, resolve_path
 from ...metrics.records import Record
 from ...orchestrators.base import Endpoint, ServiceError
+from ...recipes.fields import PositiveInt, Strict
 from ...recipes.registry import Part
-from ...recipes.schema import PositiveInt, Strict
 from ...recipes.sweep import Case
 from ..base import BaseProtocol, Preparation
 

@@ -17,17 +17,17 @@ from typing import Any
 
 import psutil
 
-from .metrics import server_queries as queries
-from .metrics.results import service_dir
-from .monitor import grafana_server
-from .monitor import prometheus as prom_monitor
-from .orchestrators import registry
-from .orchestrators.backends import get_orchestrator
-from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceState, from_record, to_record
-from .orchestrators.health import deploy_healthy, probe
-from .orchestrators.local import LocalProcess
-from .recipes.loader import LoadedRecipe
-from .recipes.schema import MonitorRecipe
+from ..metrics import server_queries as queries
+from ..metrics.results import ResultsDir
+from ..monitor import grafana_server
+from ..monitor import prometheus as prom_monitor
+from ..orchestrators import registry
+from ..orchestrators.backends import get_orchestrator
+from ..orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceState, from_record, to_record
+from ..orchestrators.health import deploy_healthy, probe
+from ..orchestrators.local import LocalProcess
+from ..recipes.loader import LoadedRecipe
+from ..recipes.schema import MonitorRecipe
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def start(loaded: LoadedRecipe, root: Path, orch: Orchestrator | None = None) ->
         raise ValueError(f"{loaded.recipe.name}: the recipe starts no service (a url, or fio): nothing to start")
     orch = orch or get_orchestrator("local")
     service_id = registry.new_id(loaded.recipe.name)
-    dep = deploy_healthy(orch, spec, loaded.recipe.name, service_dir(root, service_id), detach=True)
+    dep = deploy_healthy(orch, spec, loaded.recipe.name, ResultsDir(root).service_dir(service_id), detach=True)
     return _register(service_id, loaded.recipe.name, orch, dep, health_path=spec.health.path,
                      metrics_path=spec.metrics_path)  # fmt: skip
 
@@ -83,7 +83,7 @@ def status(entry: registry.Entry) -> Status:
 
 
 def stop(service_id: str) -> registry.Entry:
-    entry = registry.load(service_id)
+    entry = registry.get(service_id)
     orch = get_orchestrator(entry.orchestrator)
     board = grafana_deployment(entry)
     if board is not None:  # a monitor's Grafana goes with it
@@ -110,7 +110,7 @@ def monitor_start(
     binary = prom_monitor.find_binary()
     if binary is None:
         raise prom_monitor.MonitoringError("no 'prometheus' binary on PATH (Debian: apt-get install prometheus)")
-    services = [registry.load(i) for i in service_ids]  # KeyError names an unknown id
+    services = [registry.get(i) for i in service_ids]  # KeyError names an unknown id
     orch = orch or get_orchestrator("local")
     monitor_id = registry.new_id(mon.name)
     prom = prom_monitor.Prometheus.start(
@@ -119,9 +119,10 @@ def monitor_start(
     try:
         added = []
         for svc in services:
-            scheme = "https" if svc.endpoint.url.startswith("https:") else "http"
             path = svc.metrics_path or "/metrics"
-            added.append((svc.id, prom.add_target(svc.id, svc.endpoint.host, svc.endpoint.port, path, scheme)))
+            added.append(
+                (svc.id, prom.add_target(svc.id, svc.endpoint.host, svc.endpoint.port, path, svc.endpoint.scheme))
+            )
         for extra in mon.targets:
             host, _, port = extra.rpartition(":")
             added.append((extra, prom.add_target(extra, host, int(port))))
@@ -179,7 +180,7 @@ def client_register(recipe: str, root: Path, cases: int) -> registry.Entry:
 def client_progress(entry: registry.Entry) -> tuple[bool, int]:
     """Whether the run is still going, and how many of its cases have written results."""
     proc = LocalProcess.attach(int(entry.handle["pid"]), float(entry.handle["create_time"]))
-    done = sum(1 for _ in Path(entry.run_dir).glob("*/results.json"))
+    done = len(ResultsDir(Path(entry.run_dir)).case_dirs())
     return proc.exit_code() is None, done
 
 

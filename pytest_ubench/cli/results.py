@@ -1,0 +1,68 @@
+"""``ubenchai compare`` and ``ubenchai report``: what a results directory holds, compared or reported."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..metrics import baselines, compare
+from ..metrics.files import write_json
+from ..metrics.results import RESULTS, ResultsDir
+from ..recipes.schema import Regression
+from ..report import standalone
+from .console import EXIT_OK, EXIT_RESULTS, EXIT_SLO, EXIT_USAGE, err, page
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmp = sub.add_parser("compare", help="compare two result directories case by case (exit 1 on regression)")
+    cmp.add_argument("baseline", type=Path, metavar="BASELINE_DIR")
+    cmp.add_argument("current", type=Path, metavar="CURRENT_DIR")
+    cmp.add_argument("--min-change", type=float, default=0.10, help="relative change that can count (default 0.10)")
+    cmp.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    cmp.set_defaults(handler=compare_dirs)
+    rep = sub.add_parser("report", help="one self-contained report of a results directory (offline HTML, JSON, PDF)")
+    rep.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    rep.add_argument("--format", choices=["html", "json", "pdf"], default="html")
+    rep.add_argument("--output", type=Path, metavar="FILE", help="default: RUN_DIR/report.<format>")
+    rep.set_defaults(handler=report)
+
+
+def report(args: argparse.Namespace) -> int:
+    target = args.output or args.run_dir / f"report.{args.format}"
+    try:
+        if args.format == "json":
+            cases = [c.result for c in ResultsDir(args.run_dir).cases()]
+            if not cases:
+                raise FileNotFoundError(f"no case results (*/{RESULTS}) under {args.run_dir}")
+            write_json(target, {"run": str(args.run_dir), "cases": cases})
+        else:
+            page(target, args.format, standalone.render(args.run_dir))
+    except FileNotFoundError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        err(f"cannot write {target}: {exc.strerror or exc}")
+        return EXIT_RESULTS
+    except RuntimeError as exc:
+        err(str(exc))
+        return EXIT_RESULTS
+    print(target)
+    return EXIT_OK
+
+
+def compare_dirs(args: argparse.Namespace) -> int:
+    base = {d.name: d for d in ResultsDir(args.baseline).case_dirs()}
+    cur = {d.name: d for d in ResultsDir(args.current).case_dirs()}
+    if not base or not cur:
+        err(f"no case results (*/{RESULTS}) under {args.baseline if not base else args.current}")
+        return EXIT_USAGE
+    rules = Regression(min_change=args.min_change, alpha=args.alpha)
+    regressed = False
+    for case_id in sorted(base.keys() | cur.keys()):
+        if case_id not in base or case_id not in cur:
+            print(f"{case_id}: only in {args.current if case_id in cur else args.baseline}\n")
+            continue
+        comparisons = baselines.compare_dirs(base[case_id], cur[case_id], rules.thresholds(), rules.alpha)
+        regressed |= bool(compare.regressions(comparisons))
+        print(f"{case_id}\n{compare.table(comparisons)}\n")
+    return EXIT_SLO if regressed else EXIT_OK

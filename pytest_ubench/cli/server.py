@@ -1,0 +1,91 @@
+"""``ubenchai server start|list|status|logs|stop``: services left running between commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from ..orchestrators import registry
+from ..orchestrators.base import ServiceError
+from ..recipes import loader
+from ..session import BenchmarkRun, RunOptions, manager
+from . import entries
+from .console import EXIT_OK, EXIT_TARGET, EXIT_USAGE, err, out, tunnel_hint
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    server = sub.add_parser("server", help="start, list, check and stop long-lived services")
+    ssub = server.add_subparsers(dest="action", required=True)
+    start = ssub.add_parser("start", help="start a recipe's service, wait until healthy, leave it running")
+    start.add_argument("--recipe", required=True, metavar="NAME|PATH")
+    start.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
+    start.add_argument("--output", type=Path, metavar="DIR", help="logs and endpoint file (default: ubench-results/)")
+    entries.placement_options(start, dry_run=True)
+    ssub.add_parser("list", help="services started by 'server start' and their state")
+    for verb, text in (
+        ("status", "state, health and log tail of a service"),
+        ("logs", "the last lines of a service's log"),
+        ("stop", "stop a service"),
+    ):
+        p = ssub.add_parser(verb, help=text)
+        p.add_argument("service_id", metavar="ID")
+        if verb == "logs":
+            p.add_argument("-n", "--lines", type=int, default=40)
+    server.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        return _start(args)
+    if args.action == "list":
+        table = Table("id", "recipe", "url", "state", "started")
+        for entry in registry.all_entries("service"):
+            table.add_row(entry.id, entry.recipe, entry.endpoint.url, entries.state_or_prune(entry), entry.started)
+        out.print(table)
+        return EXIT_OK
+    found = entries.find(args.service_id, "server")
+    if found is None:
+        return EXIT_USAGE
+    entry = found
+    if args.action == "stop":
+        return entries.stop(entry)
+    if args.action == "logs":
+        print(manager.logs(entry, args.lines), end="")
+        return EXIT_OK
+    st = manager.status(entry)
+    print(f"{entry.id}: {st.state.value}, health {'ok' if st.health is None else st.health}, {entry.endpoint.url}")
+    print(manager.logs(entry, 20), end="")
+    return EXIT_OK if st.state.value == "running" and st.health is None else EXIT_TARGET
+
+
+def _start(args: argparse.Namespace) -> int:
+    root = args.output or Path("ubench-results")
+    loaded = loader.load(args.recipe, args.overrides)
+    if args.dry_run:
+        return dry_run(BenchmarkRun(RunOptions(output=root, orchestrator=args.orchestrator, cluster=args.cluster)),
+                       loaded)  # fmt: skip
+    try:
+        entry = manager.start(loaded, root, entries.placement(args))
+    except ServiceError as exc:
+        err(str(exc))
+        return EXIT_TARGET
+    print(f"{entry.id} {entry.endpoint.url}")
+    tunnel_hint(entry.endpoint, entry.recipe)
+    return EXIT_OK
+
+
+def dry_run(run: BenchmarkRun, loaded: loader.LoadedRecipe) -> int:
+    """Print what deploying the recipe's service would run (``server start`` and ``client run``)."""
+    try:
+        text = run.dry_run(loaded)
+    except ServiceError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    if text is None:
+        err(f"{loaded.recipe.name}: the recipe starts no service (it gives a url, or needs none); nothing would be "
+            "deployed")  # fmt: skip
+        return EXIT_USAGE
+    print(text)
+    return EXIT_OK
