@@ -10,17 +10,15 @@ import json
 from functools import partial
 from typing import Any
 
-import numpy as np
-
 from ..load.dataset import Prompt
 from ..load.http import build_request
-from ..load.planning import PlanError, Planned, json_headers, load_plan, url_path
+from ..load.planning import Planned, json_headers, load_plan, url_path
 from ..load.responses import JsonSink
 from ..metrics.records import Record
 from ..orchestrators.base import Endpoint
 from ..recipes.sweep import Case
 from .base import BaseProtocol
-from .prompts import lengths, prompted
+from .prompts import generation_plan, prompted
 
 PATHS = {
     "openai-chat": "/v1/chat/completions",
@@ -92,18 +90,8 @@ class Completions(BaseProtocol):
 
     def plan(self, case: Case, endpoint: Endpoint | None, duration_s: float | None = None) -> Planned:
         assert endpoint is not None
-        w = case.recipe.workload
-        got = prompted(case, endpoint, duration_s)
-        outs = lengths(w.dataset.output_tokens).draw(len(got.prompts), np.random.default_rng([w.dataset.seed, 2]))
-        headers = json_headers(case)
-        path = url_path(endpoint) + PATHS[w.protocol]
-        try:
-            bodies = [request_body(w.protocol, w.model, p, int(o), w.stream, w.params)
-                      for p, o in zip(got.prompts, outs, strict=True)]  # fmt: skip
-        except ValueError as exc:
-            raise PlanError(f"{case.recipe.name}: workload.dataset: {exc}") from None
-        reqs = [build_request("POST", endpoint.host, endpoint.port, path, body, headers) for body in bodies]
-        return Planned(load_plan(case, got.arrivals, got.duration_s, reqs), got.dataset, got.stages)
+        path = url_path(endpoint) + PATHS[case.recipe.workload.protocol]
+        return generation_plan(case, endpoint, duration_s, request_body, path, json_headers(case))
 
 
 class Embeddings(BaseProtocol):

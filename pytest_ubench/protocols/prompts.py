@@ -4,14 +4,18 @@ with its own arrival times. Files named by a recipe are read relative to the rec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from loguru import logger
 
-from ..load import dataset, schedule
-from ..load.planning import PlanError, resolve_path, schedule_for
+from ..load import dataset, engine, schedule
+from ..load.http import build_request
+from ..load.planning import PlanError, Planned, load_plan, resolve_path, schedule_for
 from ..load.tokenizer import NoTokenizer, ServerTokenizer
+from ..metrics.records import Record
 from ..orchestrators.base import Endpoint
 from ..recipes.schema import Dataset, TokenLength
 from ..recipes.sweep import Case
@@ -113,3 +117,30 @@ def unprompted(case: Case, duration_s: float | None) -> Prompted:
     w = case.recipe.workload
     sched, duration, stages = schedule_for(case.load, w.warmup_s, w.duration_s if duration_s is None else duration_s)
     return Prompted([], {"kind": "none", "prompts": 0}, sched, duration, stages)
+
+
+Body = Callable[[str, str, dataset.Prompt, int, bool, dict[str, Any]], bytes]  # protocol, model, prompt, ...
+
+
+def generation_plan(
+    case: Case,
+    endpoint: Endpoint,
+    duration_s: float | None,
+    body: Body,
+    path: str,
+    headers: dict[str, str],
+    sink: Callable[[Record], engine.Sink] | None = None,
+) -> Planned:
+    """A generation request per prompt (chat, completions, Ollama): ``body`` builds it with an output length
+    drawn per prompt (seeded), POSTed to ``path``; ``sink`` reads the answers (default: completions)."""
+    w = case.recipe.workload
+    got = prompted(case, endpoint, duration_s)
+    outs = lengths(w.dataset.output_tokens).draw(len(got.prompts), np.random.default_rng([w.dataset.seed, 2]))
+    try:
+        bodies = [
+            body(w.protocol, w.model, p, int(o), w.stream, w.params) for p, o in zip(got.prompts, outs, strict=True)
+        ]
+    except ValueError as exc:
+        raise PlanError(f"{case.recipe.name}: workload.dataset: {exc}") from None
+    reqs = [build_request("POST", endpoint.host, endpoint.port, path, b, headers) for b in bodies]
+    return Planned(load_plan(case, got.arrivals, got.duration_s, reqs, sink=sink), got.dataset, got.stages)
