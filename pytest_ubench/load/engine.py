@@ -22,9 +22,9 @@ from loguru import logger
 
 from ..metrics.client_check import ClientHealth
 from ..metrics.records import Record
-from ..orchestrators.base import tls_context
+from ..orchestrators.base import ServiceError, tls_context
 from .http import BodySink, Connection, Pool, RequestFailed
-from .responses import sink_for
+from .responses import set_frame_limit, sink_for
 from .schedule import Schedule, arrivals, build
 
 
@@ -60,6 +60,8 @@ class LoadPlan:
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 120.0
     drain_timeout_s: float | None = None  # default: request_timeout_s
+    max_frame_bytes: int = 4 << 20  # a streamed frame or JSON body beyond it is given up (memory stays bounded)
+    setup_timeout_s: float = 600.0  # an adapter's connect and preload, before the clock starts
 
 
 class Adapter(Protocol):
@@ -172,7 +174,10 @@ class _Engine:
             else:
                 sink = self.plan.sink(rec) if self.plan.sink is not None else sink_for(self.plan.stream, rec)
                 await self._exchange(rec, sink, self.plan.requests[index % len(self.plan.requests)])
-                sink.finish()
+                try:
+                    sink.finish()
+                except Exception:  # a reply no reader foresaw: one failed request, never a traceback
+                    rec.error = "malformed_response"
         except RequestFailed as exc:
             rec.end = perf_counter()
             rec.error = exc.kind
@@ -220,7 +225,9 @@ class _Engine:
                 rec.end = await done
                 return
             except RequestFailed as exc:
-                if not (exc.kind == "disconnected" and reused and rec.status == 0 and attempt == 0):
+                if not (
+                    exc.kind in ("disconnected", "connection_closed") and reused and rec.status == 0 and attempt == 0
+                ):
                     raise
                 if self.pool.reuse:
                     self.pool.reuse = False
@@ -338,9 +345,18 @@ async def run_async(
     """``start_at``: a ``perf_counter`` time to start at, so client processes on one host (one
     monotonic clock) share a start and their records merge exactly."""
     engine = _Engine(target, plan)
+    set_frame_limit(plan.max_frame_bytes)
     if plan.adapter is not None:  # connect and prepare before the clock starts: setup is not load
         engine.adapter = plan.adapter()
-        await engine.adapter.open(plan.concurrency if plan.mode == "closed" else (plan.max_in_flight or 64))
+        try:
+            async with asyncio.timeout(plan.setup_timeout_s):
+                await engine.adapter.open(plan.concurrency if plan.mode == "closed" else (plan.max_in_flight or 64))
+        except TimeoutError:
+            await engine.adapter.close()
+            raise ServiceError(
+                f"the protocol's setup (connect, preload) did not finish within {plan.setup_timeout_s:g} s "
+                "(workload.timeouts.setup_s)"
+            ) from None
     if observer is not None:
         observer.attach(engine)
     if start_at is not None and (wait := start_at - perf_counter()) > 0:

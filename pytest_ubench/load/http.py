@@ -91,9 +91,12 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None and self._done is None
         self._sink = sink
         self._parser = httptools.HttpResponseParser(self)
-        self._done = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
-        return self._done
+        done = self._done = asyncio.get_running_loop().create_future()
+        try:
+            self.transport.write(raw)
+        except (RuntimeError, OSError) as exc:  # the peer closed it under us (uvloop: "handler is closed")
+            self._fail(RequestFailed("connection_closed", str(exc)))
+        return done
 
     def _fail(self, exc: RequestFailed) -> None:
         done = self._done

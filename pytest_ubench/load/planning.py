@@ -18,6 +18,7 @@ import numpy as np
 
 from ..metrics.records import Record
 from ..orchestrators.base import Endpoint, Orchestrator, ServiceError
+from ..recipes.fields import parse_bytes
 from ..recipes.schema import Load, Ramp
 from ..recipes.sweep import Case
 from . import engine, schedule
@@ -122,6 +123,8 @@ def load_plan(
         max_requests=w.max_requests,
         connect_timeout_s=w.timeouts.connect_s,
         request_timeout_s=w.timeouts.request_s,
+        setup_timeout_s=w.timeouts.setup_s,
+        max_frame_bytes=parse_bytes(w.max_frame_bytes),
         sink=sink,
         adapter=adapter,
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from ..orchestrators import control
 from ..orchestrators.base import tls_context
 
 
@@ -19,8 +20,13 @@ class NoTokenizer(Exception):
 
 
 class ServerTokenizer:
+    """``timeout_s``: each call's whole answer (``workload.timeouts.side_s``); a server that does not give
+    one in time, or answers something that is not JSON, has no tokenizer we can use."""
+
     def __init__(self, base_url: str, model: str, timeout_s: float = 10.0) -> None:
-        self.client = httpx.Client(base_url=base_url, timeout=timeout_s, verify=tls_context())
+        self.client = httpx.Client(base_url=base_url, verify=tls_context())
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
         self.model = model
         self.flavour: str | None = None
 
@@ -28,13 +34,14 @@ class ServerTokenizer:
         self.client.close()
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        url = self.base_url + path
         try:
-            resp = self.client.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise NoTokenizer(f"{path}: {exc}") from None
-        if resp.status_code != 200:
-            return None
-        data = resp.json()
+            resp = control.call(self.client, "POST", url, self.timeout_s, json=body)
+            if resp.status_code != 200:
+                return None
+            data = control.json_of(resp, url)
+        except control.SideCallFailed as exc:
+            raise NoTokenizer(str(exc)) from None
         return data if isinstance(data, dict) else None
 
     def tokenize(self, text: str) -> list[int]:
@@ -46,7 +53,10 @@ class ServerTokenizer:
             data = self._post("/tokenize", bodies[flavour])
             if data is not None and isinstance(data.get("tokens"), list):
                 self.flavour = flavour
-                return [t if isinstance(t, int) else t["id"] for t in data["tokens"]]
+                ids = [i for t in data["tokens"] if isinstance(i := t.get("id") if isinstance(t, dict) else t, int)]
+                if len(ids) != len(data["tokens"]):
+                    raise NoTokenizer(f"{self.base_url}/tokenize: answered tokens that are not ids")
+                return ids
         raise NoTokenizer("/tokenize: not answered (neither llama.cpp's nor vLLM's form)")
 
     def detokenize(self, tokens: list[int]) -> str:

@@ -12,6 +12,7 @@ import httpx
 from loguru import logger
 
 from ..recipes.schema import HealthCheck, ServiceSpec
+from . import control
 from .base import Deployment, Orchestrator, ServiceError, ServiceState, tls_context
 
 
@@ -33,7 +34,7 @@ def wait_healthy(orch: Orchestrator, dep: Deployment, health: HealthCheck) -> fl
     where = f"port {dep.endpoint.port}" if health.kind == "tcp" else dep.endpoint.url + health.path
     start = time.monotonic()
     deadline = start + health.timeout_s
-    with httpx.Client(timeout=min(5.0, health.timeout_s), trust_env=False, verify=tls_context()) as client:
+    with httpx.Client(trust_env=False, verify=tls_context()) as client:
         while True:
             state = orch.status(dep)
             if state in (ServiceState.FAILED, ServiceState.STOPPED):
@@ -42,7 +43,7 @@ def wait_healthy(orch: Orchestrator, dep: Deployment, health: HealthCheck) -> fl
                     f"{f' ({dep.detail})' if dep.detail else ''}\n"
                     f"--- last lines of {dep.log_path} ---\n{orch.logs(dep)}"
                 )
-            last = _check(client, dep, health)
+            last = _check(client, dep, health, max(0.2, min(5.0, deadline - time.monotonic())))
             if last is None:
                 waited = time.monotonic() - start
                 logger.info("{} healthy at {} after {:.2f} s", dep.name, dep.endpoint.url, waited)
@@ -55,13 +56,14 @@ def wait_healthy(orch: Orchestrator, dep: Deployment, health: HealthCheck) -> fl
             time.sleep(health.interval_s)
 
 
-def _check(client: httpx.Client, dep: Deployment, health: HealthCheck) -> str | None:
+def _check(client: httpx.Client, dep: Deployment, health: HealthCheck, deadline_s: float) -> str | None:
+    """One health check, answered within ``deadline_s`` (a path that drips its answer is not healthy)."""
     if health.kind == "tcp":
         return tcp_probe(dep.endpoint.host, dep.endpoint.port)
     try:
-        resp = client.get(dep.endpoint.url + health.path)
-    except httpx.HTTPError as exc:
-        return type(exc).__name__
+        resp = control.call(client, "GET", dep.endpoint.url + health.path, deadline_s)
+    except control.SideCallFailed as exc:
+        return str(exc)
     return None if resp.status_code == 200 else f"HTTP {resp.status_code}"
 
 
@@ -81,10 +83,10 @@ def probe(url: str, timeout_s: float = 5.0, require_ok: bool = False) -> str | N
     ``require_ok`` asks for a 200, as a health check does.
     """
     try:
-        with httpx.Client(timeout=timeout_s, trust_env=False, verify=tls_context()) as client:
-            resp = client.get(url)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
+        with httpx.Client(trust_env=False, verify=tls_context()) as client:
+            resp = control.call(client, "GET", url, timeout_s)
+    except control.SideCallFailed as exc:
+        return str(exc).removeprefix(f"{url}: ")
     if require_ok and resp.status_code != 200:
         return f"HTTP {resp.status_code}"
     return None

@@ -17,7 +17,7 @@ import orjson
 
 from ..load.dataset import Prompt
 from ..load.planning import Planned, json_headers, url_path
-from ..load.responses import Framed, JsonSink
+from ..load.responses import Framed, JsonSink, count_of
 from ..metrics.records import Record
 from ..orchestrators.base import Endpoint
 from ..recipes.sweep import Case
@@ -51,11 +51,11 @@ class NdjsonSink(Framed):
 
     __slots__ = ()
 
-    def _frame(self, frame: bytes, t: float) -> None:
+    def _frame(self, frame: bytes | bytearray, t: float) -> None:
         if line := frame.strip():
             self._line(line, t)
 
-    def _line(self, line: bytes, t: float) -> None:
+    def _line(self, line: bytes | bytearray, t: float) -> None:
         try:
             obj = orjson.loads(line)
         except ValueError:
@@ -73,11 +73,12 @@ class NdjsonSink(Framed):
             self.rec.chunks.append(t)
         if obj.get("done"):
             self.finished = True
-            take_counts(self.rec, obj)
+            if not take_counts(self.rec, obj):
+                self.rec.error = "malformed_stream"
 
     def _end(self) -> None:
-        if line := self.body.strip():  # a last line without its newline
-            self.body = b""
+        if line := self.pending.strip():  # a last line without its newline
+            self.pending = b""
             self._line(line, self.rec.chunks[-1] if self.rec.chunks else float("nan"))
 
 
@@ -91,24 +92,27 @@ class OllamaJsonSink(JsonSink):
             return
         if "error" in obj:
             self.rec.error = "stream_error"
-        elif not obj.get("done"):
+        elif not obj.get("done") or not take_counts(self.rec, obj):
             self.rec.error = "malformed_response"
-        else:
-            take_counts(self.rec, obj)
 
 
 def sink_for(stream: bool, rec: Record) -> NdjsonSink | OllamaJsonSink:
     return NdjsonSink(rec) if stream else OllamaJsonSink(rec)
 
 
-def take_counts(rec: Record, done: dict[str, Any]) -> None:
-    if done.get("eval_count") is not None:
-        rec.output_tokens = int(done["eval_count"])
+def take_counts(rec: Record, done: dict[str, Any]) -> bool:
+    """Ollama's counts and decode time from its last object; False when they are not numbers."""
+    made, prompt, ns = done.get("eval_count"), done.get("prompt_eval_count"), done.get("eval_duration")
+    if any(v is not None and count_of(v) is None for v in (made, prompt, ns)):
+        return False
+    if made is not None:
+        rec.output_tokens = made
         rec.tokens_from = "usage"
-    if done.get("prompt_eval_count") is not None:
-        rec.prompt_tokens = int(done["prompt_eval_count"])
-    if done.get("eval_duration"):
-        rec.server_decode_s = float(done["eval_duration"]) / 1e9
+    if prompt is not None:
+        rec.prompt_tokens = prompt
+    if ns:
+        rec.server_decode_s = ns / 1e9
+    return True
 
 
 class Ollama(BaseProtocol):

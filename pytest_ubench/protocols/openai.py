@@ -13,7 +13,7 @@ from typing import Any
 from ..load.dataset import Prompt
 from ..load.http import build_request
 from ..load.planning import Planned, json_headers, load_plan, url_path
-from ..load.responses import JsonSink
+from ..load.responses import JsonSink, count_of
 from ..metrics.records import Record
 from ..orchestrators.base import Endpoint
 from ..recipes.sweep import Case
@@ -68,18 +68,20 @@ class EmbeddingsSink(JsonSink):
         rec = self.rec
         if (obj := self._parsed()) is None:
             return
-        try:
-            vectors = [d["embedding"] for d in obj["data"]]
-        except (KeyError, TypeError):
+        data, usage = obj.get("data"), obj.get("usage")
+        if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+            rec.error = "malformed_response"
+            return
+        vectors = [d.get("embedding") for d in data]
+        if not all(isinstance(v, list) for v in vectors) or (usage is not None and not isinstance(usage, dict)):
             rec.error = "malformed_response"
             return
         if len(vectors) != self.expected or not all(vectors):
             rec.error = "wrong_count"  # fewer vectors than inputs is a failure, not a faster success
             return
         rec.items = len(vectors)
-        usage = obj.get("usage") or {}
-        if usage.get("prompt_tokens") is not None:
-            rec.prompt_tokens = int(usage["prompt_tokens"])
+        if usage and (prompt := count_of(usage.get("prompt_tokens"))) is not None:
+            rec.prompt_tokens = prompt
 
 
 class Completions(BaseProtocol):

@@ -55,7 +55,7 @@ def _exact_lengths(prompts: list[dataset.Prompt], case: Case, endpoint: Endpoint
     d = case.recipe.workload.dataset
     if d.token_counts == "approximate":
         return prompts, "approximate (one character per token)"
-    tok = ServerTokenizer(endpoint.url, case.recipe.workload.model)
+    tok = ServerTokenizer(endpoint.url, case.recipe.workload.model, case.recipe.workload.timeouts.side_s)
     try:
         out = []
         for p in prompts:
@@ -68,7 +68,7 @@ def _exact_lengths(prompts: list[dataset.Prompt], case: Case, endpoint: Endpoint
     except NoTokenizer as exc:
         if d.token_counts == "server":
             raise PlanError(f"{case.recipe.name}: workload.dataset.token_counts is 'server' but {exc}") from None
-        logger.info("{}: prompt lengths approximate: {}", case.id, exc)
+        logger.warning("{}: prompt lengths approximate (one character per token): {}", case.id, exc)
         return prompts, "approximate (one character per token)"
     finally:
         tok.close()

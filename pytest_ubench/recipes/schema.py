@@ -27,7 +27,7 @@ from ..metrics import compare
 from ..metrics import server_queries as queries
 from ..metrics import slo as slo_expr
 from . import registry
-from .fields import PositiveFloat, PositiveInt, SbatchOption, SlurmWord, Strict
+from .fields import ByteSize, PositiveFloat, PositiveInt, SbatchOption, SlurmWord, Strict, parse_bytes
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -257,6 +257,8 @@ class Load(Strict):
 class Timeouts(Strict):
     connect_s: PositiveFloat = 5.0
     request_s: PositiveFloat = 120.0
+    setup_s: PositiveFloat = 600.0  # a protocol's setup before the load: connect, preload, build a collection
+    side_s: PositiveFloat = 10.0  # each call beside the load (health probe, /tokenize, /detokenize)
 
 
 DEFAULT_PROTOCOL = "openai-chat"
@@ -284,7 +286,14 @@ class Workload(Strict):
     # Each point runs this many times; results give mean, 95 % confidence interval and CV per figure.
     repeat: PositiveInt = 1
     batch_size: PositiveInt = 1  # inputs per request, for protocols that batch (openai-embeddings)
+    max_frame_bytes: ByteSize = "4MiB"  # a streamed frame or a JSON reply beyond it fails its request
     _part: BaseModel | None = PrivateAttr(None)
+
+    @field_validator("max_frame_bytes")
+    @classmethod
+    def _a_size(cls, v: object) -> object:
+        parse_bytes(v)
+        return v
 
     @property
     def part(self) -> BaseModel | None:

@@ -4,6 +4,9 @@ one torn down at the end; a protocol's once-per-deployment preparation."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -103,7 +106,7 @@ class Services:
                 done: dict[str, Any] = read_json(marker)
                 return done
             logger.info("{}: preparing ({})", case.id, case.recipe.workload.protocol)
-            phases = prepare() | {"prepared_by": case.id}
+            phases = _within(prepare, case.recipe.workload.timeouts.setup_s, case.id) | {"prepared_by": case.id}
             write_json(marker, phases)
         return phases
 
@@ -201,3 +204,16 @@ def stop_shared(root: Path, orch: Orchestrator) -> list[str]:
             logger.error("failed to stop the shared service in {}: {}", record.parent, exc)
         record.unlink(missing_ok=True)
     return stopped
+
+
+def _within(work: Callable[[], dict[str, Any]], seconds: float, what: str) -> dict[str, Any]:
+    """A protocol's preparation (a client library's calls) given a total deadline: past it the case ends
+    as a service error naming it (the thread is left to the service's own shutdown)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="ubench-prepare")
+    try:
+        return pool.submit(work).result(timeout=seconds)
+    except FutureTimeout:
+        raise ServiceError(f"{what}: the protocol's setup did not finish within {seconds:g} s "
+                           "(workload.timeouts.setup_s)") from None  # fmt: skip
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
