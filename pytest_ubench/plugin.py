@@ -189,6 +189,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                     data = json.loads(value)
                     lines.append(f"{key.upper():6} {data['case']}: {data['figures']}")
     lines += [f"{s.kind.upper():6} {s.describe()}" for s in terminalreporter.config.stash.get(_sweeps_key, [])]
+    if lines and getattr(terminalreporter.config.option, "numprocesses", None):
+        lines.append("NOTE   under pytest-xdist, cases sharing a service took turns: no two loaded it at once")
     if lines:
         terminalreporter.write_sep("=", "ubench summary")
         for line in lines:

@@ -12,7 +12,7 @@ from pytest_ubench import load_recipe as load
 from pytest_ubench.orchestrators.base import Deployment
 from pytest_ubench.orchestrators.health import deploy_healthy as deploy
 from pytest_ubench.orchestrators.local import LocalOrchestrator
-from pytest_ubench.recipes.schema import ServiceSpec
+from pytest_ubench.recipes.deployment import ServiceSpec
 
 TRUTH = ["{python}", "-m", "pytest_ubench.testing.truthserver", "--port", "{port}"]
 LLAMA = [

@@ -24,7 +24,7 @@ from pytest_ubench.orchestrators.health import deploy_healthy as deploy
 from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.orchestrators.slurm import SlurmOrchestrator
 from pytest_ubench.recipes import loader
-from pytest_ubench.recipes.schema import ServiceSpec
+from pytest_ubench.recipes.deployment import ServiceSpec
 
 SPEC = ServiceSpec(command=["{python}", "-m", "pytest_ubench.testing.truthserver", "--port", "{port}"])
 

@@ -15,6 +15,7 @@ import sys
 from .. import interrupts, logs
 from .._version import __version__
 from ..metrics.results import ResultsError
+from ..orchestrators.base import MissingVariable
 from ..recipes import loader
 from . import client, monitor, recipe, results, server
 from .console import EXIT_INTERRUPTED, EXIT_PIPE, EXIT_RESULTS, EXIT_USAGE, err
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         return code
-    except (loader.RecipeError, ValueError) as exc:
+    except (loader.RecipeError, ValueError, MissingVariable) as exc:
         err(str(exc))
         return EXIT_USAGE
     except ResultsError as exc:

@@ -11,7 +11,7 @@ from ..load import calibrate, parallel
 from ..metrics import compare
 from ..metrics.results import CaseResult
 from ..orchestrators import registry
-from ..orchestrators.base import ServiceError
+from ..orchestrators.base import MissingVariable, ServiceError
 from ..recipes.sweep import Case
 from ..report.progress import LiveDisplay, StageLines
 from ..session import BenchmarkRun, RunOptions, Services, TargetUnreachable, manager
@@ -58,9 +58,11 @@ def handle(args: argparse.Namespace) -> int:
         table = Table("id", "recipe", "state", "cases done", "results", "started")
         for entry in registry.all_entries("client"):
             running, done = manager.client_progress(entry)
-            if not running:
+            if not running and not entry.elsewhere:
                 registry.remove(entry.id)
             state = "running" if running else "gone: entry removed"
+            if entry.elsewhere:
+                state = f"on {entry.elsewhere} (not checked from this host)"
             table.add_row(entry.id, entry.recipe, state, f"{done}/{entry.extra['cases']}", entry.run_dir, entry.started)
         out.print(table)
         return EXIT_OK
@@ -93,6 +95,9 @@ def _run(args: argparse.Namespace) -> int:
             for case in run.cases:
                 try:
                     done.append((case, _with_progress(run, case, services)))
+                except MissingVariable as exc:  # a usage problem, not a failed service
+                    err(str(exc))
+                    return EXIT_USAGE
                 except TargetUnreachable as exc:
                     err(str(exc))
                     return EXIT_TARGET

@@ -29,7 +29,10 @@ def placement(args: argparse.Namespace) -> Orchestrator:
 
 
 def state_or_prune(entry: registry.Entry) -> str:
-    """The entry's state; one whose process or job has gone is removed from the registry (stale)."""
+    """The entry's state; one whose process or job has gone is removed from the registry (stale). A
+    process started on another host is not checked (nor pruned) from here: where it runs is said."""
+    if entry.elsewhere:
+        return f"on {entry.elsewhere} (not checked from this host)"
     st = manager.status(entry)
     if st.state in (ServiceState.STOPPED, ServiceState.FAILED):
         registry.remove(entry.id)

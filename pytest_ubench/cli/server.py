@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..orchestrators import registry
-from ..orchestrators.base import ServiceError
+from ..orchestrators.base import MissingVariable, ServiceError
 from ..recipes import loader
 from ..session import BenchmarkRun, RunOptions, manager
 from . import entries
@@ -49,6 +49,9 @@ def handle(args: argparse.Namespace) -> int:
     if found is None:
         return EXIT_USAGE
     entry = found
+    if entry.elsewhere and args.action in ("stop", "status"):
+        err(f"{entry.id} runs on {entry.elsewhere}: run 'ubenchai server {args.action} {entry.id}' there")
+        return EXIT_USAGE
     if args.action == "stop":
         return entries.stop(entry)
     if args.action == "logs":
@@ -70,7 +73,7 @@ def _start(args: argparse.Namespace) -> int:
         entry = manager.start(loaded, root, entries.placement(args))
     except ServiceError as exc:
         err(str(exc))
-        return EXIT_TARGET
+        return EXIT_USAGE if isinstance(exc, MissingVariable) else EXIT_TARGET
     print(f"{entry.id} {entry.endpoint.url}")
     tunnel_hint(entry.endpoint, entry.recipe)
     return EXIT_OK

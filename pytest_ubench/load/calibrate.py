@@ -29,6 +29,7 @@ import httptools
 
 from ..metrics import client_check
 from ..metrics.stats import summary
+from ..orchestrators import watchdog
 from ..orchestrators.ports import free_port
 from . import engine, parallel
 from .http import build_request
@@ -107,6 +108,8 @@ def noop_server(kind: str = "auto", processes: int = 1) -> Iterator[tuple[int, s
             cmd = [sys.executable, "-m", "pytest_ubench.load.calibrate", "--serve", str(port)]
             procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(processes)]
             what = f"built-in no-op server ({processes} process(es)); the answer is a lower bound"
+        for p in procs:
+            watchdog.guard_process(p.pid)  # the no-op server stops with the harness, even one killed
         try:
             _wait_port(port, procs[0])
             yield port, what
@@ -115,6 +118,7 @@ def noop_server(kind: str = "auto", processes: int = 1) -> Iterator[tuple[int, s
                 p.terminate()
             for p in procs:
                 p.wait()
+                watchdog.release_process(p.pid)
 
 
 @dataclass

@@ -134,16 +134,23 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{n}: not JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise DatasetError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-            yield n, obj
+        n = 0
+        try:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    yield n, _object(path, n, line)
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}:{n + 1}: not UTF-8 text") from None
+
+
+def _object(path: Path, n: int, line: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}:{n}: not JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def _max_tokens(where: str, obj: dict[str, Any]) -> int | None:
@@ -191,6 +198,8 @@ def read_sharegpt(path: Path, limit: int | None = None, chars_per_token: float =
             data = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}: not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
         if not isinstance(data, list):

@@ -18,6 +18,7 @@ from time import perf_counter, process_time, time
 from typing import Any, Protocol
 
 import numpy as np
+import psutil
 from loguru import logger
 
 from ..metrics.client_check import ClientHealth
@@ -302,6 +303,7 @@ class _Engine:
     async def watch_health(self) -> None:
         tick = 0.1
         last_t, last_cpu, last_spin = perf_counter(), process_time(), 0.0
+        last_host = psutil.cpu_times()
         while True:
             before = perf_counter()
             await asyncio.sleep(tick)
@@ -311,7 +313,17 @@ class _Engine:
                 cpu, spin = process_time(), self.spin
                 self.health.cpu.append((cpu - last_cpu) / (now - last_t))
                 self.health.polling.append((spin - last_spin) / (now - last_t))
-                last_t, last_cpu, last_spin = now, cpu, spin
+                host = psutil.cpu_times()
+                total = sum(host) - sum(last_host)
+                if total > 0:
+                    idle = (host.idle - last_host.idle) + (
+                        getattr(host, "iowait", 0.0) - getattr(last_host, "iowait", 0.0)
+                    )
+                    self.health.host_busy.append(1.0 - idle / total)
+                    self.health.host_steal.append(
+                        (getattr(host, "steal", 0.0) - getattr(last_host, "steal", 0.0)) / total
+                    )
+                last_t, last_cpu, last_spin, last_host = now, cpu, spin, host
 
     def snapshot(self, elapsed: float, total: float, prev: tuple[float, int]) -> Snapshot:
         recent = [r.first - r.intended for r in self.records[-2000:] if r.first == r.first and r.error is None]

@@ -20,6 +20,7 @@ from typing import Any
 
 from loguru import logger
 
+from ..orchestrators import watchdog
 from ..orchestrators.base import ServiceError
 from . import engine
 
@@ -67,6 +68,8 @@ def run(
         parent_end, child_end = ctx.Pipe()
         p = ctx.Process(target=_child, args=(i, target, task_plan(plan, i, workers), child_end, queue), daemon=True)
         p.start()
+        assert p.pid is not None
+        watchdog.guard_process(p.pid)  # a client process never outlives the harness, even one killed
         pipes.append(parent_end)
         procs.append(p)
     runs: dict[int, engine.Run] = {}
@@ -103,6 +106,8 @@ def run(
             if p.is_alive():
                 p.kill()
                 p.join()
+            if p.pid is not None:
+                watchdog.release_process(p.pid)
     merged = merge(list(runs.values()), plan)
     if interrupted:
         merged.aborted = "interrupted"

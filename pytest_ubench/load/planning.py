@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..metrics.records import Record
-from ..orchestrators.base import Endpoint, Orchestrator, ServiceError
-from ..recipes.fields import parse_bytes
+from ..orchestrators.base import Endpoint, MissingVariable, Orchestrator, ServiceError
+from ..recipes.fields import header_problem, parse_bytes
 from ..recipes.schema import Load, Ramp
 from ..recipes.sweep import Case
 from . import engine, schedule
@@ -26,6 +26,10 @@ from . import engine, schedule
 
 class PlanError(ServiceError):
     """A case that cannot be planned (a broken dataset file, a tokenizer that was required)."""
+
+
+class PlanVariableMissing(PlanError, MissingVariable):
+    """A variable the plan reads (a header's ``${VAR}``, ``api_key_env``) is not set: a usage problem."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,11 @@ def json_headers(case: Case, stream_type: str = "text/event-stream") -> dict[str
     headers = {"Content-Type": "application/json", "Accept": stream_type if w.stream else "application/json"}
     if w.api_key_env:
         key = os.environ.get(w.api_key_env)
+        where = f"{case.recipe.name}: workload.api_key_env"
         if not key:
-            raise ServiceError(f"{case.recipe.name}: workload.api_key_env names {w.api_key_env}, which is not set")
+            raise PlanVariableMissing(f"{where} names {w.api_key_env}, which is not set")
+        if header_problem("Authorization", key) is not None:
+            raise PlanVariableMissing(f"{where}: {w.api_key_env} holds a value no HTTP header can carry (a line "
+                                      "break, or characters beyond Latin-1)")  # fmt: skip
         headers["Authorization"] = f"Bearer {key}"
     return headers

@@ -131,6 +131,8 @@ def key_figures(res: Mapping[str, Any], unit: str = "ops/s") -> str:
         text += " [never reached a steady state]"
     if (res.get("client") or {}).get("bottleneck"):
         text += " [load client likely the bottleneck: " + "; ".join(res["client"]["reasons"]) + "]"
+    if (res.get("client") or {}).get("host"):
+        text += f" [{res['client']['host']}]"
     return text
 
 

@@ -23,7 +23,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
-_EXPR = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_EXPR = re.compile(r"\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*")
 
 
 class SLOSyntaxError(ValueError):
@@ -75,7 +75,7 @@ def server_query(s: SLO) -> str | None:
 
 
 def parse(expression: str) -> SLO:
-    match = _EXPR.match(expression)
+    match = _EXPR.fullmatch(expression)
     if not match:
         raise SLOSyntaxError(
             f"cannot parse SLO {expression!r}; expected '<metric> <op> <number>', e.g. 'ttft_ms.p95 < 500'"

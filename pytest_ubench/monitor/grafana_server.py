@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..orchestrators.base import Deployment, Orchestrator
 from ..orchestrators.health import deploy_healthy
-from ..recipes.schema import Container, GrafanaServer, HealthCheck, ServiceSpec
+from ..recipes.deployment import Container, HealthCheck, ServiceSpec
+from ..recipes.schema import GrafanaServer
 from . import grafana
 
 

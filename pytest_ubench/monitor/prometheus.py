@@ -24,7 +24,7 @@ from urllib3.util.retry import Retry
 from ..metrics.files import write_json
 from ..orchestrators.base import Deployment, Orchestrator, ServiceError, ServiceState
 from ..orchestrators.health import deploy_healthy
-from ..recipes.schema import HealthCheck, ServiceSpec
+from ..recipes.deployment import HealthCheck, ServiceSpec
 
 
 class MonitoringError(ServiceError):

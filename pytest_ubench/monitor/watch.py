@@ -17,7 +17,8 @@ from ..load.engine import Observer, Run
 from ..metrics import server_queries as queries
 from ..orchestrators.base import Deployment, Orchestrator
 from ..orchestrators.health import deploy_healthy
-from ..recipes.schema import HealthCheck, Recipe, Resources, ServiceSpec
+from ..recipes.deployment import HealthCheck, Resources, ServiceSpec
+from ..recipes.schema import Recipe
 from . import client_metrics, grafana
 from . import prometheus as prom_monitor
 from .client_metrics import ClientExporter

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..recipes.schema import Container
+from ..recipes.deployment import Container
 
 _REMOTE = re.compile(r"^(docker|oras|library|shub|https?)://")
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..recipes import loader
-from ..recipes.schema import ClusterProfile
+from ..recipes.deployment import ClusterProfile
 from .base import Orchestrator
 from .local import LocalOrchestrator
 from .slurm import SlurmOrchestrator

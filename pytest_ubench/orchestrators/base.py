@@ -7,7 +7,6 @@ directory, so the load engine and later tools only ever read that file to find a
 from __future__ import annotations
 
 import json
-import os
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -16,7 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..recipes.schema import Resources, ServiceSpec
+from ..metrics.files import write_json
+from ..recipes.deployment import Resources, ServiceSpec
 
 
 def tls_context() -> ssl.SSLContext:
@@ -26,6 +26,11 @@ def tls_context() -> ssl.SSLContext:
 
 class ServiceError(Exception):
     """A service that could not be started, became unhealthy, or could not be reached."""
+
+
+class MissingVariable(ServiceError):
+    """A recipe reads an environment variable that is not set (or cannot be sent): a usage problem
+    (CLI exit 2), found before anything is started where it can be."""
 
 
 class ServiceState(StrEnum):
@@ -55,9 +60,7 @@ class Endpoint:
         return "https" if self.tls else "http"
 
     def write(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, asdict(self))
 
     @classmethod
     def read(cls, path: Path) -> Endpoint:

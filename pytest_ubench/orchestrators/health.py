@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from loguru import logger
 
-from ..recipes.schema import HealthCheck, ServiceSpec
+from ..recipes.deployment import HealthCheck, ServiceSpec
 from . import control
 from .base import Deployment, Orchestrator, ServiceError, ServiceState, tls_context
 

@@ -27,8 +27,8 @@ from typing import Any
 import psutil
 from loguru import logger
 
-from ..recipes.schema import Resources, ServiceSpec
-from . import apptainer
+from ..recipes.deployment import Resources, ServiceSpec
+from . import apptainer, watchdog
 from .base import Deployment, Endpoint, ServiceError, ServiceState, tail
 from .placeholders import expand
 from .ports import free_port
@@ -140,6 +140,7 @@ class LocalOrchestrator:
         proc = LocalProcess(popen.pid, created, popen)
         if not detach:
             _LIVE[proc.pid] = proc
+            watchdog.guard_group(proc.pid)  # its whole process group dies with this process, even by SIGKILL
         host = f"[{spec.host}]" if ":" in spec.host else spec.host
         scheme = "https" if spec.tls else "http"
         endpoint = Endpoint(spec.host, port, f"{scheme}://{host}:{port}", pid=proc.pid)
@@ -168,6 +169,7 @@ class LocalOrchestrator:
     def stop(self, dep: Deployment) -> None:
         proc: LocalProcess = dep.handle
         _terminate(proc, self.stop_timeout_s)
+        watchdog.release_group(proc.pid)
         dep.exit_code = proc.exit_code()
         logger.info("stopped {} (pid {}, exit {})", dep.name, proc.pid, dep.exit_code)
 

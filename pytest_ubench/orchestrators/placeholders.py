@@ -12,7 +12,7 @@ import os
 import re
 import shlex
 
-from .base import ServiceError
+from .base import MissingVariable, ServiceError
 
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}|\{(\w+)\}")
 
@@ -31,7 +31,7 @@ def expand(template: str, values: dict[str, str]) -> str:
         env_name, name = m.groups()
         if env_name is not None:
             if env_name not in os.environ:
-                raise ServiceError(f"command argument {template!r}: environment variable {env_name} is not set")
+                raise MissingVariable(f"command argument {template!r}: environment variable {env_name} is not set")
             return os.environ[env_name]
         if name not in values:
             raise _unknown(template, name, values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +43,15 @@ class Entry:
     kind: str = "service"  # or "monitor" (a Prometheus started by 'ubenchai monitor start')
     metrics_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # kind-specific (a monitor's queries, interval)
+    # The host that started it: a process (local orchestrator, a client run) can only be checked, and
+    # pruned, from there; $HOME (and so this registry) may be shared by several login nodes.
+    host: str = field(default_factory=socket.gethostname)
+
+    @property
+    def elsewhere(self) -> str | None:
+        """The other host a process entry runs on, or None when it can be checked from here."""
+        local_process = self.orchestrator == "local" or self.kind == "client"
+        return self.host if local_process and self.host != socket.gethostname() else None
 
     def deployment(self) -> Deployment:
         return Deployment(

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 from ..load.planning import Planned
-from ..orchestrators.base import Endpoint, ServiceError
+from ..orchestrators.base import Endpoint, MissingVariable
 from ..recipes.registry import Part, RecipeProtocol
 from ..recipes.sweep import Case
 
@@ -76,5 +76,5 @@ def secret(env: str | None, field: str) -> str | None:
         return None
     value = os.environ.get(env)
     if value is None:
-        raise ServiceError(f"{field} names {env}, which is not set")
+        raise MissingVariable(f"{field} names {env}, which is not set")
     return value

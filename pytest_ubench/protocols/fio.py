@@ -28,6 +28,7 @@ from ..load.planning import Planned, ToolContext, ToolRun
 from ..metrics import stats
 from ..metrics.files import write_atomic
 from ..metrics.names import MIN_SAMPLES
+from ..orchestrators import watchdog
 from ..orchestrators.base import Endpoint, Orchestrator, ServiceError
 from ..orchestrators.placeholders import expand
 from ..recipes.fields import ByteSize, PositiveInt, Strict, parse_bytes
@@ -162,6 +163,7 @@ def run(spec: Fio, directory: Path, run_dir: Path, runtime_s: float, ramp_s: flo
     seconds += sum(parse_bytes(j.size) * (j.numjobs or concurrency) for j in spec.jobs) / LAYOUT_BYTES_PER_S
     cmd = [exe, "--output-format=json", f"--output={out}", str(job_file)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    watchdog.guard_group(proc.pid)  # fio stops with the harness, even one killed with SIGKILL
     try:
         _, err = proc.communicate(timeout=seconds + GRACE_S)
     except subprocess.TimeoutExpired:
@@ -173,6 +175,7 @@ def run(spec: Fio, directory: Path, run_dir: Path, runtime_s: float, ramp_s: flo
             raise
         return FioRun(partial, job_file, seconds, interrupted=True)
     finally:
+        watchdog.release_group(proc.pid)
         if not spec.keep_files:
             remove_data_files(spec.jobs, directory)
     report = _read(out)
@@ -214,10 +217,10 @@ def remove_data_files(jobs: list[FioJob], directory: Path) -> None:
     """fio names its files ``<job>.<process>.<file>`` (``<job>.<task>.<process>.<file>`` under Slurm):
     only those are removed, nothing else there."""
     names = {j.name for j in jobs if "filename" not in j.options}
-    pattern = re.compile(r"^(.+?)(?:\.\d+)?\.\d+\.\d+$")
+    pattern = re.compile(r"(.+?)(?:\.\d+)?\.\d+\.\d+")
     with contextlib.suppress(OSError):
         for f in directory.iterdir():
-            m = pattern.match(f.name)
+            m = pattern.fullmatch(f.name)
             if m and m.group(1) in names and f.is_file():
                 f.unlink(missing_ok=True)
 

@@ -20,14 +20,14 @@ from pathlib import Path
 from time import perf_counter
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..load.http import RequestFailed
 from ..load.planning import Planned, adapter_plan, resolve_path
 from ..metrics.records import Record
 from ..orchestrators import placeholders
-from ..orchestrators.base import Endpoint, ServiceError
-from ..recipes.fields import PositiveInt, Strict
+from ..orchestrators.base import Endpoint, MissingVariable, ServiceError
+from ..recipes.fields import PositiveInt, Strict, header_problem
 from ..recipes.registry import Part
 from ..recipes.sweep import Case
 from .base import BaseProtocol
@@ -43,6 +43,15 @@ class Grpc(Strict):
     proto: str | None = None  # relative to the recipe file
     include: list[str] = Field(default_factory=list)  # import paths for the .proto, relative to the recipe
     metadata: dict[Annotated[str, Field(pattern=r"^[a-z0-9_.-]+$")], str] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _sendable(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if (problem := header_problem(name, value)) is not None:
+                raise ValueError(problem)
+        return v
+
     channels: PositiveInt = 1  # HTTP/2 connections the calls are spread over
 
 
@@ -191,7 +200,9 @@ class GrpcAdapter:
                 meta.append((key, placeholders.expand(value, {})))
             except ServiceError:
                 missing = ", ".join(placeholders.env_references(value))
-                raise ServiceError(f"workload.grpc.metadata.{key}: environment variable {missing} is not set") from None
+                raise MissingVariable(
+                    f"workload.grpc.metadata.{key}: environment variable {missing} is not set"
+                ) from None
         self.metadata = tuple(meta)
         try:
             pool = pool_from(compile_proto(Path(spec.proto), spec.include)) if spec.proto else await _reflect(spec)

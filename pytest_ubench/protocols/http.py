@@ -8,14 +8,14 @@ import json
 from functools import partial
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..load.http import build_request
-from ..load.planning import PlanError, Planned, load_plan, url_path
+from ..load.planning import Planned, PlanVariableMissing, load_plan, url_path
 from ..metrics.records import Record
 from ..orchestrators import placeholders
 from ..orchestrators.base import Endpoint, ServiceError
-from ..recipes.fields import Strict
+from ..recipes.fields import Strict, header_problem
 from ..recipes.registry import Part
 from ..recipes.sweep import Case
 from .base import BaseProtocol
@@ -34,6 +34,14 @@ class HttpCall(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | dict[str, object] | list[object] | None = None  # a dict or list is sent as JSON
     expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if (problem := header_problem(name, value)) is not None:
+                raise ValueError(problem)
+        return v
 
 
 class StatusSink:
@@ -74,7 +82,7 @@ class Http(BaseProtocol):
             except ServiceError:
                 missing = ", ".join(placeholders.env_references(value))
                 where = f"{case.recipe.name}: workload.http.headers.{name}"
-                raise PlanError(f"{where}: environment variable {missing} is not set") from None
+                raise PlanVariableMissing(f"{where}: environment variable {missing} is not set") from None
         body = b""
         if isinstance(call.body, str):
             body = call.body.encode()

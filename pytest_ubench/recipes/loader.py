@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .schema import ClusterProfile, MonitorRecipe, Recipe
+from .deployment import ClusterProfile
+from .schema import MonitorRecipe, Recipe
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -90,6 +91,9 @@ def _read(path: Path) -> _Source:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        at = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}:{at}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})") from None
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -103,7 +107,28 @@ def _read(path: Path) -> _Source:
         loader.dispose()
     if not isinstance(data, dict):
         raise RecipeError(f"{path}:1: a recipe must be a YAML mapping, got {type(data).__name__}")
+    _bounded(path, data)
     return _Source(path, data, node)
+
+
+MAX_VALUES = 100_000  # what a recipe's YAML may hold once its aliases are expanded
+
+
+def _bounded(path: Path, data: Any) -> None:
+    """YAML aliases may repeat a value many times (a "billion laughs" in a free-form field like
+    ``params``) or make it contain itself: both are refused here, before anything walks the data."""
+    count = 0
+    stack: list[tuple[Any, tuple[int, ...]]] = [(data, ())]
+    while stack:
+        value, inside = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise RecipeError(f"{path}: more than {MAX_VALUES:,} values once its YAML aliases are expanded")
+        if isinstance(value, dict | list):
+            if id(value) in inside:
+                raise RecipeError(f"{path}: a YAML alias makes a value contain itself")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, (*inside, id(value))) for child in children)
 
 
 def _node_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> tuple[yaml.Node | None, int]:

@@ -4,6 +4,7 @@ the protocol's own part, where it says so: a vector workload's ``search_params``
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,10 @@ class Case:
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A point's value as a part of the case id, which names its results directory: nothing but letters,
+    digits and ``_.+-`` (a swept string like ``a/b`` becomes ``a_b``)."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
 
 
 def expand(loaded: LoadedRecipe) -> list[Case]:

@@ -196,6 +196,8 @@ def _trust(r: dict[str, Any]) -> str:
         parts.append(
             f'<p class="{cls}">load client ({client["processes"]} process(es)): {html.escape(said)}; {figures}</p>'
         )
+        if client.get("host"):
+            parts.append(f'<p class="note">{html.escape(client["host"])}</p>')
     rep = r.get("repeats")
     if rep:
         rows = [[k, v["mean"], v["ci_low"], v["ci_high"], v["cv"], v["quality"]] for k, v in rep["figures"].items()

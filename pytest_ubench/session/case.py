@@ -16,6 +16,7 @@ from .._version import __version__
 from ..load import engine
 from ..metrics import repeats, slo, stats
 from ..metrics.results import RECORDS, SCHEMA_VERSION, CaseResult, ResultsDir, ResultsError, provenance
+from ..orchestrators.base import Deployment
 from ..recipes.schema import Ramp
 from ..recipes.sweep import Case
 from .measure import Measured, judge, measure
@@ -36,6 +37,15 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
+    with services.load_turn(dep):
+        main, runs, verdicts, extra = _measure_case(case, services, dep, run_dir, progress)
+    return _write_case(case, run_dir, main, runs, verdicts, extra)
+
+
+def _measure_case(
+    case: Case, services: Services, dep: Deployment | None, run_dir: Path, progress: engine.Progress | None
+) -> tuple[Measured, list[Measured], list[slo.Verdict], dict[str, Any]]:
+    """The case's load: repeated (and pooled), or searched; and its verdicts."""
     extra: dict[str, Any] = {}
     endpoint = dep.endpoint if dep is not None else None
     phases = services.prepare(case, dep) if dep is not None else None
@@ -68,7 +78,7 @@ def run_case(case: Case, services: Services, progress: engine.Progress | None = 
                 summary=summary | {k: v for k, v in main.summary.items() if k in ("server_metrics", "phases")},
             )  # fmt: skip
         verdicts = judge(case, main, case.recipe.slo)
-    return _write_case(case, run_dir, main, runs, verdicts, extra)
+    return main, runs, verdicts, extra
 
 
 def _repeats(runs: list[Measured]) -> dict[str, Any]:

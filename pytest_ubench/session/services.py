@@ -4,14 +4,15 @@ one torn down at the end; a protocol's once-per-deployment preparation."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from loguru import logger
 
 from .. import protocols
@@ -30,8 +31,9 @@ from ..orchestrators.base import (
     to_record,
 )
 from ..orchestrators.health import deploy_healthy, probe, tcp_probe
+from ..recipes.deployment import ServiceSpec
+from ..recipes.fields import without_credentials
 from ..recipes.loader import LoadedRecipe
-from ..recipes.schema import ServiceSpec
 from ..recipes.sweep import Case
 
 
@@ -110,6 +112,24 @@ class Services:
             write_json(marker, phases)
         return phases
 
+    @contextmanager
+    def load_turn(self, dep: Deployment | None) -> Iterator[None]:
+        """Under pytest-xdist, cases that share a deployment take turns (a lock in its directory): two
+        sweep points loading one server at once would each measure a share of it, and both be wrong."""
+        if not self.shared or dep is None:
+            yield
+            return
+        lock = FileLock(str(dep.run_dir / "load.lock"))
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:
+            logger.info("{}: waiting for the other xdist worker's case on this service to finish", dep.name)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
     @property
     def prometheus(self) -> Prometheus | None:
         """The session's Prometheus, once a monitored recipe has been deployed."""
@@ -122,6 +142,10 @@ class Services:
         run_dir = self.results.service_dir(loaded.recipe.name)
         url = self.target_url or spec.url
         if url is not None:
+            if without_credentials(url) != url:
+                url = without_credentials(url)
+                said = "credentials in the target URL are neither sent nor written anywhere; give them with"
+                logger.warning("{}: {} workload.api_key_env or headers from ${{VAR}}", loaded.recipe.name, said)
             parts = urlsplit(url)
             if not parts.hostname or (not parts.port and parts.scheme not in ("http", "https")):
                 raise TargetUnreachable(f"{url}: not an http(s) URL with a host (or another scheme with a port)")

@@ -25,7 +25,7 @@ from pytest_ubench.orchestrators.base import ServiceError, ServiceState
 from pytest_ubench.orchestrators.health import deploy_healthy as deploy
 from pytest_ubench.orchestrators.slurm import SlurmOrchestrator
 from pytest_ubench.recipes import loader
-from pytest_ubench.recipes.schema import ServiceSpec
+from pytest_ubench.recipes.deployment import ServiceSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 

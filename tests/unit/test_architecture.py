@@ -32,7 +32,7 @@ CORE = ["session", "load/planning.py", "recipes", "report", "metrics", "plugin.p
 # A protocol's name that is also an ordinary word in a core module, and why.
 NOT_A_PROTOCOL = {
     ("recipes/schema.py", "openai-chat"): "the protocol of a recipe that names none",
-    ("recipes/schema.py", "http"): "a health check's kind",
+    ("recipes/deployment.py", "http"): "a health check's kind",
     ("session/services.py", "http"): "a URL scheme",
 }
 

@@ -13,7 +13,7 @@ from pytest_ubench.orchestrators.health import wait_healthy
 from pytest_ubench.orchestrators.local import LocalOrchestrator
 from pytest_ubench.orchestrators.placeholders import expand
 from pytest_ubench.orchestrators.ports import PORT_FLOOR, ephemeral_floor, free_port
-from pytest_ubench.recipes.schema import HealthCheck, ServiceSpec
+from pytest_ubench.recipes.deployment import HealthCheck, ServiceSpec
 
 
 def test_placeholders_and_environment(monkeypatch):

@@ -134,7 +134,7 @@ def test_pending_reasons_that_waiting_cannot_resolve() -> None:
 def test_a_controller_that_stops_answering_is_a_service_error_and_the_job_is_cancelled(tmp_path: Path) -> None:
     from pytest_ubench.orchestrators.base import ServiceError
     from pytest_ubench.orchestrators.slurm import SlurmOrchestrator
-    from pytest_ubench.recipes.schema import ServiceSpec
+    from pytest_ubench.recipes.deployment import ServiceSpec
 
     class Hanging(FakeRunner):
         def run(self, argv: Sequence[str], timeout: float) -> Completed:

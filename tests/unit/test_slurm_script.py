@@ -22,7 +22,7 @@ from pytest_ubench.orchestrators.base import ServiceError
 from pytest_ubench.orchestrators.ports import PORT_FLOOR, ephemeral_floor
 from pytest_ubench.orchestrators.slurm import script
 from pytest_ubench.recipes import loader
-from pytest_ubench.recipes.schema import ClusterProfile, ServiceSpec
+from pytest_ubench.recipes.deployment import ClusterProfile, ServiceSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"

@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from typing import Any
 
 from loguru import logger
 
-from ...recipes.schema import ClusterProfile, Resources, ServiceSpec
-from ..base import Deployment, Endpoint, ServiceError, ServiceState, tail
+from ...recipes.deployment import ClusterProfile, Resources, ServiceSpec
+from ..base import Deployment, Endpoint, MissingVariable, ServiceError, ServiceState, tail
 from ..placeholders import env_references
 from . import script
 from .commands import JobInfo, Slurm
@@ -37,6 +38,31 @@ DEFAULT_PROFILE = ClusterProfile(name="default")
 class SlurmJob:
     job_id: str
     script: Path
+    heartbeat: Heartbeat | None = None  # kept fresh while this process uses the job
+
+
+class Heartbeat:
+    """Touches a job's heartbeat file from a thread while the harness lives; the job's watcher stops
+    the job once the file goes stale (the harness was killed: nothing else would cancel it)."""
+
+    def __init__(self, path: Path, limit_s: float) -> None:
+        self.path = path
+        self._stop = threading.Event()
+        self.touch()
+        self._thread = threading.Thread(target=self._beat, args=(max(0.5, limit_s / 4),), daemon=True,
+                                        name="ubench-heartbeat")  # fmt: skip
+        self._thread.start()
+
+    def touch(self) -> None:
+        with contextlib.suppress(OSError):  # a full or gone disk: the job's own deadline still holds
+            self.path.touch()
+
+    def _beat(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            self.touch()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class Backoff:
@@ -69,7 +95,8 @@ class SlurmOrchestrator:
         self.queue_timeout_s = queue_timeout_s
         self.stop_timeout_s = stop_timeout_s
 
-    def dry_run(self, spec: ServiceSpec, name: str, run_dir: Path) -> str:
+    def dry_run(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> str:
+        """The batch script; one the harness watches (not ``detach``) stops when its heartbeat stops."""
         return script.render(
             spec,
             name=name,
@@ -78,6 +105,7 @@ class SlurmOrchestrator:
             profile=self.profile,
             python=sys.executable,
             account=self.profile.account or os.environ.get("UBENCHAI_SLURM_ACCOUNT"),
+            heartbeat_s=0.0 if detach else self.profile.heartbeat_s,
         )
 
     def deploy(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
@@ -86,21 +114,28 @@ class SlurmOrchestrator:
             {v for t in [*spec.command, *spec.env.values()] for v in env_references(t) if v not in os.environ}
         )
         if missing:
-            raise ServiceError(f"{name}: the recipe reads {', '.join(missing)} from the environment; not set here")
+            raise MissingVariable(f"{name}: the recipe reads {', '.join(missing)} from the environment; not set here")
         run_dir = run_dir.absolute()
         run_dir.mkdir(parents=True, exist_ok=True)
-        text = self.dry_run(spec, name, run_dir)
+        text = self.dry_run(spec, name, run_dir, detach)
         path = run_dir / "job.sbatch"
         path.write_text(text + "\n", encoding="utf-8")
         path.chmod(0o700)
         for stale in ("endpoint.json", "exit_code"):
             (run_dir / stale).unlink(missing_ok=True)
+        beat = (
+            None
+            if detach or not self.profile.heartbeat_s
+            else Heartbeat(run_dir / "heartbeat", self.profile.heartbeat_s)
+        )
         try:
             job_id = self.slurm.submit(path)
         except SlurmError as exc:
+            if beat is not None:
+                beat.stop()
             raise ServiceError(f"{name}: cannot submit {path}: {exc}") from None
         logger.info("{}: submitted job {} ({})", name, job_id, path)
-        job = SlurmJob(job_id, path)
+        job = SlurmJob(job_id, path, beat)
         dep = Deployment(name, Endpoint("", 0, ""), run_dir, run_dir / "service.log", list(spec.command), handle=job)
         if not detach:
             _LIVE[job_id] = (self.slurm, name)
@@ -192,6 +227,8 @@ class SlurmOrchestrator:
         _LIVE.pop(job.job_id, None)
         start = time.monotonic()
         cancel_and_wait(self.slurm, job.job_id, self.stop_timeout_s)
+        if job.heartbeat is not None:
+            job.heartbeat.stop()
         info = self._info(job)
         dep.exit_code = info.exit_code
         logger.info("{}: job {} gone after {:.2f} s ({})", dep.name, job.job_id, time.monotonic() - start, info.state)
@@ -214,33 +251,39 @@ class SlurmOrchestrator:
             profile=self.profile,
             worker=command,
             account=self.profile.account or os.environ.get("UBENCHAI_SLURM_ACCOUNT"),
+            heartbeat_s=self.profile.heartbeat_s,
         )
         path = out_dir / "clients.sbatch"
-        path.write_text(text + "\n", encoding="utf-8")
+        beat = Heartbeat(out_dir / "heartbeat", self.profile.heartbeat_s) if self.profile.heartbeat_s else None
         try:
-            job_id = self.slurm.submit(path)
-        except SlurmError as exc:
-            raise ServiceError(f"{what}: cannot submit the load clients ({path}): {exc}") from None
-        logger.info("{}: client job {} ({} tasks)", what, job_id, resources.nodes * resources.tasks_per_node)
-        started: float | None = None
-        backoff = Backoff(fast=0.1)
-        try:
-            while (info := self.slurm.query(job_id)) is not None and info.active:
-                if info.hopeless:
-                    raise ServiceError(f"{what}: client {info.describe()}: the job can never start")
-                if info.state == "RUNNING":
-                    started = started or time.monotonic()
-                    if on_running is not None:
-                        on_running(time.monotonic() - started)
-                backoff.sleep()
-        except BaseException:
-            cancel_and_wait(self.slurm, job_id, self.stop_timeout_s)
-            raise
-        final = self.slurm.final(job_id)
-        if final is not None and final.exit_code not in (0, None):
-            log = out_dir / "clients.log"
-            last = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            raise ServiceError(f"{what}: load clients {final.describe()}\n--- {log} ---\n{last}")
+            path.write_text(text + "\n", encoding="utf-8")
+            try:
+                job_id = self.slurm.submit(path)
+            except SlurmError as exc:
+                raise ServiceError(f"{what}: cannot submit the load clients ({path}): {exc}") from None
+            logger.info("{}: client job {} ({} tasks)", what, job_id, resources.nodes * resources.tasks_per_node)
+            started: float | None = None
+            backoff = Backoff(fast=0.1)
+            try:
+                while (info := self.slurm.query(job_id)) is not None and info.active:
+                    if info.hopeless:
+                        raise ServiceError(f"{what}: client {info.describe()}: the job can never start")
+                    if info.state == "RUNNING":
+                        started = started or time.monotonic()
+                        if on_running is not None:
+                            on_running(time.monotonic() - started)
+                    backoff.sleep()
+            except BaseException:
+                cancel_and_wait(self.slurm, job_id, self.stop_timeout_s)
+                raise
+            final = self.slurm.final(job_id)
+            if final is not None and final.exit_code not in (0, None):
+                log = out_dir / "clients.log"
+                last = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                raise ServiceError(f"{what}: load clients {final.describe()}\n--- {log} ---\n{last}")
+        finally:
+            if beat is not None:
+                beat.stop()
 
 
 def cancel_and_wait(slurm: Slurm, job_id: str, timeout_s: float) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import importlib
 import os
-import tempfile
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -22,9 +22,11 @@ from time import perf_counter, sleep
 from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
+from loguru import logger
 from pydantic import BaseModel, Field
 
 from ...load.planning import Planned, adapter_plan, resolve_path
+from ...metrics.files import user_cache
 from ...metrics.records import Record
 from ...orchestrators.base import Endpoint, ServiceError
 from ...recipes.fields import PositiveInt, Strict
@@ -266,30 +268,55 @@ def exact_top_k(
 
 def query_plan(spec: VectorSearch) -> tuple[np.ndarray, list[np.ndarray]]:
     """Which group each query is restricted to (-1: none) and each query's exact answer under it;
-    computed once per host and kept in the temporary directory, so a run's worker processes (and
-    its repeats) read it instead of each spending the brute force again."""
-    path = _truth_cache(spec)
+    computed once per host and kept in this user's cache (``files.user_cache``), so a run's worker
+    processes (and its repeats) read it instead of each spending the brute force again. What is read
+    back is checked against the spec first; anything else is computed again."""
+    key = _truth_key(spec)
     try:
-        with np.load(path, allow_pickle=False) as cached:
-            group_of, flat, ends = cached["group_of"], cached["ids"], cached["ends"]
-        return group_of, np.split(flat, ends[:-1])
-    except (OSError, ValueError, KeyError):
-        pass
+        path: Path | None = _truth_cache(spec)
+    except PermissionError as exc:  # a cache another user could write to is not read, nor written
+        logger.warning("exact answers not cached: {}", exc)
+        path = None
+    if path is not None:
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                group_of, flat, ends, stored = cached["group_of"], cached["ids"], cached["ends"], str(cached["key"])
+            if stored == key and _plausible(spec, group_of, flat, ends):
+                return group_of, np.split(flat, ends[:-1])
+        except (OSError, ValueError, KeyError):
+            pass
     base, queries, groups = vectors(spec)
     rng = np.random.default_rng([spec.seed, 11])
     filtered = rng.random(len(queries)) < spec.filtered_share
     group_of = np.where(filtered, rng.integers(0, spec.groups, len(queries)), -1)
     truth = exact_top_k(base, queries, spec.top_k, spec.metric, groups if filtered.any() else None, group_of)
-    ends = np.cumsum([len(t) for t in truth])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, group_of=group_of, ids=np.concatenate(truth) if truth else np.zeros(0, int), ends=ends)
-    os.replace(tmp, path)
+    if path is not None:
+        ends = np.cumsum([len(t) for t in truth])
+        flat = np.concatenate(truth) if truth else np.zeros(0, int)
+        tmp = path.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.tmp.npz")
+        np.savez(tmp, group_of=group_of, ids=flat, ends=ends, key=np.array(key))
+        os.replace(tmp, path)
     return group_of, truth
 
 
+def _plausible(spec: VectorSearch, group_of: np.ndarray, ids: np.ndarray, ends: np.ndarray) -> bool:
+    """Exact answers that could be this spec's: one per query, at most top_k ids each, every id stored."""
+    sizes = np.diff(np.concatenate([[0], ends])) if len(ends) else np.zeros(0)
+    return bool(
+        len(group_of) == len(ends) == spec.queries and (not len(ends) or ends[-1] == len(ids))
+        and (sizes >= 0).all() and (sizes <= spec.top_k).all()
+        and ((ids >= 0) & (ids < spec.count)).all() and ((group_of >= -1) & (group_of < spec.groups)).all()
+    )  # fmt: skip
+
+
 def _truth_cache(spec: VectorSearch) -> Path:
-    """A file named by everything the exact answer depends on (data files by size and mtime)."""
+    """A file of this user's cache named by what the exact answer depends on (``_truth_key``)."""
+    return user_cache("vector-truth") / f"{_truth_key(spec)[:32]}.npz"
+
+
+def _truth_key(spec: VectorSearch) -> str:
+    """Everything the exact answer depends on (data files by size and mtime), hashed; stored inside the
+    cached file and checked on reading."""
     h = hashlib.sha256()
     for name in ("dim", "count", "queries", "clusters", "metric", "top_k", "filtered_share", "groups", "seed"):
         h.update(f"{name}={getattr(spec, name)};".encode())
@@ -297,7 +324,7 @@ def _truth_cache(spec: VectorSearch) -> Path:
         if p is not None:
             st = os.stat(p)
             h.update(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return Path(tempfile.gettempdir()) / "ubenchai-vector-truth" / f"{h.hexdigest()[:32]}.npz"
+    return h.hexdigest()
 
 
 def recall(found: list[int], truth: np.ndarray) -> float:

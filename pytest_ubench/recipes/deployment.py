@@ -1,0 +1,125 @@
+"""How a recipe's service is deployed (its command or the URL of a running one, container, resources,
+health check) and a site's batch conventions (``ClusterProfile``): what the orchestrators read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_serializer, field_validator, model_validator
+
+from .fields import Name, PositiveFloat, PositiveInt, SbatchOption, SlurmWord, Strict, without_credentials
+
+
+class HealthCheck(Strict):
+    """``http``: GET ``path`` answers 200; ``tcp``: the port accepts a connection (databases, caches)."""
+
+    kind: Literal["http", "tcp"] = "http"
+    path: str = "/health"
+    timeout_s: PositiveFloat = 60.0
+    interval_s: PositiveFloat = 0.2
+
+
+class Resources(Strict):
+    """What a batch job asks the scheduler for; ignored by the local orchestrator except ``gpus``."""
+
+    nodes: PositiveInt = 1
+    tasks_per_node: PositiveInt = 1
+    cpus_per_task: PositiveInt | None = None
+    memory: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] | None = None
+    gpus: Annotated[int, Field(ge=0)] = 0
+    time: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]+(:[0-9]{2}){0,2}$")] | None = None
+    partition: SlurmWord | None = None
+    qos: SlurmWord | None = None
+    sbatch: list[SbatchOption] = Field(default_factory=list)
+    # A job the harness started (not 'server start') cancels itself when the harness has not touched
+    # its heartbeat file for this long (the harness was killed): nodes are not held until --time. 0: never.
+    heartbeat_s: Annotated[float, Field(ge=0)] = 60.0
+
+
+class Container(Strict):
+    """An Apptainer image: a ``.sif`` path, or a ``docker://``/``oras://`` reference pulled once."""
+
+    image: Annotated[str, Field(pattern=r"^\S+$")]
+    mode: Literal["exec", "run"] = "exec"
+    binds: list[Annotated[str, Field(pattern=r"^[^\s,]+$")]] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)  # extra apptainer options, e.g. ["--writable-tmpfs"]
+
+
+class MultiNode(Strict):
+    """Helpers for a service spanning nodes (Ray, MPI daemons): started before ``command``, which runs on
+    the head node. ``{head}`` is the head node's name and ``{nodes}`` the node count in all three."""
+
+    head: list[str] | None = None  # on the head node (the batch script's own node)
+    worker: list[str]  # on each other node, one ``srun`` task each, after the head helper
+    settle_s: Annotated[float, Field(ge=0)] = 0.0  # wait after starting the helpers, before ``command``
+
+
+class ServiceSpec(Strict):
+    """How to start the service under test (or where it already runs, with ``url``)."""
+
+    command: list[str] | None = None
+    url: str | None = None
+    runtime: Literal["process", "apptainer"] = "process"
+    container: Container | None = None
+    resources: Resources = Field(default_factory=Resources)
+    multinode: MultiNode | None = None
+    host: str = "127.0.0.1"
+    port: int | Literal["auto"] = "auto"
+    tls: bool = False  # the service speaks HTTPS (certificates checked against the system CA store)
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(default_factory=dict)
+    health: HealthCheck = Field(default_factory=HealthCheck)
+    metrics_path: str | None = None
+    workdir: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of_command_or_url(self) -> ServiceSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of 'command' (start a service) or 'url' (use a running one)")
+        if self.command is not None and not self.command:
+            raise ValueError("'command' must not be empty")
+        if (self.runtime == "apptainer") != (self.container is not None):
+            raise ValueError("'runtime: apptainer' and a 'container' part (with its image) go together")
+        if self.resources.nodes > 1 and self.multinode is None:
+            raise ValueError(
+                f"a service on {self.resources.nodes} nodes needs a 'multinode' part: the 'worker' command "
+                "started on the other nodes (and optionally a 'head' helper)"
+            )
+        if self.multinode is not None and self.resources.nodes < 2:
+            raise ValueError("'multinode' needs 'resources.nodes' of 2 or more")
+        return self
+
+    @field_serializer("url")
+    def _url_shown(self, url: str | None) -> str | None:
+        """Credentials in a URL are never written out (results, logs)."""
+        return None if url is None else without_credentials(url)
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 0 < v < 65536:
+            raise ValueError(f"must be between 1 and 65535, got {v}")
+        return v
+
+
+class ClusterProfile(Strict):
+    """A site's batch conventions (``recipes/clusters/``): kept out of recipes so one recipe runs anywhere."""
+
+    name: Name
+    description: str = ""
+    orchestrator: Literal["local", "slurm"] = "slurm"
+    shebang: Annotated[str, Field(pattern=r"^#!/\S+( -[a-z]+)?$")] = "#!/bin/bash"
+    account: SlurmWord | None = None  # or UBENCHAI_SLURM_ACCOUNT
+    account_required: bool = False
+    partition: SlurmWord | None = None
+    gpu_partition: SlurmWord | None = None  # used instead of ``partition`` when a service asks for GPUs
+    qos: SlurmWord | None = None
+    time: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]+(:[0-9]{2}){0,2}$")] = "01:00:00"
+    gpu_flag: Literal["gres", "gpus"] = "gres"
+    modules: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+/-]+$")]] = Field(default_factory=list)
+    binds: list[Annotated[str, Field(pattern=r"^[^\s,]+$")]] = Field(default_factory=list)
+    scratch: str | None = None
+    image_cache: str | None = None
+    sbatch: list[SbatchOption] = Field(default_factory=list)
+    # A job the harness started (not 'server start') cancels itself when the harness has not touched
+    # its heartbeat file for this long (the harness was killed): nodes are not held until --time. 0: never.
+    heartbeat_s: Annotated[float, Field(ge=0)] = 60.0
