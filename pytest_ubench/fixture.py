@@ -9,16 +9,15 @@ from typing import Any
 
 import pytest
 
-from .metrics.results import CaseResult, ResultsError
+from .metrics.results import CaseResult, ResultsError, flat_figures
 from .orchestrators.base import ServiceError
 from .recipes.sweep import Case
 from .report import standalone
 from .report.allure_report import Recorder
 from .report.progress import StageLines
-from .session import BenchmarkRun, Services
+from .session import Services
+from .stash import RESULT, RUN
 
-RUN = pytest.StashKey[BenchmarkRun]()
-RESULT = pytest.StashKey[CaseResult]()
 FIGURE = pytest.StashKey[str]()
 
 
@@ -47,7 +46,7 @@ class Ubench:
         self._item.user_properties.append(("ubench", json.dumps(_compact(result))))
         self._item.user_properties.extend(_key_figures(result))  # JUnit XML <property> elements
         with self._allure.step("verdict: SLOs and baseline"):
-            regressed = run.gate(case, result).regressed
+            regressed = run.gate(case, result, self._services, _progress(self._item.config, case)).regressed
         if self._allure.active:
             dep = self._services.get(case.loaded) if case.recipe.service is not None else None
             log_tail = self._services.orchestrator.logs(dep) if dep is not None and dep.handle else ""
@@ -86,14 +85,7 @@ def _progress(config: pytest.Config, case: Case) -> StageLines | None:
 
 
 def _key_figures(result: CaseResult) -> list[tuple[str, object]]:
-    r = result.result
-    props: list[tuple[str, object]] = [("ubench.passed", result.passed)]
-    for metric in ("ttft_ms", "itl_ms", "e2e_ms"):
-        for stat in ("p50", "p95", "p99"):
-            props.append((f"ubench.{metric}.{stat}", r["metrics"][metric][stat]))
-    props += [(f"ubench.{k}", r["throughput"][k]) for k in ("requests_per_s", "output_tokens_per_s")]
-    props.append(("ubench.error_rate", r["requests"]["error_rate"]))
-    return props
+    return [(f"ubench.{name}", value) for name, value in flat_figures(result.result).items()]
 
 
 def _compact(result: CaseResult) -> dict[str, Any]:

@@ -5,9 +5,22 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
-def sigterm_as_interrupt() -> None:
-    """From now on SIGTERM raises KeyboardInterrupt in the main thread (elsewhere: nothing to do)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+def sigterm_as_interrupt() -> Handler:
+    """From now on SIGTERM raises KeyboardInterrupt in the main thread (elsewhere: nothing to do); returns
+    the handler it replaced, for ``restore``."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+
+def restore(previous: Handler) -> None:
+    """Put back the SIGTERM handler that ``sigterm_as_interrupt`` replaced."""
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)

@@ -3,103 +3,102 @@
 Each recipe named by ``--ubench-recipe`` (or by a test's ``ubench`` marker) and each point of its
 sweep becomes one parametrized case of any test that asks for the ``ubench_case`` fixture. The work
 itself is done by the run core (:class:`pytest_ubench.session.BenchmarkRun`).
+
+Installing the package loads this module into every pytest run of the environment, most of which never
+benchmark anything. So it is dormant until used: a ``--ubench-*`` option given, or a test that asks for a
+ubench fixture. Until then it imports nothing heavy, and leaves logging, files and signal handlers alone.
+Once used, it adds its own log sink and SIGTERM handler and takes both away at the end.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import interrupts, logs
-from .fixture import RESULT, RUN, Ubench, allure, figure
-from .metrics import capacity
-from .metrics.files import write_text
-from .metrics.results import default_output_root
-from .orchestrators import backends
-from .orchestrators.base import ServiceError
-from .recipes import loader
-from .recipes.sweep import Case
-from .report import benchmark_json, standalone
-from .report.summary import summary_html
-from .session import BenchmarkRun, RunOptions, Services
+from . import pytest_options
+from .stash import RESULT, RUN
 
-_services_key = pytest.StashKey[Services]()
-_sweeps_key = pytest.StashKey[list[capacity.Summary]]()
+if TYPE_CHECKING:
+    from .fixture import Ubench
+    from .metrics import capacity
+    from .session import BenchmarkRun, Services
 
-# (option, metavar, help, extra keyword arguments of addoption)
-OPTIONS: list[tuple[str, str | None, str, dict[str, Any]]] = [
-    ("recipe", "NAME|PATH", "recipe to run (repeatable); each sweep point becomes a test case",
-     {"action": "append", "default": []}),
-    ("override", "FILE", "YAML merged over every recipe (repeatable, later wins)", {"action": "append", "default": []}),
-    ("output", "DIR", "results directory (default: ubench-results/<timestamp>)", {}),
-    ("orchestrator", None, "where services are deployed (default: the cluster profile's, else local processes)",
-     {"choices": backends.names()}),
-    ("cluster", "NAME|PATH", "cluster profile (recipes/clusters/): account, partition, modules, binds for batch jobs",
-     {}),
-    ("dry-run", None, "print what would be deployed (the batch script on Slurm) and exit without running anything",
-     {"action": "store_true", "default": False}),
-    ("target", "URL", "benchmark an already running service instead of starting the recipe's", {}),
-    ("save-baseline", "NAME|PATH", "store each case's results and raw records as a baseline (default name: default)",
-     {"nargs": "?", "const": "default"}),
-    ("baseline", "NAME|PATH", "compare each case with its baseline; a statistically significant regression fails "
-     "the case", {}),
-    ("report", "FILE", "write the standalone offline HTML report of the run (plots, tables) at the end", {}),
-    ("benchmark-json", "FILE", "also write the results as pytest-benchmark JSON (for tools that chart it over time)",
-     {}),
-]  # fmt: skip
+_services_key: pytest.StashKey[Services] = pytest.StashKey()
+_sweeps_key: pytest.StashKey[list[capacity.Summary]] = pytest.StashKey()
+_undo_key: pytest.StashKey[list[Any]] = pytest.StashKey()  # what using it changed in the process, undone at the end
+_handed_key: pytest.StashKey[float] = pytest.StashKey()  # when the xdist controller handed workers a results root
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("ubench", "pytest-ubench: benchmark services from recipes")
-    for name, metavar, text, extra in OPTIONS:
-        shown = {"metavar": metavar} if metavar else {}
-        group.addoption(f"--ubench-{name}", help=text, **({"default": None} | shown | extra))
-    parser.addini("ubench_recipe_dirs", "directories searched for recipe names", type="paths", default=[])
-
-
-def _option(config: pytest.Config, name: str) -> Any:
-    return config.getoption(f"ubench_{name.replace('-', '_')}")
+    pytest_options.add(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ubench(*recipes): recipes a test runs when --ubench-recipe is not given")
-    logs.configure(verbose=config.option.verbose > 1, console=False)
+    if pytest_options.given(config):  # used from the command line: set up now, so a bad option stops the run
+        _run(config)  # before collection
+
+
+def _run(config: pytest.Config) -> BenchmarkRun:
+    """The run, set up the first time something uses the plugin: options read, recipes loaded, and the
+    process prepared (a log sink of ours, SIGTERM as Ctrl-C so services are stopped and results kept)."""
+    if (run := config.stash.get(RUN, None)) is not None:
+        return run
+    from . import interrupts, logs
+    from .metrics.results import default_output_root
+    from .recipes import loader
+    from .session import BenchmarkRun
+
+    config.stash[_undo_key] = [logs.configure(verbose=config.option.verbose > 1, guest=True)]
     worker = getattr(config, "workerinput", None)
     if worker is not None:  # xdist: every worker writes under the controller's one results root
         config.option.ubench_output = worker["ubench_output"]
-    elif not config.option.ubench_output:
+    elif not pytest_options.option(config, "output"):
         config.option.ubench_output = str(default_output_root())
-    options = RunOptions(
-        recipes=_option(config, "recipe"),
-        overrides=[Path(p) for p in _option(config, "override")],
-        recipe_dirs=[Path(p) for p in config.getini("ubench_recipe_dirs")],
-        output=Path(_option(config, "output")),
-        orchestrator=_option(config, "orchestrator"),
-        cluster=_option(config, "cluster"),
-        target=_option(config, "target"),
-        baseline=_option(config, "baseline"),
-        save_baseline=_option(config, "save-baseline"),
-    )
-    try:  # loaded once, up front: a broken recipe is a usage error (one line, exit 4), not a traceback
-        config.stash[RUN] = run = BenchmarkRun(options)
+    try:  # loaded once, up front: a broken recipe or option is a usage error (one line, exit 4), not a traceback
+        config.stash[RUN] = run = BenchmarkRun(pytest_options.run_options(config))
     except (loader.RecipeError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
-    if _option(config, "dry-run"):
+    if pytest_options.option(config, "dry-run"):
         _dry_run(run)
-    interrupts.sigterm_as_interrupt()  # fixtures tear services down, partial results are kept
+    config.stash[_undo_key].append(interrupts.sigterm_as_interrupt())
+    return run
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Give the process back as it was: our log sink removed, the SIGTERM handler restored."""
+    undone = config.stash.get(_undo_key, [])
+    if not undone:
+        return  # never used: nothing to give back (and nothing to import)
+    from . import interrupts, logs
+
+    for undo in reversed(undone):
+        if isinstance(undo, logs.Sinks):
+            logs.release(undo)
+        else:
+            interrupts.restore(undo)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """pytest-xdist: hand the results root to each worker."""
-    node.workerinput["ubench_output"] = node.config.option.ubench_output
+    """pytest-xdist: hand the results root to each worker (chosen here even when only the workers' tests
+    use the plugin, so they share one)."""
+    if not pytest_options.option(node.config, "output"):
+        from .metrics.results import default_output_root
+
+        node.config.option.ubench_output = str(default_output_root())
+    node.workerinput["ubench_output"] = pytest_options.option(node.config, "output")
+    node.config.stash.setdefault(_handed_key, time.time())
 
 
 def _dry_run(run: BenchmarkRun) -> None:
+    from .orchestrators.base import ServiceError
+
     if not run.cases:
         raise pytest.UsageError("--ubench-dry-run needs --ubench-recipe")
     for loaded in dict.fromkeys(c.loaded for c in run.cases):
@@ -115,12 +114,19 @@ def _dry_run(run: BenchmarkRun) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "ubench_case" not in metafunc.fixturenames:
         return
-    run = metafunc.config.stash[RUN]
+    from .recipes import loader
+
+    run = _run(metafunc.config)
     cases = run.cases
     if not run.options.recipes:
         names = [name for marker in metafunc.definition.iter_markers("ubench") for name in marker.args]
+        if not names:
+            on_path = ", ".join(run.recipe_names()) or "none"
+            pytest.fail(f"no recipe to run: give --ubench-recipe=NAME, set ubench_recipes in pytest.ini, or mark "
+                        f"the test @pytest.mark.ubench('NAME') (recipes on the search path: {on_path})",
+                        pytrace=False)  # fmt: skip
         try:
-            cases = run.cases_of(names or run.recipe_names())
+            cases = run.cases_of(names)
         except loader.RecipeError as exc:
             pytest.fail(str(exc), pytrace=False)
     metafunc.parametrize("ubench_case", cases, ids=[c.id for c in cases])
@@ -130,7 +136,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def ubench_services(request: pytest.FixtureRequest) -> Iterator[Services]:
     """Services deployed for this session's recipes; all stopped at the end, whatever happens."""
     # Under pytest-xdist the workers share one deployment per recipe; the controller stops it at the end.
-    services = request.config.stash[RUN].services(shared=hasattr(request.config, "workerinput"))
+    services = _run(request.config).services(shared=hasattr(request.config, "workerinput"))
     request.config.stash[_services_key] = services
     try:
         yield services
@@ -142,6 +148,10 @@ def ubench_services(request: pytest.FixtureRequest) -> Iterator[Services]:
 def ubench(request: pytest.FixtureRequest, ubench_services: Services) -> Ubench:
     """Deploys the case's service during setup: a service that will not start (or a target that cannot
     be reached, a job Slurm refuses) is an *error* of the case, not a *failure*; failures are verdicts."""
+    from .fixture import Ubench, allure
+    from .orchestrators.base import ServiceError
+    from .recipes.sweep import Case
+
     callspec = getattr(request.node, "callspec", None)
     case = callspec.params.get("ubench_case") if callspec is not None else None
     if isinstance(case, Case) and case.recipe.service is not None:
@@ -168,6 +178,9 @@ def pytest_runtest_makereport(
         from pytest_html import extras  # optional: richer reports come with pytest-html installed
     except ImportError:
         return report
+    from .fixture import figure
+    from .report.summary import summary_html
+
     report.extras = [*getattr(report, "extras", []), extras.html(summary_html(result, figure(item)))]  # type: ignore[attr-defined]
     return report
 
@@ -177,17 +190,14 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     """pytest-html: the sweep curves (throughput and latency against load, knee marked) above the table."""
     run = session.config.stash.get(RUN, None)
     if run is not None and not hasattr(session.config, "workerinput") and (cases := run.results.cases()):
+        from .report import standalone
+
         prefix.append(standalone.sweeps_html(cases))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    lines = []
-    for key in ("passed", "failed"):
-        for report in terminalreporter.stats.get(key, []):
-            for name, value in getattr(report, "user_properties", []):
-                if name == "ubench":
-                    data = json.loads(value)
-                    lines.append(f"{key.upper():6} {data['case']}: {data['figures']}")
+    lines = [f"{key.upper():6} {data['case']}: {data['figures']}" for key, _, data in
+             _ubench_reports(terminalreporter.config)]  # fmt: skip
     lines += [f"{s.kind.upper():6} {s.describe()}" for s in terminalreporter.config.stash.get(_sweeps_key, [])]
     if lines and getattr(terminalreporter.config.option, "numprocesses", None):
         lines.append("NOTE   under pytest-xdist, cases sharing a service took turns: no two loaded it at once")
@@ -197,18 +207,44 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
+def _ubench_reports(config: pytest.Config) -> Iterator[tuple[str, pytest.TestReport, dict[str, Any]]]:
+    """Each case's call report with its figures (``ubench`` user property), as the controller saw them
+    (under xdist too): (outcome, report, figures)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for key in ("passed", "failed"):
+        for report in getattr(reporter, "stats", {}).get(key, []):
+            for name, value in getattr(report, "user_properties", []):
+                if name == "ubench":
+                    yield key, report, json.loads(value)
+
+
+def _tests_of_cases(config: pytest.Config) -> dict[str, str]:
+    """The test function that ran each case: ``benchmarks/test_x.py::test_chat[case]`` gives test_chat."""
+    return {data["case"]: report.nodeid.split("::")[-1].split("[")[0] for _, report, data in _ubench_reports(config)}
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Runs even after Ctrl-C, when fixture teardown may not have: stop whatever is still up."""
     services = session.config.stash.get(_services_key, None)
     if services is not None:
         services.close()
-    run = session.config.stash.get(RUN, None)
-    if run is None or hasattr(session.config, "workerinput"):
+    if hasattr(session.config, "workerinput"):
         return
+    run = session.config.stash.get(RUN, None)
+    if run is None:
+        # Under xdist only the workers' tests may have used the plugin: their results root exists, and
+        # the controller ends their run (stops the services they shared, writes the summaries).
+        root, handed = pytest_options.option(session.config, "output"), session.config.stash.get(_handed_key, None)
+        if handed is None or not root or not any(p.stat().st_mtime >= handed for p in Path(root).glob("*")):
+            return
+        run = _run(session.config)
     session.config.stash[_sweeps_key] = run.finish(stop_shared_services=True)  # printed by the summary after
     if not run.results.case_dirs():
         return
-    if target := _option(session.config, "benchmark-json"):
-        benchmark_json.write(Path(target), run.root)
-    if report := _option(session.config, "report"):
+    from .metrics.files import write_text
+    from .report import benchmark_json, standalone
+
+    if target := pytest_options.option(session.config, "benchmark-json"):
+        benchmark_json.write(Path(target), run.root, _tests_of_cases(session.config))
+    if report := pytest_options.option(session.config, "report"):
         write_text(Path(report), standalone.render(run.root))

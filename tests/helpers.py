@@ -59,6 +59,15 @@ def pid_alive(pid: int) -> bool:
         return fh.read().split()[2] != "Z"
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Something is listening there."""
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
 def service_pid(endpoint_file: Path, timeout_s: float = 30.0) -> int:
     """Wait for a harness to write a service's endpoint file; return the service's pid."""
     deadline = time.monotonic() + timeout_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from rich.table import Table
@@ -14,26 +15,27 @@ from ..orchestrators import registry
 from ..orchestrators.base import MissingVariable, ServiceError
 from ..recipes.sweep import Case
 from ..report.progress import LiveDisplay, StageLines
-from ..session import BenchmarkRun, RunOptions, Services, TargetUnreachable, manager
+from ..session import BASELINE_RUNS, BenchmarkRun, Gate, RunOptions, Services, TargetUnreachable, manager
 from . import entries, server
-from .console import EXIT_OK, EXIT_SLO, EXIT_TARGET, EXIT_USAGE, console, err, out
+from .console import EXIT_OK, EXIT_SLO, EXIT_TARGET, EXIT_USAGE, console, err, json_option, listing, out
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     client = sub.add_parser("client", help="run benchmark workloads")
     csub = client.add_subparsers(dest="action", required=True)
     run = csub.add_parser("run", help="run a recipe's workload (every sweep point) and write results")
-    run.add_argument("--recipe", required=True, metavar="NAME|PATH")
-    run.add_argument("--target", metavar="URL", help="benchmark this running service instead of starting one")
-    run.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
+    entries.recipe_options(run)
+    run.add_argument("--target", metavar="URL|ID", help="benchmark this running service (a URL, or an id from "
+                     "'server list') instead of starting one")  # fmt: skip
     run.add_argument("--output", type=Path, metavar="DIR", help="default: ubench-results/<timestamp>")
     entries.placement_options(run, dry_run=True)
     run.add_argument(
         "--baseline", metavar="NAME|PATH", help="compare each case with its baseline (exit 1 on regression)"
     )
-    run.add_argument(
-        "--save-baseline", nargs="?", const="default", metavar="NAME|PATH", help="store the run as a baseline"
-    )
+    run.add_argument("--save-baseline", nargs="?", const="default", metavar="NAME|PATH",
+                     help="add the run's cases to a baseline")  # fmt: skip
+    run.add_argument("--baseline-runs", type=int, default=BASELINE_RUNS, metavar="N",
+                     help=f"runs of each case when saving a baseline (default {BASELINE_RUNS})")  # fmt: skip
     cal = csub.add_parser(
         "calibrate", help="measure the rate below which this machine's client results are trustworthy"
     )
@@ -42,10 +44,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cal.add_argument("--max-rate", type=float, default=256_000.0, help="highest rate tried (default 256,000)")
     cal.add_argument("--server", choices=["auto", "nginx", "builtin"], default="auto",
                      help="the no-op server: nginx when installed (auto), else the built-in one")  # fmt: skip
-    csub.add_parser("list", help="client runs going on now (from any terminal)")
+    json_option(csub.add_parser("list", help="client runs going on now (from any terminal)"))
     for verb, text in (("status", "state and cases done of a client run"), ("stop", "Ctrl-C a client run")):
         p = csub.add_parser(verb, help=text)
-        p.add_argument("client_id", metavar="ID")
+        p.add_argument("client_id", metavar="ID", help="as 'ubenchai client list' shows it")
+        if verb == "status":
+            json_option(p)
     client.set_defaults(handler=handle)
 
 
@@ -55,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.action == "calibrate":
         return _calibrate(args)
     if args.action == "list":
-        table = Table("id", "recipe", "state", "cases done", "results", "started")
+        rows = []
         for entry in registry.all_entries("client"):
             running, done = manager.client_progress(entry)
             if not running and not entry.elsewhere:
@@ -63,8 +67,13 @@ def handle(args: argparse.Namespace) -> int:
             state = "running" if running else "gone: entry removed"
             if entry.elsewhere:
                 state = f"on {entry.elsewhere} (not checked from this host)"
-            table.add_row(entry.id, entry.recipe, state, f"{done}/{entry.extra['cases']}", entry.run_dir, entry.started)
-        out.print(table)
+            rows.append((entry.id, entry.recipe, state, f"{done}/{entry.extra['cases']}", entry.run_dir, entry.started))
+        listing(
+            args.json,
+            ("id", "recipe", "state", "cases done", "results", "started"),
+            rows,
+            "no client runs going on (start one: ubenchai client run --recipe NAME)",
+        )
         return EXIT_OK
     found = entries.find(args.client_id, "client")
     if found is None:
@@ -76,25 +85,44 @@ def handle(args: argparse.Namespace) -> int:
         print(f"stopped {found.id}; partial results in {found.run_dir}")
         return EXIT_OK
     running, done = manager.client_progress(found)
-    print(f"{found.id}: {'running' if running else 'gone'}, {done}/{found.extra['cases']} cases done, {found.run_dir}")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "id": found.id,
+                    "recipe": found.recipe,
+                    "state": "running" if running else "gone",
+                    "cases_done": done,
+                    "cases": found.extra["cases"],
+                    "results": found.run_dir,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"{found.id}: {'running' if running else 'gone'}, {done}/{found.extra['cases']} cases done, "
+              f"{found.run_dir}")  # fmt: skip
     return EXIT_OK if running else EXIT_TARGET
 
 
 def _run(args: argparse.Namespace) -> int:
     run = BenchmarkRun(RunOptions(
-        recipes=[args.recipe], overrides=args.overrides, output=args.output, orchestrator=args.orchestrator,
+        recipes=[args.recipe], overrides=args.overrides, settings=entries.settings(args), output=args.output,
+        orchestrator=args.orchestrator,
         cluster=args.cluster, target=args.target, baseline=args.baseline, save_baseline=args.save_baseline,
+        baseline_runs=args.baseline_runs,
     ))  # fmt: skip
     if args.dry_run:
         return server.dry_run(run, run.cases[0].loaded)
-    done: list[tuple[Case, CaseResult]] = []
+    done: list[tuple[Case, CaseResult, Gate]] = []
     code = EXIT_OK
     entry = manager.client_register(run.cases[0].recipe.name, run.root, len(run.cases))
     try:
         with run.services() as services:
             for case in run.cases:
                 try:
-                    done.append((case, _with_progress(run, case, services)))
+                    res = _with_progress(run, case, services)
+                    done.append((case, res, run.gate(case, res, services)))  # a flag is re-measured: services up
                 except MissingVariable as exc:  # a usage problem, not a failed service
                     err(str(exc))
                     return EXIT_USAGE
@@ -107,16 +135,17 @@ def _run(args: argparse.Namespace) -> int:
                     break
     finally:
         registry.remove(entry.id)
-    for case, res in done:
+    for _, res, gate in done:
         _print_result(res)
         if res.service_failure:
             code = EXIT_TARGET
         elif not res.passed and code == EXIT_OK:
             code = EXIT_SLO
-        gate = run.gate(case, res)
         if args.baseline:
             print(compare.table(gate.comparisons) if gate.comparisons is not None
                   else f"{res.case_id}: no baseline case to compare with")  # fmt: skip
+        for i, again in enumerate(gate.confirmations):
+            print(f"re-measured on a fresh deployment ({i + 1}):\n{compare.table(again)}")
         if gate.regressed and code == EXIT_OK:
             code = EXIT_SLO
         if gate.saved is not None:

@@ -3,12 +3,16 @@ results (stdout), errors on one line, pages written as HTML or PDF, and how to r
 
 from __future__ import annotations
 
+import argparse
+import json
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 from ..metrics.files import write_text
 from ..orchestrators.base import Endpoint
@@ -30,16 +34,37 @@ console = Console(stderr=True)
 out = _Out(width=None if sys.stdout.isatty() else 200)  # tables are not cut short in pipes and logs
 
 
+def listing(as_json: bool, columns: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> None:
+    """A list command's answer: a table for people, a JSON array of objects for programs (``--json``),
+    and for people a sentence instead of an empty table."""
+    if as_json:
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2))
+    elif not rows:
+        print(empty)
+    else:
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+
+
+def json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (an array of objects) instead of a table")
+
+
 def err(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
 def page(target: Path, fmt: str, text: str) -> None:
-    """An HTML report, or the same page printed to PDF (the HTML is kept beside it)."""
+    """An HTML report, or the same page printed to PDF or its first screen as a PNG (the HTML is kept
+    beside either)."""
     html = target if fmt == "html" else target.with_suffix(".html")
     write_text(html, text)
     if fmt == "pdf":
         browser.print_pdf(html, target)
+    elif fmt == "png":
+        browser.screenshot(html, target)
 
 
 def tunnel_hint(endpoint: Endpoint, what: str) -> None:

@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from ..orchestrators import registry
 from ..orchestrators.base import ServiceError
 from ..recipes import loader
@@ -19,7 +17,7 @@ from ..recipes.schema import GrafanaServer
 from ..report import standalone
 from ..session import manager
 from . import entries
-from .console import EXIT_OK, EXIT_RESULTS, EXIT_TARGET, EXIT_USAGE, err, out, page, tunnel_hint
+from .console import EXIT_OK, EXIT_RESULTS, EXIT_TARGET, EXIT_USAGE, err, json_option, listing, page, tunnel_hint
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,16 +29,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mstart.add_argument("--output", type=Path, metavar="DIR", help="config and data (default: ubench-results/)")
     mstart.add_argument("--grafana", action="store_true", help="also run Grafana (its image, via Apptainer)")
     entries.placement_options(mstart)
-    msub.add_parser("list", help="running monitors")
+    json_option(msub.add_parser("list", help="running monitors"))
     mstop = msub.add_parser("stop", help="stop a monitor")
-    mstop.add_argument("monitor_id", metavar="ID")
+    mstop.add_argument("monitor_id", metavar="ID", help="as 'ubenchai monitor list' shows it")
     for verb, text in (("metrics", "export the monitor's series"), ("report", "summary of the monitor's series")):
         p = msub.add_parser(verb, help=text)
-        p.add_argument("monitor_id", metavar="ID")
+        p.add_argument("monitor_id", metavar="ID", help="as 'ubenchai monitor list' shows it")
         p.add_argument("--output", type=Path, metavar="FILE", help="default: standard output")
         p.add_argument("--since", type=float, metavar="SECONDS", help="only the last SECONDS (default: all)")
         formats = ["json", "csv"] if verb == "metrics" else ["json", "html", "pdf"]
-        p.add_argument("--format", choices=formats, default="json")
+        p.add_argument("--format", choices=formats, default="json", help=f"{' | '.join(formats)} (default json)")
     monitor.set_defaults(handler=handle)
 
 
@@ -48,11 +46,14 @@ def handle(args: argparse.Namespace) -> int:
     if args.action == "start":
         return _start(args)
     if args.action == "list":
-        table = Table("id", "recipe", "prometheus", "state", "targets", "started")
-        for entry in registry.all_entries("monitor"):
-            table.add_row(entry.id, entry.recipe, entry.endpoint.url, entries.state_or_prune(entry),
-                          ",".join(entry.extra["targets"]), entry.started)  # fmt: skip
-        out.print(table)
+        rows = [(e.id, e.recipe, e.endpoint.url, entries.state_or_prune(e), ",".join(e.extra["targets"]), e.started)
+                for e in registry.all_entries("monitor")]  # fmt: skip
+        listing(
+            args.json,
+            ("id", "recipe", "prometheus", "state", "targets", "started"),
+            rows,
+            "no monitors running (start one: ubenchai monitor start --recipe NAME --targets ID)",
+        )
         return EXIT_OK
     found = entries.find(args.monitor_id, "monitor")
     if found is None:

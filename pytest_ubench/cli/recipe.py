@@ -6,46 +6,46 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.table import Table
-
 from ..orchestrators.placeholders import env_references
 from ..recipes import loader
 from ..recipes.schema import Recipe
 from ..recipes.sweep import expand
-from .console import EXIT_OK, EXIT_USAGE, err, out
+from . import entries
+from .console import EXIT_OK, EXIT_USAGE, err, json_option, listing
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     recipe = sub.add_parser("recipe", help="list and validate recipes")
     rsub = recipe.add_subparsers(dest="action", required=True)
-    rsub.add_parser("list", help="recipes on the search path (UBENCHAI_CONFIG_DIR, ./recipes)")
+    json_option(rsub.add_parser("list", help="recipes on the search path (UBENCHAI_CONFIG_DIR, ./recipes)"))
     validate = rsub.add_parser("validate", help="check recipe files; one line per problem")
-    validate.add_argument("paths", nargs="+", metavar="PATH")
-    validate.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="recipe files (or names on the search path)")
+    entries.recipe_options(validate, recipe=False)
     recipe.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    return _list() if args.action == "list" else _validate(args.paths, args.overrides)
+    return _list(args.json) if args.action == "list" else _validate(args.paths, args.overrides, entries.settings(args))
 
 
-def _list() -> int:
-    table = Table("name", "protocol", "load", "file")
+def _list(as_json: bool) -> int:
+    rows: list[tuple[str, ...]] = []
     for path in loader.available():
         try:
             r = loader.load(path).recipe
-            table.add_row(r.name, r.workload.protocol, r.workload.load.mode, str(path))
+            rows.append((r.name, r.workload.protocol, r.workload.load.mode, str(path)))
         except loader.RecipeError:
-            table.add_row(path.stem, "[red]invalid[/red]", "", str(path))
-    out.print(table)
+            rows.append((path.stem, "invalid", "", str(path)))
+    where = ", ".join(str(d) for d in loader.search_path())
+    listing(as_json, ("name", "protocol", "load", "file"), rows, f"no recipes in {where} (set UBENCHAI_CONFIG_DIR)")
     return EXIT_OK
 
 
-def _validate(paths: list[str], overrides: list[Path]) -> int:
+def _validate(paths: list[str], overrides: list[Path], settings: list[loader.Setting]) -> int:
     bad = 0
     for p in paths:
         try:
-            loaded = loader.load(p, overrides)
+            loaded = loader.load(p, overrides, settings=settings)
             cases = expand(loaded)
             print(f"{p}: ok ({len(cases)} case{'s' if len(cases) != 1 else ''})")
         except (loader.RecipeError, ValueError) as exc:

@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from ..metrics import baselines, compare
 from ..metrics.files import write_json
 from ..metrics.results import RESULTS, ResultsDir
 from ..recipes.schema import Regression
 from ..report import standalone
-from .console import EXIT_OK, EXIT_RESULTS, EXIT_SLO, EXIT_USAGE, err, page
+from .console import EXIT_OK, EXIT_RESULTS, EXIT_SLO, EXIT_USAGE, err, json_option, page
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmp = sub.add_parser("compare", help="compare two result directories case by case (exit 1 on regression)")
-    cmp.add_argument("baseline", type=Path, metavar="BASELINE_DIR")
-    cmp.add_argument("current", type=Path, metavar="CURRENT_DIR")
-    cmp.add_argument("--min-change", type=float, default=0.10, help="relative change that can count (default 0.10)")
-    cmp.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    cmp.add_argument("baseline", type=Path, metavar="BASELINE_DIR",
+                     help="a baseline directory (ubench-baselines/NAME) or a results directory")  # fmt: skip
+    cmp.add_argument("current", type=Path, metavar="CURRENT_DIR", help="a results directory (ubench-results/<run>)")
+    rules = Regression()
+    cmp.add_argument("--min-change", type=float, default=rules.min_change,
+                     help=f"relative change that can count (default {rules.min_change:g})")  # fmt: skip
+    cmp.add_argument("--alpha", type=float, default=rules.alpha,
+                     help=f"chance that an unchanged case fails (default {rules.alpha:g})")  # fmt: skip
+    json_option(cmp)
     cmp.set_defaults(handler=compare_dirs)
-    rep = sub.add_parser("report", help="one self-contained report of a results directory (offline HTML, JSON, PDF)")
-    rep.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    rep.add_argument("--format", choices=["html", "json", "pdf"], default="html")
+    rep = sub.add_parser("report", help="one self-contained report of a results directory (offline HTML, JSON, PDF; "
+                         "PNG: its first screen)")  # fmt: skip
+    rep.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a results directory (ubench-results/<run>)")
+    rep.add_argument(
+        "--format",
+        choices=["html", "json", "pdf", "png"],
+        default="html",
+        help="html (default), json, pdf (printed by headless Chromium), png (its first screen)",
+    )
     rep.add_argument("--output", type=Path, metavar="FILE", help="default: RUN_DIR/report.<format>")
     rep.set_defaults(handler=report)
 
@@ -51,18 +64,29 @@ def report(args: argparse.Namespace) -> int:
 
 
 def compare_dirs(args: argparse.Namespace) -> int:
-    base = {d.name: d for d in ResultsDir(args.baseline).case_dirs()}
+    base = {d.name: d for d in baselines.case_dirs(args.baseline)}
     cur = {d.name: d for d in ResultsDir(args.current).case_dirs()}
     if not base or not cur:
         err(f"no case results (*/{RESULTS}) under {args.baseline if not base else args.current}")
         return EXIT_USAGE
     rules = Regression(min_change=args.min_change, alpha=args.alpha)
     regressed = False
+    cases: list[dict[str, Any]] = []
     for case_id in sorted(base.keys() | cur.keys()):
         if case_id not in base or case_id not in cur:
-            print(f"{case_id}: only in {args.current if case_id in cur else args.baseline}\n")
+            only = str(args.current if case_id in cur else args.baseline)
+            cases.append({"case": case_id, "only_in": only})
+            if not args.json:
+                print(f"{case_id}: only in {only}\n")
             continue
-        comparisons = baselines.compare_dirs(base[case_id], cur[case_id], rules.thresholds(), rules.alpha)
-        regressed |= bool(compare.regressions(comparisons))
-        print(f"{case_id}\n{compare.table(comparisons)}\n")
+        comparisons, refused = baselines.compare_dirs(base[case_id], cur[case_id], rules.thresholds(), rules.alpha,
+                                                      rules.floors())  # fmt: skip
+        case_regressed = bool(compare.regressions(comparisons)) and refused is None
+        regressed |= case_regressed
+        cases.append({"case": case_id, "regressed": case_regressed, "note": refused,
+                      "comparisons": [c.as_dict() for c in comparisons]})  # fmt: skip
+        if not args.json:
+            print(f"{case_id}\n{compare.table(comparisons)}" + (f"\n{refused}" if refused else "") + "\n")
+    if args.json:
+        print(json.dumps({"regressed": regressed, "cases": cases}, indent=2))
     return EXIT_SLO if regressed else EXIT_OK

@@ -3,36 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-
-from rich.table import Table
 
 from ..orchestrators import registry
 from ..orchestrators.base import MissingVariable, ServiceError
 from ..recipes import loader
 from ..session import BenchmarkRun, RunOptions, manager
 from . import entries
-from .console import EXIT_OK, EXIT_TARGET, EXIT_USAGE, err, out, tunnel_hint
+from .console import EXIT_OK, EXIT_TARGET, EXIT_USAGE, err, json_option, listing, tunnel_hint
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     server = sub.add_parser("server", help="start, list, check and stop long-lived services")
     ssub = server.add_subparsers(dest="action", required=True)
     start = ssub.add_parser("start", help="start a recipe's service, wait until healthy, leave it running")
-    start.add_argument("--recipe", required=True, metavar="NAME|PATH")
-    start.add_argument("--overrides", action="append", default=[], type=Path, metavar="FILE")
+    entries.recipe_options(start)
     start.add_argument("--output", type=Path, metavar="DIR", help="logs and endpoint file (default: ubench-results/)")
     entries.placement_options(start, dry_run=True)
-    ssub.add_parser("list", help="services started by 'server start' and their state")
+    json_option(ssub.add_parser("list", help="services started by 'server start' and their state"))
     for verb, text in (
         ("status", "state, health and log tail of a service"),
         ("logs", "the last lines of a service's log"),
         ("stop", "stop a service"),
     ):
         p = ssub.add_parser(verb, help=text)
-        p.add_argument("service_id", metavar="ID")
+        p.add_argument("service_id", metavar="ID", help="as 'ubenchai server list' shows it")
         if verb == "logs":
-            p.add_argument("-n", "--lines", type=int, default=40)
+            p.add_argument("-n", "--lines", type=int, default=40, help="how many of the last lines (default 40)")
+        if verb == "status":
+            json_option(p)
     server.set_defaults(handler=handle)
 
 
@@ -40,10 +40,14 @@ def handle(args: argparse.Namespace) -> int:
     if args.action == "start":
         return _start(args)
     if args.action == "list":
-        table = Table("id", "recipe", "url", "state", "started")
-        for entry in registry.all_entries("service"):
-            table.add_row(entry.id, entry.recipe, entry.endpoint.url, entries.state_or_prune(entry), entry.started)
-        out.print(table)
+        rows = [(e.id, e.recipe, e.endpoint.url, entries.state_or_prune(e), e.started)
+                for e in registry.all_entries("service")]  # fmt: skip
+        listing(
+            args.json,
+            ("id", "recipe", "url", "state", "started"),
+            rows,
+            "no services started by 'ubenchai server start' (start one: ubenchai server start --recipe NAME)",
+        )
         return EXIT_OK
     found = entries.find(args.service_id, "server")
     if found is None:
@@ -58,14 +62,29 @@ def handle(args: argparse.Namespace) -> int:
         print(manager.logs(entry, args.lines), end="")
         return EXIT_OK
     st = manager.status(entry)
-    print(f"{entry.id}: {st.state.value}, health {'ok' if st.health is None else st.health}, {entry.endpoint.url}")
-    print(manager.logs(entry, 20), end="")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "id": entry.id,
+                    "recipe": entry.recipe,
+                    "url": entry.endpoint.url,
+                    "state": st.state.value,
+                    "health": "ok" if st.health is None else st.health,
+                    "started": entry.started,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"{entry.id}: {st.state.value}, health {'ok' if st.health is None else st.health}, {entry.endpoint.url}")
+        print(manager.logs(entry, 20), end="")
     return EXIT_OK if st.state.value == "running" and st.health is None else EXIT_TARGET
 
 
 def _start(args: argparse.Namespace) -> int:
     root = args.output or Path("ubench-results")
-    loaded = loader.load(args.recipe, args.overrides)
+    loaded = loader.load(args.recipe, args.overrides, settings=entries.settings(args))
     if args.dry_run:
         return dry_run(BenchmarkRun(RunOptions(output=root, orchestrator=args.orchestrator, cluster=args.cluster)),
                        loaded)  # fmt: skip

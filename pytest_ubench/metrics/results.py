@@ -90,6 +90,30 @@ class CaseResult:
         return key_figures(self.result, self.rate_unit)
 
 
+def flat_figures(res: Mapping[str, Any]) -> dict[str, float | bool]:
+    """Every figure a case of any protocol has, as flat dotted names (``ttft_ms.p95``,
+    ``ops.GET.per_s``, ``recall.mean``): what JUnit properties and pytest-benchmark's ``extra_info`` carry,
+    where a nested document cannot go. Figures a protocol does not have are left out, not zero."""
+    m, t, r = res["metrics"], res["throughput"], res["requests"]
+    out: dict[str, float | bool] = {"passed": bool(res.get("passed")), "error_rate": r["error_rate"]}
+    for metric in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"):
+        if m.get(metric, {}).get("count"):
+            out |= {f"{metric}.{stat}": m[metric][stat] for stat in ("p50", "p95", "p99")}
+    out["requests_per_s"] = t["requests_per_s"]
+    for rate in ("output_tokens_per_s", "items_per_s", "response_bytes_per_s"):
+        if t.get(rate):
+            out[rate] = t[rate]
+    if recall := res.get("recall"):
+        out |= {"recall.mean": recall["mean"], "recall.min": recall["min"]}
+    for op, o in (res.get("ops") or {}).items():
+        out |= {f"ops.{op}.per_s": o["per_s"], f"ops.{op}.error_rate": o["error_rate"],
+                f"ops.{op}.bytes_per_s": o["bytes_per_s"]}  # fmt: skip
+        out |= {f"ops.{op}.latency_ms.{s}": o["latency_ms"][s] for s in ("p50", "p95", "p99")}
+        if o.get("recall") is not None:
+            out[f"ops.{op}.recall"] = o["recall"]
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def key_figures(res: Mapping[str, Any], unit: str = "ops/s") -> str:
     """One line: what a reader looks at first (counts, latency percentiles, the rate, trust warnings);
     ``unit``: what ``items_per_s`` counts."""
@@ -144,6 +168,17 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1%}"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), what makes two machines comparable."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith(("model name", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(tool_version: str, started: str, finished: str, command: list[str] | None) -> dict[str, Any]:
     return {
         "tool": "pytest-ubench",
@@ -151,6 +186,8 @@ def provenance(tool_version: str, started: str, finished: str, command: list[str
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "started": started,
         "finished": finished,

@@ -92,9 +92,16 @@ class Prometheus:
             "targets": [instance],
             "labels": {"job": name, "__metrics_path__": metrics_path, "__scheme__": scheme},
         }]  # fmt: skip
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{name}-{instance}")
-        write_json(self.config_dir / "targets" / f"{safe}.json", group)
+        write_json(self._target_file(name, instance), group)
         return instance
+
+    def remove_target(self, name: str, host: str, port: int) -> None:
+        """Stop scraping ``host:port`` (a service replaced by a fresh one on another port)."""
+        self._target_file(name, f"{host}:{port}").unlink(missing_ok=True)
+
+    def _target_file(self, name: str, instance: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{name}-{instance}")
+        return self.config_dir / "targets" / f"{safe}.json"
 
     def wait_scraped(self, job: str, instance: str, timeout_s: float) -> None:
         """Block until the target has been scraped successfully; fail naming it otherwise."""

@@ -75,6 +75,11 @@ class Monitoring:
         dash = grafana.dashboard(f"ubench {self.root.name}", f"ubench-{self.root.name}"[:40], sections)
         grafana.write_provisioning(self.root, prom.url, dash)
 
+    def unwatch(self, recipe: Recipe, dep: Deployment) -> None:
+        """Stop scraping a deployment of the recipe's service that is being replaced (its node stays)."""
+        if self.prometheus is not None and recipe.service is not None and recipe.service.metrics_path:
+            self.prometheus.remove_target(recipe.name, dep.endpoint.host, dep.endpoint.port)
+
     def _node_exporter(self, dep: Deployment) -> Deployment | None:
         """A node exporter on the service's node, started by us unless one is already running for it.
 

@@ -39,13 +39,15 @@ def prompts_for(case: Case, endpoint: Endpoint) -> tuple[list[dataset.Prompt], d
             prompts = dataset.read_sharegpt(resolve_path(case, d.path), d.prompts)
             info = {"kind": d.kind, "path": d.path, "token_counts": "as written"}
         else:
-            prompts = dataset.synthetic(d.prompts, lengths(d.prompt_tokens), lengths(d.output_tokens), d.seed, case.id)
+            prompts = dataset.synthetic(
+                d.prompts, lengths(d.prompt_tokens), lengths(d.output_tokens), d.seed, case.prompt_stream
+            )
             prompts, counted = _exact_lengths(prompts, case, endpoint)
             info = {"kind": d.kind, "token_counts": counted}
     except dataset.DatasetError as exc:
         raise PlanError(f"{case.recipe.name}: workload.dataset: {exc}") from None
     if d.unique_prefix:
-        prompts = dataset.with_unique_prefix(prompts, d.seed, case.id)
+        prompts = dataset.with_unique_prefix(prompts, d.seed, case.prompt_stream)
     info |= {"prompts": len(prompts), "unique_prefix": d.unique_prefix}
     return prompts, info
 

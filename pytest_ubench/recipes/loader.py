@@ -7,6 +7,7 @@ edited (the override file first, when the value came from there).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -44,9 +45,37 @@ class LoadedRecipe:
 
 @dataclass(frozen=True)
 class _Source:
-    path: Path
+    where: str  # what an error names: a file (and a line in it follows), or a --set as typed
     data: Any
     node: yaml.Node | None
+    lines: bool = True  # the node's line numbers mean something to the user (a file, not a --set)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``--set PATH=VALUE`` (``--ubench-set`` under pytest): a value merged over the recipe and its
+    override files, for the tweak that does not deserve a file. The value is YAML (``5`` a number,
+    ``[1, 4]`` a list, ``'5'`` a string)."""
+
+    label: str  # the option as typed, with its flag: what an error names
+    data: dict[str, Any]
+
+
+def setting(text: str, flag: str) -> Setting:
+    """Parse one ``PATH=VALUE``; ``flag``: the option's name in the face the user typed it in."""
+    label = f"{flag} {text}"
+    path, eq, raw = text.partition("=")
+    keys = path.strip().split(".")
+    if not eq or not all(k.strip() == k and k for k in keys):
+        raise RecipeError(f"{label}: expected PATH=VALUE with a dotted path, such as workload.duration_s=5")
+    try:
+        value: Any = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{label}: the value is not YAML: {getattr(exc, 'problem', None) or exc}") from None
+    _bounded(label, value)
+    for key in reversed(keys):
+        value = {key: value}
+    return Setting(label, value)
 
 
 def search_path(extra: Iterable[Path] = ()) -> list[Path]:
@@ -72,7 +101,10 @@ def find(name_or_path: str, extra_dirs: Iterable[Path] = (), use_search_path: bo
             if path.is_file():
                 return path
     where = ", ".join(str(d) for d in dirs)
-    raise RecipeError(f"recipe {name_or_path!r} not found in {where} (set UBENCHAI_CONFIG_DIR or give a path)")
+    known = [p.stem for d in dirs if d.is_dir() for p in d.iterdir() if p.suffix in RECIPE_SUFFIXES]
+    near = difflib.get_close_matches(name_or_path, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(near)}?" if near else " (set UBENCHAI_CONFIG_DIR or give a path)"
+    raise RecipeError(f"recipe {name_or_path!r} not found in {where}{hint}")
 
 
 def available(extra_dirs: Iterable[Path] = ()) -> list[Path]:
@@ -107,14 +139,14 @@ def _read(path: Path) -> _Source:
         loader.dispose()
     if not isinstance(data, dict):
         raise RecipeError(f"{path}:1: a recipe must be a YAML mapping, got {type(data).__name__}")
-    _bounded(path, data)
-    return _Source(path, data, node)
+    _bounded(str(path), data)
+    return _Source(str(path), data, node)
 
 
 MAX_VALUES = 100_000  # what a recipe's YAML may hold once its aliases are expanded
 
 
-def _bounded(path: Path, data: Any) -> None:
+def _bounded(path: str, data: Any) -> None:
     """YAML aliases may repeat a value many times (a "billion laughs" in a free-form field like
     ``params``) or make it contain itself: both are refused here, before anything walks the data."""
     count = 0
@@ -217,9 +249,20 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load(name_or_path: str | Path, overrides: Iterable[Path] = (), extra_dirs: Iterable[Path] = ()) -> LoadedRecipe:
+def load(
+    name_or_path: str | Path,
+    overrides: Iterable[Path] = (),
+    extra_dirs: Iterable[Path] = (),
+    settings: Iterable[Setting] = (),
+    target: str | None = None,
+) -> LoadedRecipe:
+    """A recipe with its override files merged over it in order, then each ``--set``; ``target``: a
+    running service's URL, the service of a recipe that has none (the most common CI use: a recipe of
+    workload and SLOs, pointed at whatever server the pipeline brought up)."""
     path = find(str(name_or_path), extra_dirs)
-    sources, data = _merged(path, overrides)
+    sources, data = _merged(path, overrides, settings)
+    if target is not None and data.get("service") is None:
+        data["service"] = {"url": target}
     recipe = _validate(Recipe, sources, data)
     problems = recipe.cross_field_problems()
     if problems:
@@ -243,8 +286,11 @@ def load_cluster(name_or_path: str | Path, extra_dirs: Iterable[Path] = ()) -> C
     return _validate(ClusterProfile, sources, data)
 
 
-def _merged(path: Path, overrides: Iterable[Path]) -> tuple[list[_Source], dict[str, Any]]:
+def _merged(
+    path: Path, overrides: Iterable[Path], settings: Iterable[Setting] = ()
+) -> tuple[list[_Source], dict[str, Any]]:
     sources = [_read(path)] + [_read(Path(o)) for o in overrides]
+    sources += [_Source(s.label, s.data, yaml.compose(yaml.safe_dump(s.data)), lines=False) for s in settings]
     data: dict[str, Any] = {}
     for src in sources:
         data = merge(data, src.data)
@@ -263,12 +309,12 @@ def _locate(sources: list[_Source], problems: list[tuple[tuple[int | str, ...], 
     """One line per problem: the file that set the value (the last override wins), its line, the field."""
     lines = []
     for loc, message in problems:
-        where = f"{sources[0].path}"
+        where = sources[0].where
         exact = [s for s in sources if _node_at(s.node, loc)[1] == len(loc)]  # files that set the value
         for src in reversed(exact or sources):
             node = _node_at(src.node, loc)[0]
             if node is not None and (src is sources[0] or _node_at(src.node, loc[:1])[0] is not None):
-                where = f"{src.path}:{node.start_mark.line + 1}"
+                where = f"{src.where}:{node.start_mark.line + 1}" if src.lines else src.where
                 break
         lines.append(f"{where}: {_format_loc(loc)}: {message}")
     return "\n".join(dict.fromkeys(lines))

@@ -338,13 +338,26 @@ class Regression(Strict):
         Literal["ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "requests_per_s", "output_tokens_per_s", "recall"],
         Annotated[float, Field(gt=0)],
     ] = Field(default_factory=dict)  # per-metric min_change (recall's default: 0.01)
-    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01  # significance level of the one-sided test
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.01  # the chance an unchanged case fails (alpha / k per metric)
+    # A flagged case is measured again on a fresh deployment and fails only when that run is flagged too:
+    # a fresh server process sometimes starts in a slow state (measured on the main job: 4 of 20 sessions,
+    # ITL +60 %), which a baseline of 5 runs often never saw. 0: the first flag fails.
+    confirm: Annotated[int, Field(ge=0, le=5)] = 1
+    # Absolute floors per metric, in its unit: a change smaller is jitter (defaults: compare.DEFAULT_MIN_ABS).
+    min_abs: dict[
+        Literal["ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "requests_per_s", "output_tokens_per_s", "recall"],
+        Annotated[float, Field(ge=0)],
+    ] = Field(default_factory=dict)
 
     def thresholds(self) -> dict[str, float]:
         """The smallest relative change that counts, per compared metric."""
         own: dict[str, float] = {str(k): v for k, v in self.metrics.items()}
         return {m: own.get(m, compare.DEFAULT_MIN_CHANGE.get(m, self.min_change))
                 for m in (*compare.LOWER_IS_BETTER, *compare.HIGHER_IS_BETTER)}  # fmt: skip
+
+    def floors(self) -> dict[str, float]:
+        """The smallest absolute change that counts, per metric."""
+        return compare.DEFAULT_MIN_ABS | {str(k): v for k, v in self.min_abs.items()}
 
 
 class Recipe(Strict):

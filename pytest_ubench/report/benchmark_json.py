@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..metrics import compare
 from ..metrics.files import write_json
-from ..metrics.results import RESULTS, ResultsDir
+from ..metrics.records import Record
+from ..metrics.results import RESULTS, ResultsDir, flat_figures
+from ..metrics.stats import request_values
 
 METRICS = ("ttft_ms", "itl_ms", "e2e_ms")
 
@@ -68,23 +70,30 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def build(root: Path, test_name: str = "test_llm") -> dict[str, Any]:
+def _per_request(records: list[Record]) -> dict[str, np.ndarray]:
+    """Each measured request's TTFT, mean ITL and E2E (ms): pytest-benchmark's "rounds"."""
+    values = [request_values(r) for r in records if not r.warmup and r.ok]
+    return {
+        "ttft_ms": np.asarray([v["ttft_ms"] for v in values if v["ttft_ms"] is not None]),
+        "itl_ms": np.asarray([float(np.mean(v["itl_ms"])) for v in values if v["itl_ms"]]),
+        "e2e_ms": np.asarray([v["e2e_ms"] for v in values]),
+    }
+
+
+def build(root: Path, tests: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``tests``: the test function that ran each case (by case id), for pytest-benchmark's names
+    (``test_chat[chat-concurrency=4]-ttft``); a case run outside pytest is named ``ubench``."""
     benchmarks = []
     for case in ResultsDir(root).cases():
         data = case.result
-        samples = compare.samples(case.records(), data["throughput"]["elapsed_s"])
-        extra = {
-            "requests_per_s": data["throughput"]["requests_per_s"],
-            "output_tokens_per_s": data["throughput"]["output_tokens_per_s"],
-            "error_rate": data["requests"].get("error_rate"),
-            "passed": data["passed"],
-            "results": str(case.run_dir / RESULTS),
-        }
+        samples = _per_request(case.records())
+        extra = flat_figures(data) | {"results": str(case.run_dir / RESULTS)}
         for metric in METRICS:
             values = samples[metric]
             if len(values) == 0:
                 continue
-            name = f"{test_name}[{data['case_id']}]-{metric.removesuffix('_ms')}"
+            test = (tests or {}).get(data["case_id"], "ubench")
+            name = f"{test}[{data['case_id']}]-{metric.removesuffix('_ms')}"
             benchmarks.append({
                 "group": data["case_id"], "name": name, "fullname": f"benchmarks/{name}",
                 "params": {"case": data["case_id"], "metric": metric}, "param": f"{data['case_id']}-{metric}",
@@ -100,7 +109,7 @@ def build(root: Path, test_name: str = "test_llm") -> dict[str, Any]:
     }
 
 
-def write(path: Path, root: Path) -> int:
-    data = build(root)
+def write(path: Path, root: Path, tests: Mapping[str, str] | None = None) -> int:
+    data = build(root, tests)
     write_json(path, data)
     return len(data["benchmarks"])

@@ -2,7 +2,16 @@
 of cases (``BenchmarkRun``: gate, sweep summaries, dry run), called by the pytest plugin and the CLI."""
 
 from .case import run_case
-from .runs import BenchmarkRun, Gate, RunOptions
+from .runs import BASELINE_RUNS, BenchmarkRun, Gate, RunOptions
 from .services import Services, TargetUnreachable, stop_shared
 
-__all__ = ["BenchmarkRun", "Gate", "RunOptions", "Services", "TargetUnreachable", "run_case", "stop_shared"]
+__all__ = [
+    "BASELINE_RUNS",
+    "BenchmarkRun",
+    "Gate",
+    "RunOptions",
+    "Services",
+    "TargetUnreachable",
+    "run_case",
+    "stop_shared",
+]

@@ -15,6 +15,7 @@ from .. import protocols
 from .._version import __version__
 from ..load import engine
 from ..metrics import repeats, slo, stats
+from ..metrics.compare import run_figures
 from ..metrics.results import RECORDS, SCHEMA_VERSION, CaseResult, ResultsDir, ResultsError, provenance
 from ..orchestrators.base import Deployment
 from ..recipes.schema import Ramp
@@ -29,23 +30,43 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def run_case(case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
-    """Run one case against its (possibly already deployed) service and write its results."""
+def run_case(
+    case: Case,
+    services: Services,
+    progress: engine.Progress | None = None,
+    runs: int | None = None,
+    into: Path | None = None,
+) -> CaseResult:
+    """Run one case against its (possibly already deployed) service and write its results; ``runs``: a
+    baseline being saved, this many runs, each after the first on a fresh deployment (its spread must be
+    the one between sessions: measured on the main job at concurrency 4, 0.7 req/s between runs on one
+    server, 1.8 between fresh ones); ``into``: another results root than the session's (a gate's
+    confirmation run)."""
     dep = services.get(case.loaded) if case.recipe.service is not None else None
-    run_dir = services.results.case_dir(case.id)
+    run_dir = (ResultsDir(into) if into is not None else services.results).case_dir(case.id)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ResultsError(f"{case.id}: cannot create {run_dir}: {exc.strerror or exc}") from None
     with services.load_turn(dep):
-        main, runs, verdicts, extra = _measure_case(case, services, dep, run_dir, progress)
-    return _write_case(case, run_dir, main, runs, verdicts, extra)
+        repeat = max(case.recipe.workload.repeat, runs or 1)
+        main, measured, verdicts, extra = _measure_case(
+            case, services, dep, run_dir, progress, repeat, runs is not None
+        )
+    return _write_case(case, run_dir, main, measured, verdicts, extra)
 
 
 def _measure_case(
-    case: Case, services: Services, dep: Deployment | None, run_dir: Path, progress: engine.Progress | None
+    case: Case,
+    services: Services,
+    dep: Deployment | None,
+    run_dir: Path,
+    progress: engine.Progress | None,
+    repeat: int,
+    fresh: bool = False,
 ) -> tuple[Measured, list[Measured], list[slo.Verdict], dict[str, Any]]:
-    """The case's load: repeated (and pooled), or searched; and its verdicts."""
+    """The case's load: repeated (and pooled; ``fresh``: each repeat on a new deployment), or searched;
+    and its verdicts."""
     extra: dict[str, Any] = {}
     endpoint = dep.endpoint if dep is not None else None
     phases = services.prepare(case, dep) if dep is not None else None
@@ -59,18 +80,23 @@ def _measure_case(
         main = found or Measured(empty, stats.summary([], 0.0, 0.0), {}, None, None, dep.endpoint.url, dep.command)
     else:
         runs = []
-        for i in range(case.recipe.workload.repeat):
+        for i in range(repeat):
             if i:
-                logger.info("{}: repeat {}/{}", case.id, i + 1, case.recipe.workload.repeat)
-            planned = plan_for(case, endpoint)
+                logger.info("{}: {} {}/{}", case.id, "baseline run" if fresh else "repeat", i + 1, repeat)
+            if i and fresh and dep is not None:
+                dep = services.redeploy(case.loaded)
+                endpoint = dep.endpoint
+                phases = services.prepare(case, dep)
+            run_of = replace(case, repeat=case.repeat + i)  # its own prompts: not the ones the server cached
+            planned = plan_for(run_of, endpoint)
             planned.phases = phases
-            m = measure(case, services, dep, planned, run_dir, progress)
+            m = measure(run_of, services, dep, planned, run_dir, progress)
             runs.append(m)
             if m.run.aborted == "interrupted" or m.service_failure or not isinstance(planned.plan, engine.LoadPlan):
                 break  # a protocol that measures with its own tool reports no per-run records to pool: once
         main = runs[-1]
         if len(runs) > 1:
-            extra["repeats"] = _repeats(runs)
+            extra["repeats"] = _repeats(runs) | {"fresh_deployments": fresh}
             bounds = slo.bounds(case.recipe.slo)
             summary = stats.pooled([m.summary for m in runs], [r for m in runs for r in m.run.measured], bounds)
             main = replace(
@@ -154,6 +180,12 @@ def _write_case(
         "service_failure": service_failure,
         "monitoring": main.monitoring,
         "records_file": RECORDS,
+        # Each run's own figures, for the baseline gate: one run, or one per repeat (tool runs have none).
+        "per_run": [
+            run_figures(m.summary, m.run.measured, m.run.window_start, m.run.window_end).as_dict()
+            for m in runs
+            if m.run.records
+        ],
     }
     _scrub_nan(result)
     ResultsDir(run_dir.parent).write(case.id, result, records, first.t0)

@@ -60,7 +60,8 @@ def run(
     saved = out_dir / "recipe.json"
     saved.write_text(json.dumps({"path": str(case.loaded.path), "data": case.loaded.data}), encoding="utf-8")
     worker = [sys.executable, "-m", "pytest_ubench.session.worker", "--recipe-json", str(saved), "--case", case.id,
-              "--endpoint", str(endpoint_file.absolute()), "--out", str(out_dir)]  # fmt: skip
+              "--repeat", str(case.repeat), "--endpoint", str(endpoint_file.absolute()),
+              "--out", str(out_dir)]  # fmt: skip
     try:
         submit_and_wait(case, worker, out_dir, orch, progress)
     except KeyboardInterrupt:

@@ -44,7 +44,8 @@ def _load_run(
 ) -> engine.Run:
     if case.recipe.workload.orchestration == "slurm":
         orch = services.orchestrator
-        return slurm_clients.run(case, dep.run_dir / "endpoint.json", run_dir / "clients", orch, progress)
+        clients = run_dir / ("clients" if not case.repeat else f"clients-run{case.repeat + 1}")
+        return slurm_clients.run(case, dep.run_dir / "endpoint.json", clients, orch, progress)
     target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.tls)
     workers = parallel.worker_count(case.load.workers)
     watch = services.monitoring

@@ -5,19 +5,27 @@ summaries written at the end. The faces translate their options into ``RunOption
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from loguru import logger
 
 from ..load import engine
 from ..metrics import baselines, capacity, compare
 from ..metrics.results import CaseResult, ResultsDir, default_output_root
-from ..orchestrators import backends
+from ..orchestrators import backends, registry
 from ..orchestrators.base import Orchestrator
 from ..recipes import loader
 from ..recipes.sweep import Case, expand
 from .case import run_case
 from .services import Services, stop_shared
+
+# Runs of each case when saving a baseline: their spread is what a gate judges a change by (5: with fewer,
+# a t-test on run-level figures needs a change of many spreads; see docs/baselines.md).
+BASELINE_RUNS = 5
+CONFIRM_PROMPTS = 1000  # a confirmation run's prompt stream: past any baseline run's or repeat's
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,7 @@ class RunOptions:
 
     recipes: Sequence[str] = ()
     overrides: Sequence[Path] = ()
+    settings: Sequence[loader.Setting] = ()  # --set / --ubench-set, merged after the override files
     recipe_dirs: Sequence[Path] = ()  # searched for recipe names before UBENCHAI_CONFIG_DIR and ./recipes
     output: Path | None = None  # default: ubench-results/<timestamp>
     orchestrator: str | None = None  # default: the cluster profile's, else local
@@ -33,6 +42,26 @@ class RunOptions:
     target: str | None = None  # a running service instead of the recipe's own
     baseline: str | None = None  # gate every case against this baseline (name or path)
     save_baseline: str | None = None  # store every case into this baseline
+    baseline_runs: int = BASELINE_RUNS
+
+    def __post_init__(self) -> None:
+        if self.baseline_runs < 1:
+            raise ValueError(f"baseline runs: {self.baseline_runs} is not a count of runs (at least 1)")
+
+
+def target_url(target: str) -> str:
+    """A target as the user gave it: a URL, or the id of a service started by ``ubenchai server start``
+    (as ``server list`` shows it; its registry entry knows where it runs, locally or on a Slurm node)."""
+    if "://" in target:
+        return target
+    try:
+        entry = registry.get(target)
+    except KeyError:
+        known = [e.id for e in registry.all_entries("service")]
+        near = difflib.get_close_matches(target, known, n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else "; see 'ubenchai server list'"
+        raise ValueError(f"target {target!r}: not a URL and no service with that id{hint}") from None
+    return entry.endpoint.url
 
 
 @dataclass(frozen=True)
@@ -43,6 +72,7 @@ class Gate:
     comparisons: list[compare.Comparison] | None = None
     regressed: str | None = None
     saved: Path | None = None
+    confirmations: list[list[compare.Comparison]] = field(default_factory=list)  # runs that re-measured a flag
 
 
 class BenchmarkRun:
@@ -54,13 +84,16 @@ class BenchmarkRun:
         self.root = options.output or default_output_root()
         self.results = ResultsDir(self.root)
         self.orchestrator: Orchestrator = backends.placement(options.orchestrator, options.cluster, options.recipe_dirs)
+        self.target = target_url(options.target) if options.target else None
         self.cases = self.cases_of(options.recipes)
 
     def cases_of(self, names: Sequence[str]) -> list[Case]:
         """Every case (sweep point) of the named recipes, in order."""
         cases: list[Case] = []
         for name in names:
-            cases += expand(loader.load(name, self.options.overrides, self.options.recipe_dirs))
+            loaded = loader.load(name, self.options.overrides, self.options.recipe_dirs, self.options.settings,
+                                 target=self.target)  # fmt: skip
+            cases += expand(loaded)
         return cases
 
     def recipe_names(self) -> list[str]:
@@ -77,24 +110,64 @@ class BenchmarkRun:
 
     def services(self, shared: bool = False) -> Services:
         """``shared``: pytest-xdist workers use one deployment per recipe (``stop_shared`` ends them)."""
-        return Services(self.root, self.orchestrator, self.options.target, shared=shared)
+        return Services(self.root, self.orchestrator, self.target, shared=shared)
 
     def run_case(self, case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
-        return run_case(case, services, progress)
+        runs = self.options.baseline_runs if self.options.save_baseline else None
+        return run_case(case, services, progress, runs)
 
-    def gate(self, case: Case, result: CaseResult) -> Gate:
+    def gate(self, case: Case, result: CaseResult, services: Services, progress: engine.Progress | None = None) -> Gate:
         """The case against ``baseline`` (its comparison recorded in its results), and saved into
-        ``save_baseline``, as the options say."""
-        comparisons, regressed, saved = None, None, None
+        ``save_baseline``, as the options say. A flagged case is measured again on a fresh deployment
+        (``regression.confirm`` times) and fails only when every such run is flagged too."""
+        comparisons, regressed, saved, confirmations = None, None, None, []
         if self.options.baseline:
             rules = case.recipe.regression
             baseline = baselines.resolve(self.options.baseline)
-            comparisons = baselines.gate(result.run_dir, baseline, rules.thresholds(), rules.alpha)
-            if comparisons is not None and compare.regressions(comparisons):
-                regressed = f"{case.id}: regression against the baseline\n{compare.table(comparisons)}"
+            gated = baselines.gate(result.run_dir, baseline, rules.thresholds(), rules.alpha, rules.floors())
+            if gated is not None:
+                comparisons, note = gated
+                if note is not None:
+                    logger.warning("{}: {}", case.id, note)
+                elif compare.regressions(comparisons):
+                    confirmations = self._confirm(case, result, services, progress, baseline)
+                    tables = "\n--\n".join([compare.table(comparisons)] + [compare.table(c) for c in confirmations])
+                    if all(compare.regressions(c) for c in confirmations):  # none asked for: the flag stands
+                        said = f", confirmed by {len(confirmations)} more run(s) on a fresh deployment"
+                        regressed = (
+                            f"{case.id}: regression against the baseline{said if confirmations else ''}\n{tables}"
+                        )
+                    else:
+                        logger.warning("{}: flagged, but a run on a fresh deployment was not: machine noise, not a "
+                                       "regression\n{}", case.id, tables)  # fmt: skip
         if self.options.save_baseline:
             saved = baselines.save(result.run_dir, baselines.resolve(self.options.save_baseline))
-        return Gate(comparisons, regressed, saved)
+        return Gate(comparisons, regressed, saved, confirmations)
+
+    def _confirm(
+        self, case: Case, result: CaseResult, services: Services, progress: engine.Progress | None, baseline: Path
+    ) -> list[list[compare.Comparison]]:
+        """The case measured again, each time on a fresh deployment with prompts of its own, and each run
+        compared with the baseline; written under ``<case>/confirm/`` and noted in the case's results."""
+        rules = case.recipe.regression
+        found: list[list[compare.Comparison]] = []
+        if not rules.confirm:
+            return found
+        for i in range(rules.confirm):
+            logger.info("{}: flagged against the baseline; measuring it again on a fresh deployment ({}/{})",
+                        case.id, i + 1, rules.confirm)  # fmt: skip
+            if case.recipe.service is not None:
+                services.redeploy(case.loaded)
+            fresh = replace(case, repeat=CONFIRM_PROMPTS + i)  # prompts no baseline run or repeat sent
+            again = run_case(fresh, services, progress, into=result.run_dir / "confirm" / f"run{i + 1}")
+            gated = baselines.gate(again.run_dir, baseline, rules.thresholds(), rules.alpha, rules.floors())
+            if gated is None:
+                break
+            found.append(gated[0])
+            if not compare.regressions(gated[0]):
+                break  # one clean run settles it
+        baselines.note_confirmation(result.run_dir, found, rules.confirm)
+        return found
 
     def finish(self, stop_shared_services: bool = False) -> list[capacity.Summary]:
         """At the end (also after Ctrl-C): shared deployments stopped (the pytest-xdist controller), then

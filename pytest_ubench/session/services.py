@@ -90,6 +90,20 @@ class Services:
                 raise
         return self._deployed[key]
 
+    def redeploy(self, loaded: LoadedRecipe) -> Deployment:
+        """The recipe's service started afresh: a baseline's next run meets what a rerun in a new session
+        meets (a new server process or job, with whatever state its start gives it). A target URL, or a
+        deployment shared with pytest-xdist workers, is not ours to restart: the same one again."""
+        key = loaded.recipe.name
+        old = self._deployed.get(key)
+        if old is None or old.handle is None or self.shared:
+            return self.get(loaded)
+        del self._deployed[key]
+        if self.monitoring is not None:
+            self.monitoring.unwatch(loaded.recipe, old)
+        self.orchestrator.stop(old)
+        return self.get(loaded)
+
     def prepare(self, case: Case, dep: Deployment) -> dict[str, Any] | None:
         """A protocol's setup before load (a vector collection built, its exact answers computed), done
         once per deployment by the first case that needs it (in this process or, under xdist, any

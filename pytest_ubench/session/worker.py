@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..load import engine
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pytest_ubench.session.worker")
     ap.add_argument("--recipe-json", type=Path, required=True)
     ap.add_argument("--case", required=True)
+    ap.add_argument("--repeat", type=int, default=0, help="which run of the case (its own prompts)")
     ap.add_argument("--endpoint", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     saved = json.loads(args.recipe_json.read_text(encoding="utf-8"))
     loaded = LoadedRecipe(Recipe.model_validate(saved["data"]), Path(saved["path"]), saved["data"])
-    case = next(c for c in expand(loaded) if c.id == args.case)
+    case = replace(next(c for c in expand(loaded) if c.id == args.case), repeat=args.repeat)
     endpoint = Endpoint.read(args.endpoint)
     planned = plan_for(case, endpoint).plan
     if not isinstance(planned, engine.LoadPlan):  # a tool-driven protocol runs its own tasks

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import ssl
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -200,6 +201,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--usage", choices=["separate", "final", "none"], default="separate")
     ap.add_argument("--die-after", type=int, default=None, help="exit after serving N completions")
     ap.add_argument("--serial", action="store_true", help="serve one completion at a time")
+    ap.add_argument(
+        "--slow-once",
+        type=Path,
+        metavar="FILE",
+        help="while FILE exists, the first server started "
+        "deletes it and runs 1.5x slower (TTFT and ITL): a session that starts in a slow state, once",
+    )
     ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM) ...")
     ap.add_argument("--tls-key", help="... and this key")
     args = ap.parse_args(argv)
@@ -209,7 +217,11 @@ def main(argv: list[str] | None = None) -> None:
         tls.load_cert_chain(args.tls_cert, args.tls_key)
 
     async def start() -> None:
-        server = TruthServer(args.ttft_ms, args.itl_ms, args.usage, args.die_after, args.serial)
+        slow = 1.0
+        if args.slow_once is not None and args.slow_once.exists():
+            args.slow_once.unlink()
+            slow = 1.5
+        server = TruthServer(args.ttft_ms * slow, args.itl_ms * slow, args.usage, args.die_after, args.serial)
         await serve(args.host, args.port, server, tls)
 
     asyncio.run(start())

@@ -309,6 +309,12 @@ def test_compare_and_client_run_baseline_gate(write_recipe, tmp_path):
     worse = ubenchai("client", "run", "--recipe", str(recipe("14")), "--output", str(slow), "--baseline",
                      str(tmp_path / "bl"))  # fmt: skip
     assert worse.returncode == 1 and re.search(r"ttft_ms .* \+\d\d\.\d% .* regression", worse.stdout), worse.stdout
+    assert "re-measured on a fresh deployment (1)" in worse.stdout  # the default: one confirming run
+    blunt = ubenchai("client", "run", "--recipe", str(recipe("14")), "--output", str(tmp_path / "blunt"), "--baseline",
+                     str(tmp_path / "bl"), "--set", "regression.confirm=0")  # fmt: skip
+    gate = validate(tmp_path / "blunt" / "cmp-concurrency=2" / "results.json")["baseline"]
+    assert blunt.returncode == 1 and gate["regressed"] is True and "confirmation" not in gate
+    assert not (tmp_path / "blunt" / "cmp-concurrency=2" / "confirm").exists()
     assert ubenchai("compare", str(base), str(fast)).returncode == 0
     cmp = ubenchai("compare", str(base), str(slow))
     assert cmp.returncode == 1 and "cmp-concurrency=2" in cmp.stdout and "regression" in cmp.stdout
@@ -355,3 +361,32 @@ def test_client_calibrate_reports_a_trustworthy_rate(tmp_path):
         assert "trustworthy below 2,000 req/s with 1 client process(es)" in res.stdout
     else:  # a machine busy with other tests (seen under pytest -n 2: 2,000 req/s lagged 14 ms): the rate below
         assert re.search(r"trustworthy below (500|1,000) req/s with 1 client process\(es\)", res.stdout), res.stdout
+
+
+def test_a_workload_only_recipe_runs_against_a_service_id_from_server_list(write_recipe, tmp_path, monkeypatch):
+    """The seed's flow without copying URLs: ``server start`` prints an id, ``client run --target ID``
+    measures that service with a recipe that has no service part. Oracle: the truth server's own record
+    of the requests it served (its /truth)."""
+    import httpx
+
+    monkeypatch.setenv("UBENCHAI_STATE_DIR", str(tmp_path / "state"))
+    service_id, url = ubenchai("server", "start", "--recipe", str(write_recipe(truth_recipe("svc"), "svc")),
+                               "--output", str(tmp_path / "out")).stdout.split()  # fmt: skip
+    try:
+        workload_only = truth_recipe("wl", duration_s=1.0)
+        del workload_only["service"]
+        recipe = write_recipe(workload_only, "wl")
+        listed = json.loads(ubenchai("server", "list", "--json").stdout)
+        assert [(s["id"], s["url"], s["state"]) for s in listed] == [(service_id, url, "running")]
+        before = len(httpx.get(f"{url}/truth").json())
+        done = ubenchai(
+            "client", "run", "--recipe", str(recipe), "--target", service_id, "--output", str(tmp_path / "r")
+        )
+        assert done.returncode == 0, done.stderr
+        result = validate(tmp_path / "r" / "wl-concurrency=2" / "results.json")
+        served = len(httpx.get(f"{url}/truth").json()) - before
+        assert result["endpoint"] == url and 10 < result["requests"]["ok"] <= served  # warm-up requests come on top
+        without = ubenchai("client", "run", "--recipe", str(recipe), "--output", str(tmp_path / "n"))
+        assert without.returncode == 2 and "a 'service' part is required" in without.stderr  # no target: said so
+    finally:
+        ubenchai("server", "stop", service_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from pathlib import Path
 
@@ -209,3 +210,26 @@ def test_prompts_are_cut_to_exact_tokens_with_the_servers_tokenizer(llama_server
     # the server counts what the tokenizer counted (plus a constant: the BOS token)
     offsets = {r["prompt_tokens"] - c for r, c in zip(records, counts, strict=False)}
     assert len(offsets) == 1 and offsets <= {0, 1}
+
+
+def test_each_repeat_sends_prompts_the_server_has_not_cached(llama_server, write_recipe, tmp_path):
+    """``repeat`` (and a baseline's runs) measure the server, not its prompt cache: oracle, llama.cpp's own
+    count of prompt tokens it evaluated (cached tokens are not evaluated: a repeated prompt adds ~1)."""
+    import httpx
+
+    def evaluated() -> float:
+        text = httpx.get(f"{llama_server.endpoint.url}/metrics", timeout=10).text
+        return float(re.search(r"^llamacpp:prompt_tokens_total\s+(\S+)", text, re.M).group(1))
+
+    ds = {"prompt_tokens": 96, "output_tokens": 8, "prompts": 4096}
+    recipe = _llama("repeats", llama_server.endpoint.url, {"mode": "closed", "concurrency": 2}, dataset=ds,
+                    duration_s=1.5, warmup_s=0.2, repeat=3)  # fmt: skip
+    before = evaluated()
+    res = _run(write_recipe, tmp_path, recipe)
+    processed = evaluated() - before
+    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    sent = sum(r["prompt_tokens"] for r in records if r["error"] is None)
+    assert res.result["repeats"]["n"] == 3 and len(records) > 3 * 10
+    # Every request's prompt evaluated, but for the chat template's few tokens shared with the prompt before
+    # it in the same slot. Repeats replaying the first run's prompts would leave two thirds cached.
+    assert processed >= 0.85 * sent, (processed, sent)

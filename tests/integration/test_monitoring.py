@@ -170,6 +170,7 @@ def test_monitor_commands_watch_a_running_server(write_recipe, tmp_path):
     env["UBENCHAI_CONFIG_DIR"] = str(tmp_path / "recipes")
     out = str(tmp_path / "o")
     service_id, url = ubenchai("server", "start", "--recipe", str(recipe), "--output", out, env=env).stdout.split()
+    monitor_id = None
     try:
         missing = ubenchai("monitor", "start", "--recipe", "watch", "--targets", "nope", env=env)
         assert missing.returncode == 2 and "no service 'nope'" in missing.stderr
@@ -201,4 +202,6 @@ def test_monitor_commands_watch_a_running_server(write_recipe, tmp_path):
         assert not pid_alive(prom_pid)
         assert monitor_id not in ubenchai("monitor", "list", env=env).stdout
     finally:
+        if monitor_id is not None:  # a failed assertion above must not leave Prometheus running
+            ubenchai("monitor", "stop", monitor_id, env=env)
         ubenchai("server", "stop", service_id, env=env)

@@ -89,6 +89,16 @@ def test_chromium_renders_it_offline_and_prints_the_pdf(run_dir: Path, tmp_path:
                           capture_output=True, text=True, timeout=180)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 10_000
+    png = tmp_path / "first-screen.png"
+    done = subprocess.run([sys.executable, "-m", "pytest_ubench", "report", str(run_dir), "--format", "png",
+                           "--output", str(png)], capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    from PIL import Image
+
+    with Image.open(png) as shot:
+        assert shot.size == (1280, 1600)
+        colours = shot.convert("RGB").getcolors(maxcolors=1 << 20) or []
+        assert len(colours) > 50  # text and plots, not a blank page
 
 
 def render(page: Path, work: Path) -> tuple[str, list[str]]:

@@ -24,11 +24,21 @@ LAYERS = [
     {"monitor"},
     {"session"},
     {"report"},
-    {"fixture", "plugin", "cli", "__init__", "__main__"},
+    {"fixture", "plugin", "pytest_options", "stash", "cli", "__init__", "__main__"},
     {"servers", "testing"},  # programs: the embedded default server, test servers and doubles
 ]
 # Modules that hold the run: none of them names a protocol (each lives in protocols/, one per family).
-CORE = ["session", "load/planning.py", "recipes", "report", "metrics", "plugin.py", "fixture.py", "cli"]
+CORE = [
+    "session",
+    "load/planning.py",
+    "recipes",
+    "report",
+    "metrics",
+    "plugin.py",
+    "pytest_options.py",
+    "fixture.py",
+    "cli",
+]
 # A protocol's name that is also an ordinary word in a core module, and why.
 NOT_A_PROTOCOL = {
     ("recipes/schema.py", "openai-chat"): "the protocol of a recipe that names none",

@@ -102,3 +102,35 @@ def test_an_unset_variable_is_a_usage_error(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     assert "environment variable UB_SURELY_NOT_SET is not set" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("face", ["cli", "pytest"])
+def test_a_baseline_of_no_runs_is_a_usage_error(face: str, tmp_path: Path) -> None:
+    recipe = str(_write(tmp_path, BASE))
+    if face == "cli":
+        cmd = [sys.executable, "-m", "pytest_ubench", "client", "run", "--recipe", recipe, "--save-baseline",
+               str(tmp_path / "bl"), "--baseline-runs", "0"]  # fmt: skip
+        code = 2
+    else:
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(tmp_path), f"--ubench-recipe={recipe}",
+               f"--ubench-save-baseline={tmp_path / 'bl'}", "--ubench-baseline-runs=0"]  # fmt: skip
+        code = 4
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+    assert done.returncode == code, done.stderr
+    assert "baseline runs: 0 is not a count of runs" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "bl").exists()
+
+
+@pytest.mark.parametrize("face", ["cli", "pytest"])
+def test_a_bad_set_is_a_usage_error_naming_the_option(face: str, tmp_path: Path) -> None:
+    recipe = str(_write(tmp_path, BASE))
+    if face == "cli":
+        cmd = [sys.executable, "-m", "pytest_ubench", "client", "run", "--recipe", recipe, "--set", "workload.rate"]
+        code, flag = 2, "--set"
+    else:
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(tmp_path), f"--ubench-recipe={recipe}",
+               "--ubench-set=workload.rate"]  # fmt: skip
+        code, flag = 4, "--ubench-set"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+    assert done.returncode == code, done.stderr
+    assert f"{flag} workload.rate: expected PATH=VALUE" in done.stderr and "Traceback" not in done.stderr

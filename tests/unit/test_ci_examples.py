@@ -73,3 +73,19 @@ def test_gitlab_pipeline_shape() -> None:
     jobs = {k: v for k, v in doc.items() if isinstance(v, dict) and "script" in v}
     assert {j["stage"] for j in jobs.values()} <= set(doc["stages"])
     assert jobs["benchmark:meluxina"]["artifacts"]["reports"]["junit"] == "junit.xml"
+
+
+def test_github_baseline_cache_is_keyed_by_this_runners_cpu(tmp_path: Path) -> None:
+    """The step that names the runner's CPU runs here and gives a usable cache-key part, which every
+    baseline cache key carries (a baseline from another CPU would not gate anyway)."""
+    import subprocess
+
+    doc = yaml.safe_load((ROOT / "ci" / "examples" / "github-actions.yml").read_text())
+    steps = doc["jobs"]["benchmark"]["steps"]
+    cpu = next(s for s in steps if s.get("id") == "cpu")
+    out = tmp_path / "github_output"
+    subprocess.run(["bash", "-c", cpu["run"]], env={**os.environ, "GITHUB_OUTPUT": str(out)}, check=True)
+    model = out.read_text().strip().removeprefix("model=")
+    assert re.fullmatch(r"[A-Za-z0-9-]+", model), model
+    keys = [s["with"]["key"] for s in steps if s.get("uses", "").startswith("actions/cache/")]
+    assert len(keys) == 2 and all(k.startswith("ubench-baseline-${{ steps.cpu.outputs.model }}-") for k in keys)

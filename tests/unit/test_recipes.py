@@ -151,3 +151,32 @@ def test_each_sweep_point_gets_its_own_reproducible_prompts():
     assert a == texts("x-concurrency=1")
     assert not set(a) & set(texts("x-concurrency=4"))
     assert all(len(p) == 32 for p in a)
+
+
+def test_set_merges_one_typed_value_after_the_override_files(write_recipe, tmp_path):
+    base = write_recipe(GOOD)
+    over = tmp_path / "over.yaml"
+    over.write_text("workload:\n  duration_s: 2\n")
+    sets = [loader.setting("workload.duration_s=7.5", "--set"), loader.setting("workload.load.rate=[1, 3]", "--set"),
+            loader.setting("workload.model='5'", "--set")]  # fmt: skip
+    loaded = loader.load(base, [over], settings=sets)
+    w = loaded.recipe.workload
+    assert w.duration_s == 7.5 and w.load.rate == [1, 3] and w.model == "5" and w.load.mode == "open"
+    assert [c.id for c in expand(loaded)] == ["demo-rate=1", "demo-rate=3"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("workload.duration_s=-1", "--ubench-set workload.duration_s=-1: workload.duration_s: input should be greater "
+         "than 0"),
+        ("workload.nope=1", "--ubench-set workload.nope=1: workload.nope: extra inputs are not permitted"),
+        ("workload.duration_s", "--ubench-set workload.duration_s: expected PATH=VALUE"),
+        ("workload..x=1", "--ubench-set workload..x=1: expected PATH=VALUE"),
+        ("workload.model=[1", "--ubench-set workload.model=[1: the value is not YAML"),
+    ],
+)  # fmt: skip
+def test_a_bad_set_names_the_option_as_typed(write_recipe, text, message):
+    with pytest.raises(loader.RecipeError) as err:
+        loader.load(write_recipe(GOOD), settings=[loader.setting(text, "--ubench-set")])
+    assert str(err.value).startswith(message), str(err.value)
