@@ -50,7 +50,6 @@ def _run(config: pytest.Config) -> BenchmarkRun:
     if (run := config.stash.get(RUN, None)) is not None:
         return run
     from . import interrupts, logs
-    from .metrics.results import default_output_root
     from .recipes import loader
     from .session import BenchmarkRun
 
@@ -58,8 +57,7 @@ def _run(config: pytest.Config) -> BenchmarkRun:
     worker = getattr(config, "workerinput", None)
     if worker is not None:  # xdist: every worker writes under the controller's one results root
         config.option.ubench_output = worker["ubench_output"]
-    elif not pytest_options.option(config, "output"):
-        config.option.ubench_output = str(default_output_root())
+    _output_root(config)
     try:  # loaded once, up front: a broken recipe or option is a usage error (one line, exit 4), not a traceback
         config.stash[RUN] = run = BenchmarkRun(pytest_options.run_options(config))
     except (loader.RecipeError, ValueError) as exc:
@@ -72,8 +70,7 @@ def _run(config: pytest.Config) -> BenchmarkRun:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Give the process back as it was: our log sink removed, the SIGTERM handler restored."""
-    undone = config.stash.get(_undo_key, [])
-    if not undone:
+    if not (undone := config.stash.get(_undo_key, [])):
         return  # never used: nothing to give back (and nothing to import)
     from . import interrupts, logs
 
@@ -86,14 +83,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """pytest-xdist: hand the results root to each worker (chosen here even when only the workers' tests
-    use the plugin, so they share one)."""
-    if not pytest_options.option(node.config, "output"):
+    """pytest-xdist: one results root for every worker, even when only their tests use the plugin."""
+    node.workerinput["ubench_output"] = _output_root(node.config)
+    node.config.stash.setdefault(_handed_key, time.time())
+
+
+def _output_root(config: pytest.Config) -> str:
+    """The run's results root: the one given (command line or ini), else one chosen here, once."""
+    if not pytest_options.option(config, "output"):
         from .metrics.results import default_output_root
 
-        node.config.option.ubench_output = str(default_output_root())
-    node.workerinput["ubench_output"] = pytest_options.option(node.config, "output")
-    node.config.stash.setdefault(_handed_key, time.time())
+        config.option.ubench_output = str(default_output_root())
+    return str(pytest_options.option(config, "output"))
 
 
 def _dry_run(run: BenchmarkRun) -> None:
@@ -208,8 +209,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def _ubench_reports(config: pytest.Config) -> Iterator[tuple[str, pytest.TestReport, dict[str, Any]]]:
-    """Each case's call report with its figures (``ubench`` user property), as the controller saw them
-    (under xdist too): (outcome, report, figures)."""
+    """(outcome, report, figures) of each case's call, as the controller saw it (under xdist too)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     for key in ("passed", "failed"):
         for report in getattr(reporter, "stats", {}).get(key, []):
