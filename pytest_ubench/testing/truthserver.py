@@ -43,7 +43,12 @@ class _Request:
 
 class TruthServer:
     def __init__(
-        self, ttft_ms: float, itl_ms: float, usage: str = "separate", die_after: int | None = None, serial: bool = False
+        self,
+        ttft_ms: float,
+        itl_ms: float,
+        usage: str = "separate",
+        die_after: int | None = None,
+        slots: int | None = None,
     ) -> None:
         self.ttft = ttft_ms / 1000.0
         self.itl = itl_ms / 1000.0
@@ -51,8 +56,9 @@ class TruthServer:
         self.die_after = die_after
         self.served = 0
         self.truth: list[dict[str, Any]] = []
-        # serial: one completion at a time, like an overloaded single-slot server (queueing tests)
-        self.lock: asyncio.Lock | None = asyncio.Lock() if serial else None
+        # slots: at most this many completions at once, the rest wait in line, like a model server's
+        # batch slots: a known capacity for queueing and knee tests
+        self.slots = asyncio.Semaphore(slots) if slots else None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -81,10 +87,10 @@ class TruthServer:
                     if self.die_after is not None and self.served > self.die_after:
                         os._exit(3)  # a server crashing mid-run, for failure tests
                     body = json.loads(req.body or b"{}")
-                    if self.lock is None:
+                    if self.slots is None:
                         await self._complete(writer, body, received, path)
                     else:
-                        async with self.lock:
+                        async with self.slots:
                             await self._complete(writer, body, perf_counter(), path)
                 else:
                     await self._send(writer, 404, b'{"error":"not found"}')
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--itl-ms", type=float, default=8.0)
     ap.add_argument("--usage", choices=["separate", "final", "none"], default="separate")
     ap.add_argument("--die-after", type=int, default=None, help="exit after serving N completions")
-    ap.add_argument("--serial", action="store_true", help="serve one completion at a time")
+    ap.add_argument("--slots", type=int, default=None, help="serve at most N completions at once (default: no limit)")
     ap.add_argument(
         "--slow-once",
         type=Path,
@@ -221,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.slow_once is not None and args.slow_once.exists():
             args.slow_once.unlink()
             slow = 1.5
-        server = TruthServer(args.ttft_ms * slow, args.itl_ms * slow, args.usage, args.die_after, args.serial)
+        server = TruthServer(args.ttft_ms * slow, args.itl_ms * slow, args.usage, args.die_after, args.slots)
         await serve(args.host, args.port, server, tls)
 
     asyncio.run(start())

@@ -67,7 +67,7 @@ def test_open_loop_measures_from_the_intended_time(truth_server):
     Each request takes ~100 ms at the server, but requests queue: latency measured from the
     intended send time must grow with the queue, as a user would experience it.
     """
-    dep = truth_server("--ttft-ms", "50", "--itl-ms", "10", "--serial")
+    dep = truth_server("--ttft-ms", "50", "--itl-ms", "10", "--slots", "1")
     r = run(
         Target("127.0.0.1", dep.endpoint.port),
         plan(dep.endpoint.port, tokens=6, mode="open", rate=20, arrival="constant", duration_s=2.0),

@@ -60,7 +60,7 @@ def test_worker_processes_send_the_one_schedule_and_merge_exactly(truth_server):
 
 
 def test_max_in_flight_drops_and_counts_what_could_not_start(truth_server):
-    dep = truth_server("--ttft-ms", "100", "--itl-ms", "0", "--serial")
+    dep = truth_server("--ttft-ms", "100", "--itl-ms", "0", "--slots", "1")
     plan = _plan(dep.endpoint.port, mode="open", rate=50.0, arrival="constant", duration_s=1.0, max_in_flight=3)
     run = engine.run(engine.Target("127.0.0.1", dep.endpoint.port), plan)
     s = stats.summary(run.measured, run.window_start, run.window_end)
@@ -97,7 +97,7 @@ def test_search_finds_the_capacity_of_a_serial_server(write_recipe, tmp_path):
     # One request at a time, ~25 ms each (ttft 11 + 7 gaps of 2): ~40 req/s is all it can take.
     search = {"mode": "search", "low": 4, "high": 256, "precision": 0.15, "probe_s": 2.5, "arrival": "constant"}
     search["slo"] = ["e2e_ms.p95 < 150"]
-    recipe = truth_recipe("cap", "--ttft-ms", "11", "--itl-ms", "2", "--serial", load=search)
+    recipe = truth_recipe("cap", "--ttft-ms", "11", "--itl-ms", "2", "--slots", "1", load=search)
     res = _run(write_recipe, tmp_path, recipe)
     found = res.result["search"]
     assert 20 <= found["max_passing"] <= 48, found
@@ -153,7 +153,24 @@ def _llama(name: str, url: str, load_: dict, **workload: object) -> dict:
     return {"name": name, "service": {"url": url}, "workload": wl}
 
 
-def test_knee_of_a_concurrency_sweep_on_llamacpp(llama_server, write_recipe, tmp_path):
+def test_knee_of_a_concurrency_sweep_lies_at_the_servers_slot_count(write_recipe, tmp_path):
+    from pytest_ubench.metrics import capacity
+
+    # The oracle is the server's configuration, which ubench never sees: 4 slots, ~36 ms per request
+    # (TTFT 20 ms + 8 gaps of 2 ms). Throughput doubles up to 4 users and stays flat after, while E2E climbs.
+    load_ = {"mode": "closed", "concurrency": [1, 2, 4, 8, 16]}
+    recipe = truth_recipe("knee", "--ttft-ms", "20", "--itl-ms", "2", "--slots", "4", load=load_, duration_s=1.5)
+    cases = expand(load(write_recipe(recipe)))
+    with Services(tmp_path / "out", monitoring=False) as services:
+        results = [run_case(c, services).result for c in cases]
+    (path,) = capacity.write_sweeps(tmp_path / "out", results)
+    sweep = json.loads(path.read_text())
+    assert sweep["knee"] is not None and sweep["knee"]["concurrency"] == 4, sweep
+    thr = [p["requests_per_s"] for p in sweep["points"]]
+    assert thr[2] == pytest.approx(4 / 0.036, rel=0.25) and thr[4] == pytest.approx(thr[2], rel=0.1)
+
+
+def test_a_concurrency_sweep_on_llamacpp_shows_its_saturation(llama_server, write_recipe, tmp_path):
     from pytest_ubench.metrics import capacity
 
     recipe = _llama("knee", llama_server.endpoint.url, {"mode": "closed", "concurrency": [1, 2, 4, 8, 16]})
@@ -162,14 +179,14 @@ def test_knee_of_a_concurrency_sweep_on_llamacpp(llama_server, write_recipe, tmp
         results = [run_case(c, services).result for c in cases]
     (path,) = capacity.write_sweeps(tmp_path / "out", results)
     sweep = json.loads(path.read_text())
-    thr = [p["requests_per_s"] for p in sweep["points"]]
-    # The server has 4 slots and one compute thread: it must saturate within the sweep, so the knee lies
-    # before its last point (measured: at 4 alone on the machine; at 1 or 8 beside other tests, as
-    # keeping 4 slots busy with 8 users can still add throughput).
-    assert sweep["knee"] is not None, sweep
-    assert sweep["knee"]["concurrency"] <= 8, sweep
-    assert thr[-1] < thr[sweep["knee"]["index"]] * 1.15
-    assert sweep["points"][-1]["e2e_p50_ms"] > 1.5 * sweep["points"][sweep["knee"]["index"]]["e2e_p50_ms"]
+    points = sweep["points"]
+    assert [p["concurrency"] for p in points] == [1, 2, 4, 8, 16]
+    # One compute thread: 16 users get far less than 16 times the throughput of one and wait far longer.
+    # Where the knee falls is left to the slotted truth server above: on this 2-core VM llama.cpp's
+    # throughput moved by up to 30 % between 3 s points (measured over 5 sweeps), enough to shift the knee or
+    # hide it, while these ratios held with a wide margin (throughput x0.85-1.3, E2E p50 x12-20).
+    assert points[-1]["requests_per_s"] < 4 * points[0]["requests_per_s"], sweep
+    assert points[-1]["e2e_p50_ms"] > 4 * points[0]["e2e_p50_ms"], sweep
 
 
 def test_max_rate_under_slo_on_llamacpp(llama_server, write_recipe, tmp_path):
