@@ -1,30 +1,36 @@
 """Named PromQL queries: built-in sets per server kind, evaluated over a case's load window.
 
 ``$rate`` in a query is replaced by a rate window of four scrape intervals (at least 4 s), so
-rates have enough samples whatever the interval.
+rates have enough samples whatever the interval. ``$job`` is replaced by the scrape job(s) of the service
+being measured, as a regular expression for ``job=~"$job"``: one Prometheus may scrape several servers of
+one kind (a monitor watching two services, a session with two recipes), and a query that is not held to
+its service's job mixes their series into one wrong number.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 QUERY_SETS: dict[str, dict[str, str]] = {
     "llamacpp": {
-        "requests_processing": "llamacpp:requests_processing",
-        "requests_deferred": "llamacpp:requests_deferred",
-        "busy_slots_per_decode": "llamacpp:n_busy_slots_per_decode",
-        "prompt_tokens_per_s": "rate(llamacpp:prompt_tokens_total[$rate])",
-        "output_tokens_per_s": "rate(llamacpp:tokens_predicted_total[$rate])",
+        "requests_processing": 'sum(llamacpp:requests_processing{job=~"$job"})',
+        "requests_deferred": 'sum(llamacpp:requests_deferred{job=~"$job"})',
+        "busy_slots_per_decode": 'avg(llamacpp:n_busy_slots_per_decode{job=~"$job"})',
+        "prompt_tokens_per_s": 'sum(rate(llamacpp:prompt_tokens_total{job=~"$job"}[$rate]))',
+        "output_tokens_per_s": 'sum(rate(llamacpp:tokens_predicted_total{job=~"$job"}[$rate]))',
     },
     # vLLM renamed series between versions: each query accepts the old and the new name.
     "vllm": {
-        "num_requests_running": "sum(vllm:num_requests_running)",
-        "num_requests_waiting": "sum(vllm:num_requests_waiting)",
-        "kv_cache_usage": "max(vllm:kv_cache_usage_perc) or max(vllm:gpu_cache_usage_perc)",
-        "ttft_p95_s": "histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[$rate])))",
-        "output_tokens_per_s": "sum(rate(vllm:generation_tokens_total[$rate]))",
-        "requests_per_s": "sum(rate(vllm:request_success_total[$rate]))",
+        "num_requests_running": 'sum(vllm:num_requests_running{job=~"$job"})',
+        "num_requests_waiting": 'sum(vllm:num_requests_waiting{job=~"$job"})',
+        "kv_cache_usage": 'max(vllm:kv_cache_usage_perc{job=~"$job"}) or max(vllm:gpu_cache_usage_perc{job=~"$job"})',
+        "ttft_p95_s": (
+            'histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{job=~"$job"}[$rate])))'
+        ),
+        "output_tokens_per_s": 'sum(rate(vllm:generation_tokens_total{job=~"$job"}[$rate]))',
+        "requests_per_s": 'sum(rate(vllm:request_success_total{job=~"$job"}[$rate]))',
     },
     "node": {
         "cpu_busy": '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[$rate]))',
@@ -59,18 +65,31 @@ class CrossCheck:
 
 
 CROSS_CHECKS: dict[str, CrossCheck] = {
-    "llamacpp": CrossCheck("sum(llamacpp:tokens_predicted_total)", "output_tokens"),
-    "vllm": CrossCheck("sum(vllm:request_success_total)", "requests"),
+    "llamacpp": CrossCheck('sum(llamacpp:tokens_predicted_total{job=~"$job"})', "output_tokens"),
+    "vllm": CrossCheck('sum(vllm:request_success_total{job=~"$job"})', "requests"),
 }
 
 STATS = ("min", "mean", "max", "last")
 
 
-def resolve(query_sets: Sequence[str], queries: dict[str, str], interval_s: float) -> dict[str, str]:
-    """All named queries of a recipe, ``$rate`` filled in; the recipe's own names win."""
-    rate = f"{max(4 * interval_s, 4.0):g}s"
-    named: dict[str, str] = {}
+def jobs(names: Sequence[str]) -> str:
+    """The value of ``$job`` for these scrape jobs: a regular expression matching exactly them, escaped
+    again for the double-quoted PromQL string it is put in."""
+    pattern = "|".join(re.escape(n) for n in names)
+    return pattern.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def named(query_sets: Sequence[str], queries: dict[str, str], job: str) -> dict[str, str]:
+    """All named queries of a recipe held to the scrape job(s) ``job`` (see ``jobs``), ``$rate`` kept
+    (Grafana fills in its own); the recipe's own names win."""
+    out: dict[str, str] = {}
     for name in query_sets:
-        named.update(QUERY_SETS[name])
-    named.update(queries)
-    return {name: q.replace("$rate", rate) for name, q in named.items()}
+        out.update(QUERY_SETS[name])
+    out.update(queries)
+    return {name: q.replace("$job", job) for name, q in out.items()}
+
+
+def resolve(query_sets: Sequence[str], queries: dict[str, str], interval_s: float, job: str) -> dict[str, str]:
+    """``named`` with ``$rate`` filled in: four scrape intervals, at least 4 s."""
+    rate = f"{max(4 * interval_s, 4.0):g}s"
+    return {name: q.replace("$rate", rate) for name, q in named(query_sets, queries, job).items()}

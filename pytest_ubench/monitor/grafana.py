@@ -17,7 +17,6 @@ from grafana_foundation_sdk.builders.timeseries import Panel as Timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
-from ..metrics import server_queries as query_sets
 from ..metrics.files import write_text
 
 DATASOURCE_UID = "ubench-prometheus"
@@ -67,15 +66,3 @@ def write_provisioning(root: Path, prometheus_url: str, dash: dict[str, Any]) ->
     target = grafana / "dashboards" / f"{dash['uid']}.json"
     write_text(target, JSONEncoder(sort_keys=True, indent=2).encode(dash))
     return target
-
-
-def sections_for(monitors: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, dict[str, str]]:
-    """Per recipe: its query sets and own queries, unresolved (``$rate`` kept for Grafana)."""
-    out = {}
-    for recipe, (sets, own) in monitors.items():
-        named: dict[str, str] = {}
-        for s in sets:
-            named.update(query_sets.QUERY_SETS[s])
-        named.update(own)
-        out[recipe] = named
-    return out

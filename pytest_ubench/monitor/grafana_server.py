@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..metrics import server_queries as queries
 from ..orchestrators.base import Deployment, Orchestrator
 from ..orchestrators.health import deploy_healthy
 from ..recipes.deployment import Container, HealthCheck, ServiceSpec
@@ -34,14 +35,14 @@ class Grafana:
         prometheus_url: str,
         query_sets: list[str],
         own: dict[str, str],
+        job: str,
         title: str,
     ) -> Grafana:
         """Provision (datasource + dashboard of the monitor's queries), then start Grafana and wait until
         healthy."""
         root = root.absolute()
-        dash = grafana.dashboard(
-            f"ubench {title}", f"ubench-{title}"[:40], grafana.sections_for({title: (query_sets, own)})
-        )
+        named = queries.named(query_sets, own, job)
+        dash = grafana.dashboard(f"ubench {title}", f"ubench-{title}"[:40], {title: named})
         grafana.write_provisioning(root, prometheus_url, dash)
         run_dir = root / "grafana-server"
         password_file = run_dir / "admin-password"

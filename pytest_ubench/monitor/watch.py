@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,30 @@ from . import prometheus as prom_monitor
 from .client_metrics import ClientExporter
 
 
+@dataclass(frozen=True)
+class Watching:
+    """A Prometheus that already scrapes the service under test (``ubenchai monitor start --targets ID``):
+    a run against that service uses it rather than starting a second one beside it."""
+
+    prometheus: prom_monitor.Prometheus
+    job: str  # the service's scrape job there (its id)
+    monitor: str  # the monitor's id
+
+
 class Monitoring:
-    def __init__(self, orchestrator: Orchestrator, root: Path) -> None:
+    def __init__(self, orchestrator: Orchestrator, root: Path, watching: Watching | None = None) -> None:
+        """``watching``: the target's own monitor; it is borrowed (the targets we add to it are removed
+        again on close) and never stopped."""
         self.orchestrator = orchestrator
         self.root = root
-        self.prometheus: prom_monitor.Prometheus | None = None
+        self.watching = watching
+        self.prometheus: prom_monitor.Prometheus | None = watching.prometheus if watching else None
         self.note: str | None = None  # why server-side metrics are off, said once
         self._exporter: ClientExporter | None = None  # the load client's live metrics
-        # recipes whose targets Prometheus scrapes -> (query sets, own queries), for the dashboard
-        self._watched: dict[str, tuple[list[str], dict[str, str]]] = {}
+        # recipes whose targets Prometheus scrapes -> their service's scrape job
+        self._jobs: dict[str, str] = {}
+        self._sections: dict[str, dict[str, str]] = {}  # the dashboard's rows: recipe -> named queries
+        self._added: list[tuple[str, str, int]] = []  # targets added to a borrowed Prometheus
         self._node_exporters: dict[str, Deployment] = {}  # one per node a service runs on
         self._missing: set[str] = set()
 
@@ -50,7 +66,10 @@ class Monitoring:
         if prom is None:
             return
         targets: list[tuple[str, str, int, str, str]] = []
-        if recipe.service is not None and recipe.service.metrics_path:
+        job = recipe.name
+        if self.watching is not None:
+            job = self.watching.job  # scraped there already, under its id
+        elif recipe.service is not None and recipe.service.metrics_path:
             endpoint = dep.endpoint
             targets.append((recipe.name, endpoint.host, endpoint.port, recipe.service.metrics_path, endpoint.scheme))
         if "node" in mon.query_sets:
@@ -61,19 +80,28 @@ class Monitoring:
         for extra in mon.targets:
             extra_host, _, extra_port = extra.rpartition(":")
             targets.append((f"{recipe.name}-{extra}", extra_host, int(extra_port), "/metrics", "http"))
-        added = [(job, prom.add_target(job, host, port, path, scheme)) for job, host, port, path, scheme in targets]
+        added = [(name, self._add(prom, name, host, port, path, scheme)) for name, host, port, path, scheme in targets]
         if self._exporter is None:
             # Our own exporter, always up: waiting for its first scrape absorbs Prometheus' start-up
             # (~6 s to the first scrape, measured), so the recipe's timeout is left for its own targets.
             self._exporter = ClientExporter()
-            instance = prom.add_target(client_metrics.JOB, self._exporter.host, self._exporter.port)
+            instance = self._add(prom, client_metrics.JOB, self._exporter.host, self._exporter.port)
             prom.wait_scraped(client_metrics.JOB, instance, 60.0)
-        for job, instance in added:
-            prom.wait_scraped(job, instance, mon.target_timeout_s)
-        self._watched[recipe.name] = (list(mon.query_sets), dict(mon.queries))
-        sections = {"load client": queries.CLIENT} | grafana.sections_for(self._watched)
+        for name, instance in added:
+            prom.wait_scraped(name, instance, mon.target_timeout_s)
+        self._jobs[recipe.name] = queries.jobs([job])
+        if self.watching is not None:
+            return  # the monitor has its own dashboard
+        self._sections[recipe.name] = queries.named(mon.query_sets, mon.queries, self._jobs[recipe.name])
+        sections = {"load client": queries.CLIENT} | self._sections
         dash = grafana.dashboard(f"ubench {self.root.name}", f"ubench-{self.root.name}"[:40], sections)
         grafana.write_provisioning(self.root, prom.url, dash)
+
+    def _add(self, prom: prom_monitor.Prometheus, name: str, host: str, port: int, path: str = "/metrics",
+             scheme: str = "http") -> str:  # fmt: skip
+        if self.watching is not None:
+            self._added.append((name, host, port))
+        return prom.add_target(name, host, port, path, scheme)
 
     def unwatch(self, recipe: Recipe, dep: Deployment) -> None:
         """Stop scraping a deployment of the recipe's service that is being replaced (its node stays)."""
@@ -120,13 +148,14 @@ class Monitoring:
         """The recipe's queries over [start, end] (epoch seconds) and the client/server cross-check."""
         mon = recipe.monitor
         prom = self.prometheus
-        if mon is None or prom is None or recipe.name not in self._watched:
+        if mon is None or prom is None or recipe.name not in self._jobs:
             return None
         if not prom.alive():
             note = f"Prometheus exited during the run (code {prom.deployment.exit_code}): no server-side data"
             return {"prometheus": prom.url, "window": [start, end], "complete": False, "note": note, "queries": {}}
         time.sleep(prom.interval_s * 1.5 + 0.2)  # let one more scrape land after the last request
-        named = queries.resolve(mon.query_sets, mon.queries, mon.interval_s)
+        job = self._jobs[recipe.name]
+        named = queries.resolve(mon.query_sets, mon.queries, prom.interval_s, job)
         values = prom_monitor.window_metrics(prom, named, start, end)
         complete = all("error" not in v for v in values.values())
         checks = {}
@@ -134,9 +163,10 @@ class Monitoring:
             check = queries.CROSS_CHECKS.get(set_name)
             if check is None:
                 continue
+            counter = check.counter.replace("$job", job)
             try:
-                before = prom.instant(check.counter, run.wall_t0)
-                after = prom.instant(check.counter, time.time())
+                before = prom.instant(counter, run.wall_t0)
+                after = prom.instant(counter, time.time())
             except Exception as exc:
                 complete = False
                 logger.warning("cross-check {} failed: {}", set_name, exc)
@@ -145,14 +175,15 @@ class Monitoring:
             client = sum(r.output_tokens or 0 for r in ok) if check.client_field == "output_tokens" else len(ok)
             server = None if before is None or after is None else after - before
             checks[set_name] = {
-                "counter": check.counter,
+                "counter": counter,
                 "client_field": check.client_field,
                 "client": client,
                 "server": server,
                 "relative_difference": None if not server else abs(client - server) / server,
             }
-        return {"prometheus": prom.url, "window": [start, end], "complete": complete, "queries": values,
-                "cross_check": checks}  # fmt: skip
+        out = {"prometheus": prom.url, "window": [start, end], "complete": complete, "queries": values,
+               "cross_check": checks}  # fmt: skip
+        return out | ({"monitor": self.watching.monitor} if self.watching else {})
 
     def close(self) -> None:
         if self._exporter is not None:
@@ -160,7 +191,10 @@ class Monitoring:
             exporter.close()
         if self.prometheus is not None:
             prom, self.prometheus = self.prometheus, None
-            self.orchestrator.stop(prom.deployment)
+            if self.watching is None:
+                self.orchestrator.stop(prom.deployment)
+            for name, host, port in self._added:
+                prom.remove_target(name, host, port)
         while self._node_exporters:
             _, node_exporter = self._node_exporters.popitem()
             self.orchestrator.stop(node_exporter)

@@ -311,7 +311,7 @@ class Monitor(Strict):
     target_timeout_s: PositiveFloat = 30.0
 
     def query_names(self) -> set[str]:
-        return set(queries.resolve(self.query_sets, self.queries, self.interval_s))
+        return set(queries.named(self.query_sets, self.queries, ".*"))
 
 
 class GrafanaServer(Strict):

@@ -21,6 +21,7 @@ from ..metrics import server_queries as queries
 from ..metrics.results import ResultsDir
 from ..monitor import grafana_server
 from ..monitor import prometheus as prom_monitor
+from ..monitor.watch import Watching
 from ..orchestrators import registry
 from ..orchestrators.backends import get_orchestrator
 from ..orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceState, from_record, to_record
@@ -133,8 +134,9 @@ def monitor_start(
                                    "started_epoch": time.time()}  # fmt: skip
         if mon.grafana is not None:
             where = root / "monitors" / monitor_id
+            scope = queries.jobs([job for job, _ in added])
             board = grafana_server.Grafana.start(orch, where, mon.grafana, prom.url, list(mon.query_sets),
-                                          dict(mon.queries), monitor_id)  # fmt: skip
+                                                 dict(mon.queries), scope, monitor_id)  # fmt: skip
             access = {"password_file": str(board.password_file), "user": board.user}
             details["grafana"] = to_record(orch, board.deployment) | access
     except BaseException:
@@ -144,15 +146,32 @@ def monitor_start(
                      extra=details)  # fmt: skip
 
 
-def monitor_metrics(entry: registry.Entry, since_s: float | None = None) -> dict[str, Any]:
-    """The monitor's named queries from its start (or the last ``since_s`` seconds) until now."""
+def _prometheus(entry: registry.Entry) -> prom_monitor.Prometheus:
+    """A running monitor's Prometheus, attached."""
     orch = get_orchestrator(entry.orchestrator)
     dep = orch.attach(entry.deployment(), entry.handle)
+    return prom_monitor.Prometheus(dep, Path(entry.run_dir), float(entry.extra["interval_s"]), orch)
+
+
+def monitor_watching(service_id: str) -> Watching | None:
+    """The running monitor that already scrapes this service (the newest, when several do), so a
+    ``client run --target ID`` reads the server's series there instead of starting a Prometheus of its own."""
+    monitors = [e for e in registry.all_entries("monitor") if service_id in e.extra.get("targets", [])]
+    for entry in sorted(monitors, key=lambda e: e.started, reverse=True):
+        if entry.elsewhere is None:
+            prom = _prometheus(entry)
+            if prom.alive():
+                return Watching(prom, service_id, entry.id)
+    return None
+
+
+def monitor_metrics(entry: registry.Entry, since_s: float | None = None) -> dict[str, Any]:
+    """The monitor's named queries from its start (or the last ``since_s`` seconds) until now."""
     x = entry.extra
-    prom = prom_monitor.Prometheus(dep, Path(entry.run_dir), float(x["interval_s"]), orch)
+    prom = _prometheus(entry)
     end = time.time()
     start = max(float(x["started_epoch"]), end - since_s) if since_s else float(x["started_epoch"])
-    named = queries.resolve(x["query_sets"], x["queries"], float(x["interval_s"]))
+    named = queries.resolve(x["query_sets"], x["queries"], float(x["interval_s"]), queries.jobs(x["targets"]))
     return {"monitor": entry.id, "prometheus": entry.endpoint.url, "window": [start, end],
             "targets": x["targets"], "queries": prom_monitor.window_metrics(prom, named, start, end)}  # fmt: skip
 

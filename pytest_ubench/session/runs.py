@@ -19,6 +19,7 @@ from ..orchestrators import backends, registry
 from ..orchestrators.base import Orchestrator
 from ..recipes import loader
 from ..recipes.sweep import Case, expand
+from . import manager
 from .case import run_case
 from .services import Services, stop_shared
 
@@ -85,6 +86,12 @@ class BenchmarkRun:
         self.results = ResultsDir(self.root)
         self.orchestrator: Orchestrator = backends.placement(options.orchestrator, options.cluster, options.recipe_dirs)
         self.target = target_url(options.target) if options.target else None
+        # A service started by 'server start' may already be scraped by a 'monitor start': read it there.
+        self.watching = (
+            manager.monitor_watching(options.target) if options.target and "://" not in options.target else None
+        )
+        if self.watching is not None:
+            logger.info("{}: server metrics from monitor {}", options.target, self.watching.monitor)
         self.cases = self.cases_of(options.recipes)
 
     def cases_of(self, names: Sequence[str]) -> list[Case]:
@@ -110,7 +117,7 @@ class BenchmarkRun:
 
     def services(self, shared: bool = False) -> Services:
         """``shared``: pytest-xdist workers use one deployment per recipe (``stop_shared`` ends them)."""
-        return Services(self.root, self.orchestrator, self.target, shared=shared)
+        return Services(self.root, self.orchestrator, self.target, shared=shared, watching=self.watching)
 
     def run_case(self, case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
         runs = self.options.baseline_runs if self.options.save_baseline else None

@@ -19,7 +19,7 @@ from .. import protocols
 from ..metrics.files import read_json, write_json
 from ..metrics.results import ResultsDir
 from ..monitor.prometheus import Prometheus
-from ..monitor.watch import Monitoring
+from ..monitor.watch import Monitoring, Watching
 from ..orchestrators.backends import get_orchestrator
 from ..orchestrators.base import (
     Deployment,
@@ -55,9 +55,11 @@ class Services:
         target_url: str | None = None,
         monitoring: bool = True,
         shared: bool = False,
+        watching: Watching | None = None,
     ) -> None:
         """``shared``: several processes (pytest-xdist workers) use one deployment per recipe under
         ``root``; the first deploys it, the others attach, and ``stop_shared`` ends it once all are done.
+        ``watching``: the monitor that already scrapes ``target_url``'s service, used instead of a new one.
         """
         self.root = root
         self.results = ResultsDir(root)
@@ -66,7 +68,7 @@ class Services:
         self.target_url = target_url
         # Each sharing process watches with its own Prometheus, in its own directory.
         monitor_root = root / f"monitor-{os.getpid()}" if shared else root
-        self.monitoring = Monitoring(self.orchestrator, monitor_root) if monitoring else None
+        self.monitoring = Monitoring(self.orchestrator, monitor_root, watching) if monitoring else None
         self._deployed: dict[str, Deployment] = {}
         self._failed: dict[str, ServiceError] = {}
 

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jsonschema
@@ -35,38 +34,70 @@ def test_every_shipped_recipe_is_named_here() -> None:
     assert sorted(p.stem for p in (REPO / "recipes").glob("*.yaml")) == SHIPPED
 
 
-def test_the_shipped_monitor_recipe_watches_a_running_server(tmp_path: Path) -> None:
-    """recipes/monitors/llm-server.yaml as the seed's flow uses it: ``server start`` (the shipped main job's
-    service), ``monitor start --recipe llm-server --targets ID``, ``monitor metrics``. Oracle: llama.cpp's
-    own token counter, scraped through that Prometheus, grows with the requests we send."""
+def test_the_seed_flow_measures_a_monitored_server_with_its_monitor(tmp_path: Path) -> None:
+    """The seed's flow with the shipped recipes: ``server start`` the main job's service twice (A, B),
+    ``monitor start --recipe llm-server --targets A,B``, ``client run --target A``, ``monitor metrics``.
+    The run reads A's series from that monitor (no Prometheus of its own) while B is loaded beside it.
+    Oracle: llama.cpp's own token counter on A, through the monitor, grows by exactly what the client
+    counted; B's traffic, in the same Prometheus, must not leak into A's figures."""
+    import threading
+
     import httpx
 
+    out = tmp_path / "o"
     env = os.environ | {"UBENCHAI_STATE_DIR": str(tmp_path / "state")}
 
     def ubenchai(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "pytest_ubench", *args], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=300, check=False)  # fmt: skip
 
-    started = ubenchai("server", "start", "--recipe", "llm-inference", "--output", str(tmp_path / "o"))
-    assert started.returncode == 0, started.stderr
-    service_id, url = started.stdout.split()[:2]
+    started = [ubenchai("server", "start", "--recipe", "llm-inference", "--output", str(out)) for _ in range(2)]
+    ids = [s.stdout.split()[0] for s in started if s.returncode == 0]
     monitor_id = None
+    stop = threading.Event()
     try:
-        mon = ubenchai("monitor", "start", "--recipe", "llm-server", "--targets", service_id, "--output",
-                       str(tmp_path / "o"))  # fmt: skip
+        assert len(ids) == 2, [s.stderr for s in started]
+        url_b = started[1].stdout.split()[1]
+        mon = ubenchai("monitor", "start", "--recipe", "llm-server", "--targets", ",".join(ids), "--output", str(out))
         assert mon.returncode == 0, mon.stderr
-        monitor_id = mon.stdout.split()[0]
+        monitor_id, monitor_url = mon.stdout.split()[:2]
         body = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
-        for _ in range(5):
-            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).raise_for_status()
-        time.sleep(3)  # a few 1 s scrapes
+        sent_b = []
+
+        def load_b() -> None:
+            with httpx.Client(timeout=60) as client:
+                while not stop.is_set():
+                    sent_b.append(client.post(f"{url_b}/v1/chat/completions", json=body).status_code)
+
+        beside = threading.Thread(target=load_b)
+        beside.start()
+        client_out = tmp_path / "client"
+        run = ubenchai("client", "run", "--recipe", "llm-inference", "--target", ids[0], "--output", str(client_out),
+                       "--set", "workload.load.concurrency=[2]", *SHORT)  # fmt: skip
+        stop.set()
+        beside.join()
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert sent_b.count(200) > 5
+        (path,) = client_out.glob("*/results.json")
+        result = json.loads(path.read_text())
+        jsonschema.validate(result, SCHEMA)
+        monitoring = result["monitoring"]
+        assert monitoring["monitor"] == monitor_id and monitoring["prometheus"] == monitor_url
+        assert not (client_out / "prometheus").exists()  # no second Prometheus
+        check = monitoring["cross_check"]["llamacpp"]
+        assert check["server"] == check["client"] > 0, check
+        assert result["server_metrics"]["output_tokens_per_s"]["max"] > 0
+        # The monitor is left as it was: scraping A and B only, and still answering.
+        targets = sorted(p.name for p in (out / "monitors" / monitor_id / "prometheus" / "targets").glob("*.json"))
+        assert len(targets) == 2 and all(any(i in t for i in ids) for t in targets), targets
         series = json.loads(ubenchai("monitor", "metrics", monitor_id).stdout)["queries"]
-        generated = [q for q in series.values() if "tokens" in q["query"] and (q["max"] or 0) > 0]
-        assert generated, sorted(series)
+        assert series["output_tokens_per_s"]["max"] > 0, series
     finally:
+        stop.set()
         if monitor_id is not None:
             ubenchai("monitor", "stop", monitor_id)
-        ubenchai("server", "stop", service_id)
+        for service_id in ids:
+            ubenchai("server", "stop", service_id)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
