@@ -39,6 +39,8 @@ environment:
   UBENCHAI_CACHE_DIR     this user's caches (default ~/.cache/ubenchai)
   UBENCHAI_MODEL_CACHE   generated models (default ~/.cache/ubenchai/models)
   UBENCHAI_IMAGE_CACHE   pulled Apptainer images (default ~/.cache/ubenchai/images)
+  UBENCHAI_VLLM_PYTHON   a Python with vLLM for the vllm recipe (default: the venv made by
+                         'python -m pytest_ubench.servers.vllm --install')
   UBENCHAI_SLURM_ACCOUNT Slurm account when the cluster profile has none
   UBENCHAI_LOOP          'asyncio' runs the load client on the standard event loop instead of uvloop
 

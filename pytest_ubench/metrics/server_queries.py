@@ -21,16 +21,31 @@ QUERY_SETS: dict[str, dict[str, str]] = {
         "prompt_tokens_per_s": 'sum(rate(llamacpp:prompt_tokens_total{job=~"$job"}[$rate]))',
         "output_tokens_per_s": 'sum(rate(llamacpp:tokens_predicted_total{job=~"$job"}[$rate]))',
     },
-    # vLLM renamed series between versions: each query accepts the old and the new name.
+    # vLLM renamed series between versions: a query takes the new name or the old one ("or").
     "vllm": {
         "num_requests_running": 'sum(vllm:num_requests_running{job=~"$job"})',
         "num_requests_waiting": 'sum(vllm:num_requests_waiting{job=~"$job"})',
         "kv_cache_usage": 'max(vllm:kv_cache_usage_perc{job=~"$job"}) or max(vllm:gpu_cache_usage_perc{job=~"$job"})',
+        "prefix_cache_hit_rate": (
+            'sum(rate(vllm:prefix_cache_hits_total{job=~"$job"}[$rate]))'
+            ' / sum(rate(vllm:prefix_cache_queries_total{job=~"$job"}[$rate]))'
+            ' or max(vllm:gpu_prefix_cache_hit_rate{job=~"$job"})'
+        ),
+        "preemptions_per_s": 'sum(rate(vllm:num_preemptions_total{job=~"$job"}[$rate]))',
+        "requests_per_s": 'sum(rate(vllm:request_success_total{job=~"$job"}[$rate]))',
+        "prompt_tokens_per_s": 'sum(rate(vllm:prompt_tokens_total{job=~"$job"}[$rate]))',
+        "output_tokens_per_s": 'sum(rate(vllm:generation_tokens_total{job=~"$job"}[$rate]))',
         "ttft_p95_s": (
             'histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{job=~"$job"}[$rate])))'
         ),
-        "output_tokens_per_s": 'sum(rate(vllm:generation_tokens_total{job=~"$job"}[$rate]))',
-        "requests_per_s": 'sum(rate(vllm:request_success_total{job=~"$job"}[$rate]))',
+        # Means from _sum/_count: exact whatever the buckets (TPOT/ITL buckets start at 10 ms, E2E at 300 ms).
+        "ttft_mean_s": "$mean(vllm:time_to_first_token_seconds)",
+        "itl_mean_s": "$mean(vllm:inter_token_latency_seconds) or $mean(vllm:time_per_output_token_seconds)",
+        "tpot_mean_s": "$mean(vllm:request_time_per_output_token_seconds)",
+        "e2e_mean_s": "$mean(vllm:e2e_request_latency_seconds)",
+        "queue_time_mean_s": "$mean(vllm:request_queue_time_seconds)",
+        "prefill_time_mean_s": "$mean(vllm:request_prefill_time_seconds)",
+        "decode_time_mean_s": "$mean(vllm:request_decode_time_seconds)",
     },
     "node": {
         "cpu_busy": '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[$rate]))',
@@ -58,15 +73,25 @@ CLIENT: dict[str, str] = {
 
 @dataclass(frozen=True)
 class CrossCheck:
-    """A server counter that must grow by what the client counted over the whole run."""
+    """A server figure over the whole run beside the client's own: a counter's growth (``count``, must be
+    equal) or a histogram's mean from its ``_sum``/``_count`` growth (``mean``, milliseconds)."""
 
-    counter: str
-    client_field: str  # "output_tokens" or "requests"
+    name: str
+    series: str  # a counter, or a histogram's base name
+    client_field: str  # requests, output_tokens, prompt_tokens; for means ttft_ms, e2e_ms, tpot_ms
+    kind: str = "count"
 
 
-CROSS_CHECKS: dict[str, CrossCheck] = {
-    "llamacpp": CrossCheck('sum(llamacpp:tokens_predicted_total{job=~"$job"})', "output_tokens"),
-    "vllm": CrossCheck('sum(vllm:request_success_total{job=~"$job"})', "requests"),
+CROSS_CHECKS: dict[str, list[CrossCheck]] = {
+    "llamacpp": [CrossCheck("llamacpp", "llamacpp:tokens_predicted_total", "output_tokens")],
+    "vllm": [
+        CrossCheck("vllm", "vllm:request_success_total", "requests"),
+        CrossCheck("vllm.output_tokens", "vllm:generation_tokens_total", "output_tokens"),
+        CrossCheck("vllm.prompt_tokens", "vllm:prompt_tokens_total", "prompt_tokens"),
+        CrossCheck("vllm.ttft_ms", "vllm:time_to_first_token_seconds", "ttft_ms", "mean"),
+        CrossCheck("vllm.tpot_ms", "vllm:request_time_per_output_token_seconds", "tpot_ms", "mean"),
+        CrossCheck("vllm.e2e_ms", "vllm:e2e_request_latency_seconds", "e2e_ms", "mean"),
+    ],
 }
 
 STATS = ("min", "mean", "max", "last")
@@ -86,7 +111,16 @@ def named(query_sets: Sequence[str], queries: dict[str, str], job: str) -> dict[
     for name in query_sets:
         out.update(QUERY_SETS[name])
     out.update(queries)
-    return {name: q.replace("$job", job) for name, q in out.items()}
+    return {name: _means(q).replace("$job", job) for name, q in out.items()}
+
+
+def _means(query: str) -> str:
+    """``$mean(h)``: a histogram's mean over the rate window, from its ``_sum`` and ``_count``."""
+    return re.sub(
+        r"\$mean\(([a-zA-Z_:][a-zA-Z0-9_:]*)\)",
+        lambda m: f'(sum(rate({m[1]}_sum{{job=~"$job"}}[$rate])) / sum(rate({m[1]}_count{{job=~"$job"}}[$rate])))',
+        query,
+    )
 
 
 def resolve(query_sets: Sequence[str], queries: dict[str, str], interval_s: float, job: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ from ..recipes.schema import Recipe
 from . import client_metrics, grafana
 from . import prometheus as prom_monitor
 from .client_metrics import ClientExporter
+from .cross_check import cross_checks
 
 
 @dataclass(frozen=True)
@@ -158,29 +159,8 @@ class Monitoring:
         named = queries.resolve(mon.query_sets, mon.queries, prom.interval_s, job)
         values = prom_monitor.window_metrics(prom, named, start, end)
         complete = all("error" not in v for v in values.values())
-        checks = {}
-        for set_name in mon.query_sets:
-            check = queries.CROSS_CHECKS.get(set_name)
-            if check is None:
-                continue
-            counter = check.counter.replace("$job", job)
-            try:
-                before = prom.instant(counter, run.wall_t0)
-                after = prom.instant(counter, time.time())
-            except Exception as exc:
-                complete = False
-                logger.warning("cross-check {} failed: {}", set_name, exc)
-                continue
-            ok = [r for r in run.records if r.ok]
-            client = sum(r.output_tokens or 0 for r in ok) if check.client_field == "output_tokens" else len(ok)
-            server = None if before is None or after is None else after - before
-            checks[set_name] = {
-                "counter": counter,
-                "client_field": check.client_field,
-                "client": client,
-                "server": server,
-                "relative_difference": None if not server else abs(client - server) / server,
-            }
+        checks, read = cross_checks(prom, mon.query_sets, job, run.records, run.wall_t0)
+        complete = complete and read
         out = {"prometheus": prom.url, "window": [start, end], "complete": complete, "queries": values,
                "cross_check": checks}  # fmt: skip
         return out | ({"monitor": self.watching.monitor} if self.watching else {})

@@ -128,7 +128,13 @@ class LocalOrchestrator:
                     stderr=subprocess.STDOUT,
                     env=env,
                     cwd=spec.workdir or None,
-                    start_new_session=True,
+                    # Its own process group (stopped as one), and a session of its own only when it must
+                    # outlive this one (server start). A new session is also a new scheduling autogroup
+                    # (Linux's default): CPU is then shared per session, not per thread, and a vLLM in
+                    # its own session beside the client stalled all its streams for 0.1-0.5 s tens of
+                    # times in 20 s on 2 cores (none in the harness's session; docs/vllm.md).
+                    start_new_session=detach,
+                    process_group=None if detach else 0,
                     preexec_fn=None if detach else _die_with_parent,
                 )
             except OSError as exc:
