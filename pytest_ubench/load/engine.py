@@ -166,6 +166,7 @@ class _Engine:
         self.in_flight: dict[Connection, float] = {}  # connection -> send time of its request
         self.refused = 0  # connection failures since the last success
         self.stopped: str | None = None  # why the run stopped issuing requests early
+        self.exhausted = False  # max_requests were all sent before the duration ran out
 
     async def one(self, rec: Record, index: int) -> None:
         self.records.append(rec)
@@ -252,7 +253,10 @@ class _Engine:
         budget = itertools.count() if self.plan.max_requests is None else iter(range(self.plan.max_requests))
 
         async def user() -> None:
-            while (now := perf_counter()) < stop_at and self.stopped is None and next(budget, None) is not None:
+            while (now := perf_counter()) < stop_at and self.stopped is None:
+                if next(budget, None) is None:
+                    self.exhausted = True
+                    return
                 await self.one(Record(now, warmup=now < measure_from), next(self.counter))
 
         await asyncio.gather(*(user() for _ in range(self.plan.concurrency)))
@@ -292,6 +296,7 @@ class _Engine:
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
+        self.exhausted = self.stopped is None and plan.max_requests == len(sched.offsets)
 
     def _scheduled_rate(self, elapsed: float) -> float | None:
         """Arrivals the schedule holds for the last second: the rate the run should be delivering."""
@@ -410,6 +415,10 @@ async def run_async(
         run.aborted = "interrupted"
     else:
         run.aborted = engine.stopped
+        if engine.exhausted and (ended := perf_counter()) < stop_at:
+            # The request budget ran out first: the load ended here, and throughput is over the time it
+            # took (dividing by the planned duration reported 5 tok/s for a run that made 684).
+            run.window_end = max(measure_from, ended)
     finally:
         sweeper.cancel()
         watcher.cancel()

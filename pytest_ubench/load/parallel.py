@@ -158,7 +158,7 @@ def merge(runs: list[engine.Run], plan: engine.LoadPlan) -> engine.Run:
         first.t0,
         min(r.wall_t0 for r in active),
         first.window_start,
-        first.window_end,
+        max(r.window_end for r in active),  # earlier than planned where a request budget ran out
         wall_t1=max(r.wall_t1 for r in active),
         aborted=aborted,
         client=[h for r in runs for h in r.client],

@@ -123,3 +123,19 @@ def test_non_streaming(truth_server):
         plan(dep.endpoint.port, tokens=5, stream=False, mode="closed", concurrency=2, duration_s=0.5),
     )
     assert r.records and all(x.ok and x.output_tokens == 5 and x.tokens_from == "usage" for x in r.records)
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_a_request_budget_that_runs_out_first_ends_the_window(truth_server, mode):
+    """max_requests reached long before duration_s: throughput is over the time the load took (the server's
+    first receipt to its last write), not over the planned 30 s, which once reported 5 tok/s for 684."""
+    dep = truth_server("--ttft-ms", "20", "--itl-ms", "2")
+    shape = {"concurrency": 4} if mode == "closed" else {"rate": 50.0, "arrival": "constant"}
+    r = run(Target("127.0.0.1", dep.endpoint.port), plan(dep.endpoint.port, mode=mode, duration_s=30.0,
+                                                          max_requests=20, **shape))  # fmt: skip
+    s = summary(r.measured, r.window_start, r.window_end)
+    t = truth(dep)
+    span = max(x["writes"][-1] for x in t) - min(x["received"] for x in t)
+    assert s["requests"]["ok"] == len(t) == 20
+    assert s["throughput"]["elapsed_s"] == pytest.approx(span, abs=0.05), (s["throughput"], span)
+    assert s["throughput"]["requests_per_s"] == pytest.approx(20 / span, rel=0.1)
