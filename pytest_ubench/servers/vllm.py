@@ -35,14 +35,20 @@ def default_venv() -> Path:
     return user_cache("vllm-venv")
 
 
+def _ready(venv: Path) -> Path:
+    """Written by ``install`` once vLLM imports there: an install killed halfway leaves a venv with a
+    Python but no working vLLM, which must read as "not installed", not fail at the first request."""
+    return venv / "ubench-vllm-ready"
+
+
 def vllm_python() -> str | None:
     """The Python that has vLLM: ``UBENCHAI_VLLM_PYTHON``, the venv ``--install`` made, or this one."""
     given = os.environ.get("UBENCHAI_VLLM_PYTHON")
     if given:
         return given
-    venv = default_venv() / "bin" / "python"
-    if venv.exists():
-        return str(venv)
+    venv = default_venv()
+    if _ready(venv).exists():
+        return str(venv / "bin" / "python")
     probe = subprocess.run([sys.executable, "-c", "import vllm"], capture_output=True, check=False)
     return sys.executable if probe.returncode == 0 else None
 
@@ -50,7 +56,10 @@ def vllm_python() -> str | None:
 def install(venv: Path, package: str, torch_index: str) -> None:
     """Create the venv and install vLLM into it; nothing is done when it already imports vLLM."""
     python = venv / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import vllm"], capture_output=True).returncode == 0:
+    if _ready(venv).exists() or (
+        python.exists() and subprocess.run([python, "-c", "import vllm"], capture_output=True).returncode == 0
+    ):
+        _ready(venv).touch()
         print(f"vLLM already installed: {python}", flush=True)
         return
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
@@ -63,6 +72,7 @@ def install(venv: Path, package: str, torch_index: str) -> None:
     subprocess.run([*pip, *(["--extra-index-url", torch_index] if torch_index else []), package], check=True)
     subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", *UNWANTED], check=True)
     subprocess.run([python, "-c", "import vllm"], check=True)
+    _ready(venv).touch()
     print(f"vLLM installed: {python}", flush=True)
 
 

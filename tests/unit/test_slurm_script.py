@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from helpers import pid_alive
 
 from pytest_ubench.orchestrators.base import ServiceError
@@ -185,3 +186,30 @@ def _group_members(pgid: int) -> list[int]:
             if os.getpgid(proc.pid) == pgid:
                 members.append(proc.pid)
     return members
+
+
+MELUXINA = sorted(p.name for p in (ROOT / "recipes" / "meluxina").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe_file", MELUXINA)
+def test_every_meluxina_recipe_renders_as_its_user_would_get_it(recipe_file: str, tmp_path: Path) -> None:
+    """Only rendered, not run: running them needs a MeluXina-shaped cluster (issue 20). Each recipe validates,
+    and each one that deploys a service gives the batch script `--dry-run` prints: the MeluXina profile's
+    account and modules, and its image pulled by Apptainer."""
+    env = os.environ | {"UBENCHAI_SLURM_ACCOUNT": "p200001"}
+    path = str(ROOT / "recipes" / "meluxina" / recipe_file)
+
+    def ubenchai(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pytest_ubench", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+    valid = ubenchai("recipe", "validate", path)
+    assert valid.returncode == 0 and ": ok (" in valid.stdout, valid.stderr
+    if "service" not in yaml.safe_load(Path(path).read_text()):
+        return  # fio from the compute nodes themselves: nothing to deploy
+    profile = str(ROOT / "recipes" / "clusters" / "meluxina.yaml")
+    shown = ubenchai("server", "start", "--recipe", path, "--cluster", profile, "--dry-run")
+    assert shown.returncode == 0, shown.stderr
+    assert "#SBATCH --account=p200001" in shown.stdout and "module load" in shown.stdout
+    assert "apptainer" in shown.stdout
+    assert not (tmp_path / "ubench-results").exists()  # a dry run starts and writes nothing
