@@ -62,8 +62,9 @@ def _run(config: pytest.Config) -> BenchmarkRun:
         config.stash[RUN] = run = BenchmarkRun(pytest_options.run_options(config))
     except (loader.RecipeError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
-    if pytest_options.option(config, "dry-run"):
-        _dry_run(run)
+    for flag in ("dry-run", "pull-only"):
+        if pytest_options.option(config, flag):
+            _instead_of_running(run, flag)
     config.stash[_undo_key].append(interrupts.sigterm_as_interrupt())
     return run
 
@@ -97,19 +98,18 @@ def _output_root(config: pytest.Config) -> str:
     return str(pytest_options.option(config, "output"))
 
 
-def _dry_run(run: BenchmarkRun) -> None:
+def _instead_of_running(run: BenchmarkRun, flag: str) -> None:
+    """``--ubench-dry-run`` (print what would be deployed) or ``--ubench-pull-only`` (pull the images), then exit."""
     from .orchestrators.base import ServiceError
 
     if not run.cases:
-        raise pytest.UsageError("--ubench-dry-run needs --ubench-recipe")
-    for loaded in dict.fromkeys(c.loaded for c in run.cases):
-        try:
-            text = run.dry_run(loaded)
-        except ServiceError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        if text is not None:
-            print(f"# --- {loaded.recipe.name} ({run.orchestrator.name}) ---\n{text}", flush=True)
-    pytest.exit("dry run: nothing was deployed", returncode=0)
+        raise pytest.UsageError(f"--ubench-{flag} needs --ubench-recipe")
+    try:
+        for line in run.preflight(pull=flag == "pull-only"):
+            print(line, flush=True)
+    except ServiceError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    pytest.exit(f"{flag.replace('-', ' ')}: nothing was deployed", returncode=0)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

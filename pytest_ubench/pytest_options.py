@@ -26,8 +26,12 @@ OPTIONS: list[tuple[str, str | None, str, dict[str, Any]]] = [
      "local processes)", {}),
     ("cluster", "NAME|PATH", "cluster profile (recipes/clusters/): account, partition, modules, binds for batch jobs",
      {}),
+    ("queue-timeout", "SECONDS", "cancel a batch job still queued after this long (default: the cluster "
+     "profile's queue_timeout_s, 3600)", {"type": float}),
     ("dry-run", None, "print what would be deployed (the batch script on Slurm) and exit without running anything",
      {"action": "store_true", "default": False}),
+    ("pull-only", None, "pull the recipes' container images into the image cache (on a login node, before the "
+     "jobs that use them) and exit", {"action": "store_true", "default": False}),
     ("target", "URL|ID", "benchmark an already running service (a URL, or an id from 'ubenchai server list') "
      "instead of starting the recipe's; a recipe without a service part gets this one", {}),
     ("save-baseline", "NAME|PATH", "add each case's runs to a baseline (default name: default)",
@@ -75,11 +79,12 @@ def option(config: pytest.Config, name: str) -> Any:
     ini = config.getini(ini_key(name))
     if ini in ("", [], None) or (ini is False and default is False):
         return default
-    if name == "baseline-runs":
+    convert = {"baseline-runs": int, "queue-timeout": float}.get(name)
+    if convert is not None:
         try:
-            return int(ini)
+            return convert(ini)
         except ValueError:
-            raise pytest.UsageError(f"{ini_key(name)} = {ini}: not a whole number") from None
+            raise pytest.UsageError(f"{ini_key(name)} = {ini}: not a number") from None
     return ini
 
 
@@ -105,6 +110,7 @@ def run_options(config: pytest.Config) -> RunOptions:
         output=Path(option(config, "output")),
         orchestrator=option(config, "orchestrator"),
         cluster=option(config, "cluster"),
+        queue_timeout_s=option(config, "queue-timeout"),
         target=option(config, "target"),
         baseline=option(config, "baseline"),
         save_baseline=option(config, "save-baseline"),

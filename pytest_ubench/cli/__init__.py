@@ -17,7 +17,7 @@ from .._version import __version__
 from ..metrics.results import ResultsError
 from ..orchestrators.base import MissingVariable
 from ..recipes import loader
-from . import client, monitor, recipe, results, server
+from . import client, image, monitor, recipe, results, server
 from .console import EXIT_INTERRUPTED, EXIT_PIPE, EXIT_RESULTS, EXIT_USAGE, err
 
 EPILOG = """\
@@ -54,8 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--version", action="version", version=f"ubenchai {__version__}")
     ap.add_argument(*GLOBAL_FLAGS, action="store_true", help="DEBUG logging (else UBENCHAI_LOG_LEVEL or INFO)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{server,client,monitor,compare,report,recipe}")
-    for group in (server, client, monitor, results, recipe):
+    sub = ap.add_subparsers(
+        dest="command", required=True, metavar="{server,client,monitor,compare,report,recipe,image}"
+    )
+    for group in (server, client, monitor, results, recipe, image):
         group.register(sub)
     return ap
 

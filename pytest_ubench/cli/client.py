@@ -108,7 +108,7 @@ def handle(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     run = BenchmarkRun(RunOptions(
         recipes=[args.recipe], overrides=args.overrides, settings=entries.settings(args), output=args.output,
-        orchestrator=args.orchestrator,
+        orchestrator=args.orchestrator, queue_timeout_s=args.queue_timeout,
         cluster=args.cluster, target=args.target, baseline=args.baseline, save_baseline=args.save_baseline,
         baseline_runs=args.baseline_runs,
     ))  # fmt: skip

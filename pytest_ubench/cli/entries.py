@@ -36,12 +36,14 @@ def placement_options(p: argparse.ArgumentParser, dry_run: bool = False) -> None
         "--cluster", metavar="NAME|PATH", help="cluster profile (recipes/clusters/): account, partition, modules, binds"
     )
     p.add_argument("--config", dest="cluster", help=argparse.SUPPRESS)  # its old name
+    p.add_argument("--queue-timeout", type=float, metavar="SECONDS", help="cancel a batch job still queued after "
+                   "this long (default: the cluster profile's queue_timeout_s, 3600)")  # fmt: skip
     if dry_run:
         p.add_argument("--dry-run", action="store_true", help="print the command or batch script; start nothing")
 
 
 def placement(args: argparse.Namespace) -> Orchestrator:
-    return backends.placement(args.orchestrator, args.cluster)
+    return backends.placement(args.orchestrator, args.cluster, queue_timeout_s=args.queue_timeout)
 
 
 def state_or_prune(entry: registry.Entry) -> str:

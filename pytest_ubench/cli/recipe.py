@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..orchestrators.placeholders import env_references
-from ..recipes import loader
+from ..recipes import catalog, loader
 from ..recipes.schema import Recipe
 from ..recipes.sweep import expand
 from . import entries
@@ -17,9 +17,16 @@ from .console import EXIT_OK, EXIT_USAGE, err, json_option, listing
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     recipe = sub.add_parser("recipe", help="list and validate recipes")
     rsub = recipe.add_subparsers(dest="action", required=True)
-    json_option(rsub.add_parser("list", help="recipes on the search path (UBENCHAI_CONFIG_DIR, ./recipes)"))
-    validate = rsub.add_parser("validate", help="check recipe files; one line per problem")
-    validate.add_argument("paths", nargs="+", metavar="PATH", help="recipe files (or names on the search path)")
+    json_option(
+        rsub.add_parser(
+            "list",
+            help="recipes, cluster profiles and monitors on the search path (UBENCHAI_CONFIG_DIR, ./recipes)",
+        )
+    )
+    validate = rsub.add_parser(
+        "validate", help="check recipe files, cluster profiles and monitor recipes, each by its own schema"
+    )
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="files, or names on the search path")
     entries.recipe_options(validate, recipe=False)
     recipe.set_defaults(handler=handle)
 
@@ -30,22 +37,36 @@ def handle(args: argparse.Namespace) -> int:
 
 def _list(as_json: bool) -> int:
     rows: list[tuple[str, ...]] = []
-    for path in loader.available():
+    for entry in loader.available():
+        protocol = mode = ""
         try:
-            r = loader.load(path).recipe
-            rows.append((r.name, r.workload.protocol, r.workload.load.mode, str(path)))
+            if entry.kind == "benchmark":
+                r = loader.load(entry.path).recipe
+                protocol, mode = r.workload.protocol, r.workload.load.mode
+            else:
+                loader.load_as(loader.SCHEMAS[entry.kind], entry.path)
         except loader.RecipeError:
-            rows.append((path.stem, "invalid", "", str(path)))
+            protocol = "invalid"
+        rows.append((entry.folder, entry.ref, entry.name or entry.stem, entry.kind, protocol, mode, str(entry.path)))
     where = ", ".join(str(d) for d in loader.search_path())
-    listing(as_json, ("name", "protocol", "load", "file"), rows, f"no recipes in {where} (set UBENCHAI_CONFIG_DIR)")
+    listing(as_json, ("folder", "ref", "name", "kind", "protocol", "load", "file"), rows,
+            f"no recipes in {where} (set UBENCHAI_CONFIG_DIR)")  # fmt: skip
     return EXIT_OK
 
 
 def _validate(paths: list[str], overrides: list[Path], settings: list[loader.Setting]) -> int:
+    """Each file against its own schema: benchmark recipes (with overrides and --set, and their cases),
+    cluster profiles and monitor recipes."""
     bad = 0
     for p in paths:
         try:
-            loaded = loader.load(p, overrides, settings=settings)
+            path = loader.find(p, kind=None)
+            kind = loader.kind_of(path)
+            if kind != "benchmark":
+                loader.load_as(loader.SCHEMAS[kind], path)
+                print(f"{p}: ok ({catalog.WHAT[kind]})")
+                continue
+            loaded = loader.load(path, overrides, settings=settings)
             cases = expand(loaded)
             print(f"{p}: ok ({len(cases)} case{'s' if len(cases) != 1 else ''})")
         except (loader.RecipeError, ValueError) as exc:

@@ -29,7 +29,14 @@ def get_orchestrator(name: str, profile: ClusterProfile | None = None) -> Orches
     return factory(profile)
 
 
-def placement(orchestrator: str | None, cluster: str | None, extra_dirs: Iterable[Path] = ()) -> Orchestrator:
-    """Where services go: the explicit choice wins, then the cluster profile's, then local processes."""
+def placement(
+    orchestrator: str | None, cluster: str | None, extra_dirs: Iterable[Path] = (), queue_timeout_s: float | None = None
+) -> Orchestrator:
+    """Where services go: the explicit choice wins, then the cluster profile's, then local processes;
+    ``queue_timeout_s`` (an option) over the profile's."""
     profile = loader.load_cluster(cluster, extra_dirs) if cluster else None
+    if queue_timeout_s is not None:
+        if queue_timeout_s <= 0:
+            raise ValueError(f"queue timeout: {queue_timeout_s:g} s is not a time to wait (more than 0)")
+        profile = (profile or ClusterProfile(name="default")).model_copy(update={"queue_timeout_s": queue_timeout_s})
     return get_orchestrator(orchestrator or (profile.orchestrator if profile else "local"), profile)

@@ -117,6 +117,10 @@ class Orchestrator(Protocol):
         """Start the service; ``detach`` lets it outlive this process (``ubenchai server start``)."""
         ...
 
+    def image_cache(self) -> Path:
+        """Where this placement keeps pulled container images (a cluster's: on a filesystem its nodes share)."""
+        ...
+
     def describe(self, dep: Deployment) -> dict[str, Any]:
         """JSON-able data that lets a later process find the service again (see ``attach``)."""
         ...

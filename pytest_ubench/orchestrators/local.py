@@ -89,12 +89,18 @@ class LocalOrchestrator:
     def __init__(self, stop_timeout_s: float = 10.0) -> None:
         self.stop_timeout_s = stop_timeout_s
 
-    def _command(self, spec: ServiceSpec, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    def _command(
+        self, spec: ServiceSpec, argv: list[str], env: dict[str, str], binary: str = "apptainer"
+    ) -> tuple[list[str], dict[str, str]]:
         """Wrap a command and its environment in the recipe's container, if it has one."""
         if spec.container is None:
             return argv, env
-        sif = apptainer.image_path(spec.container.image, apptainer.cache_dir())
-        return apptainer.command(spec.container, sif, spec.resources.gpus) + argv, apptainer.env(env)
+        sif = apptainer.image_path(spec.container.image, self.image_cache())
+        wrapped = apptainer.command(spec.container, sif, spec.resources.gpus, binary=binary)
+        return wrapped + argv, apptainer.env(env, binary)
+
+    def image_cache(self) -> Path:
+        return apptainer.cache_dir()
 
     def dry_run(self, spec: ServiceSpec, name: str, run_dir: Path) -> str:
         """The command as the recipe writes it: placeholders and ``${VAR}`` unexpanded, so no secret shows."""
@@ -110,11 +116,13 @@ class LocalOrchestrator:
             raise ServiceError(f"{name}: a service on {spec.resources.nodes} nodes needs the slurm orchestrator")
         values = {"host": spec.host, "port": str(port), "python": sys.executable, "run_dir": str(run_dir),
                   "head": socket.gethostname(), "nodes": "1"}  # fmt: skip
+        binary = "apptainer"
+        if spec.container is not None:
+            binary = apptainer.runtime()
+            apptainer.pull(spec.container.image, self.image_cache())
         argv, extra_env = self._command(
-            spec, [expand(a, values) for a in spec.command], {k: expand(v, values) for k, v in spec.env.items()}
+            spec, [expand(a, values) for a in spec.command], {k: expand(v, values) for k, v in spec.env.items()}, binary
         )
-        if spec.container is not None and apptainer.needs_pull(spec.container.image):
-            _pull(spec.container.image)
         env = os.environ.copy()
         env.update(extra_env)
         log_path = run_dir / "service.log"
@@ -191,23 +199,6 @@ class LocalOrchestrator:
         """A job of tasks (``workload.orchestration: slurm``) goes to Slurm with its default profile: a
         service running here can still be loaded from a cluster's nodes."""
         SlurmOrchestrator().run_tasks(what, job_name, resources, command, out_dir, on_running)
-
-
-def _pull(image: str) -> None:
-    """Pull a remote image into the cache once; later deployments reuse the ``.sif`` file."""
-    sif = apptainer.image_path(image, apptainer.cache_dir())
-    if sif.exists():
-        return
-    sif.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("pulling {} into {}", image, sif)
-    tmp = sif.with_name(f"{sif.name}.{os.getpid()}.tmp")
-    try:
-        done = subprocess.run(apptainer.pull_command(image, tmp), capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise ServiceError(f"cannot pull {image}: {exc.strerror or exc}") from None
-    if done.returncode != 0:
-        raise ServiceError(f"cannot pull {image}: {done.stderr.strip()[-2000:]}")
-    os.replace(tmp, sif)
 
 
 def _terminate(proc: LocalProcess, timeout: float) -> None:

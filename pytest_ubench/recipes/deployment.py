@@ -30,6 +30,7 @@ class Resources(Strict):
     time: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]+(:[0-9]{2}){0,2}$")] | None = None
     partition: SlurmWord | None = None
     qos: SlurmWord | None = None
+    reservation: SlurmWord | None = None
     sbatch: list[SbatchOption] = Field(default_factory=list)
     # A job the harness started (not 'server start') cancels itself when the harness has not touched
     # its heartbeat file for this long (the harness was killed): nodes are not held until --time. 0: never.
@@ -104,6 +105,7 @@ class ServiceSpec(Strict):
 class ClusterProfile(Strict):
     """A site's batch conventions (``recipes/clusters/``): kept out of recipes so one recipe runs anywhere."""
 
+    kind: Literal["cluster"] = "cluster"  # optional in a file under clusters/; required elsewhere
     name: Name
     description: str = ""
     orchestrator: Literal["local", "slurm"] = "slurm"
@@ -113,7 +115,9 @@ class ClusterProfile(Strict):
     partition: SlurmWord | None = None
     gpu_partition: SlurmWord | None = None  # used instead of ``partition`` when a service asks for GPUs
     qos: SlurmWord | None = None
-    time: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]+(:[0-9]{2}){0,2}$")] = "01:00:00"
+    time: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]+(:[0-9]{2}){0,2}$")] | None = None  # else 1 h
+    reservation: SlurmWord | None = None
+    queue_timeout_s: PositiveFloat = 3600.0  # a job still queued this long is cancelled (--ubench-queue-timeout)
     gpu_flag: Literal["gres", "gpus"] = "gres"
     modules: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+/-]+$")]] = Field(default_factory=list)
     binds: list[Annotated[str, Field(pattern=r"^[^\s,]+$")]] = Field(default_factory=list)

@@ -7,7 +7,6 @@ edited (the override file first, when the value came from there).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -19,12 +18,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import catalog
 from .deployment import ClusterProfile
 from .schema import MonitorRecipe, Recipe
 
 M = TypeVar("M", bound=BaseModel)
-
-RECIPE_SUFFIXES = (".yaml", ".yml")
 
 
 class RecipeError(Exception):
@@ -88,34 +86,17 @@ def search_path(extra: Iterable[Path] = ()) -> list[Path]:
     return dirs
 
 
-def find(name_or_path: str, extra_dirs: Iterable[Path] = (), use_search_path: bool = True) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix in RECIPE_SUFFIXES or os.sep in name_or_path:
-        if candidate.is_file():
-            return candidate
-        raise RecipeError(f"{name_or_path}: recipe file not found")
-    dirs = search_path(extra_dirs) if use_search_path else list(extra_dirs)
-    for d in dirs:
-        for suffix in RECIPE_SUFFIXES:
-            path = d / f"{name_or_path}{suffix}"
-            if path.is_file():
-                return path
-    where = ", ".join(str(d) for d in dirs)
-    known = [p.stem for d in dirs if d.is_dir() for p in d.iterdir() if p.suffix in RECIPE_SUFFIXES]
-    near = difflib.get_close_matches(name_or_path, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(near)}?" if near else " (set UBENCHAI_CONFIG_DIR or give a path)"
-    raise RecipeError(f"recipe {name_or_path!r} not found in {where}{hint}")
+def find(name_or_path: str, extra_dirs: Iterable[Path] = (), kind: catalog.Kind | None = "benchmark") -> Path:
+    """The file a name or path stands for (see :mod:`.catalog`); ``kind`` None: a file of any kind."""
+    try:
+        return catalog.find(name_or_path, kind, search_path(extra_dirs))
+    except catalog.NotFound as exc:
+        raise RecipeError(str(exc)) from None
 
 
-def available(extra_dirs: Iterable[Path] = ()) -> list[Path]:
-    """Every recipe file on the search path; earlier directories shadow later ones by name."""
-    seen: dict[str, Path] = {}
-    for d in search_path(extra_dirs):
-        if d.is_dir():
-            for path in sorted(d.iterdir()):
-                if path.suffix in RECIPE_SUFFIXES and path.stem not in seen:
-                    seen[path.stem] = path
-    return list(seen.values())
+def available(extra_dirs: Iterable[Path] = ()) -> list[catalog.Entry]:
+    """Every recipe file on the search path, subfolders included; earlier directories shadow later ones."""
+    return catalog.entries(search_path(extra_dirs))
 
 
 def _read(path: Path) -> _Source:
@@ -271,19 +252,33 @@ def load(
 
 
 def load_monitor(name_or_path: str | Path, extra_dirs: Iterable[Path] = ()) -> MonitorRecipe:
-    """A monitor recipe, looked up by name under ``monitors/`` of each recipe directory."""
-    dirs = [d / "monitors" for d in search_path(extra_dirs)]
-    path = find(str(name_or_path), dirs, use_search_path=False)
-    sources, data = _merged(path, ())
-    return _validate(MonitorRecipe, sources, data)
+    """A monitor recipe (``monitors/`` or ``kind: monitor``), by name or path."""
+    return load_as(MonitorRecipe, find(str(name_or_path), extra_dirs, "monitor"))
 
 
 def load_cluster(name_or_path: str | Path, extra_dirs: Iterable[Path] = ()) -> ClusterProfile:
-    """A cluster profile, looked up by name under ``clusters/`` of each recipe directory."""
-    dirs = [d / "clusters" for d in search_path(extra_dirs)]
-    path = find(str(name_or_path), dirs, use_search_path=False)
+    """A cluster profile (``clusters/`` or ``kind: cluster``), by name or path."""
+    return load_as(ClusterProfile, find(str(name_or_path), extra_dirs, "cluster"))
+
+
+SCHEMAS: dict[catalog.Kind, type[BaseModel]] = {
+    "benchmark": Recipe,
+    "cluster": ClusterProfile,
+    "monitor": MonitorRecipe,
+}
+
+
+def load_as(model: type[M], path: Path) -> M:
+    """A file validated by one schema, without the benchmark recipe's overrides and cross-field checks."""
     sources, data = _merged(path, ())
-    return _validate(ClusterProfile, sources, data)
+    return _validate(model, sources, data)
+
+
+def kind_of(path: Path) -> catalog.Kind:
+    """What a file on disk is: its ``kind:``, else what its folder (``clusters/``, ``monitors/``) says."""
+    data = _read(path).data
+    ref = "/".join(path.absolute().parts[-2:]) if path.parent.name in catalog.FOLDER_KINDS else path.name
+    return catalog.kind_of(data, ref)
 
 
 def _merged(

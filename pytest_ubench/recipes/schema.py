@@ -325,6 +325,7 @@ class GrafanaServer(Strict):
 class MonitorRecipe(Monitor):
     """A standalone monitor (``recipes/monitors/``) for ``ubenchai monitor start``."""
 
+    kind: Literal["monitor"] = "monitor"  # optional in a file under monitors/; required elsewhere
     name: Name
     description: str = ""
     grafana: GrafanaServer | None = None
@@ -361,6 +362,7 @@ class Regression(Strict):
 
 
 class Recipe(Strict):
+    kind: Literal["benchmark"] = "benchmark"  # the default: cluster profiles and monitor recipes say theirs
     name: Name
     description: str = ""
     service: ServiceSpec | None = None  # none only for protocols that talk to no service

@@ -6,7 +6,7 @@ summaries written at the end. The faces translate their options into ``RunOption
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from loguru import logger
 from ..load import engine
 from ..metrics import baselines, capacity, compare
 from ..metrics.results import CaseResult, ResultsDir, default_output_root
-from ..orchestrators import backends, registry
+from ..orchestrators import apptainer, backends, registry
 from ..orchestrators.base import Orchestrator
 from ..recipes import loader
 from ..recipes.sweep import Case, expand
@@ -40,6 +40,7 @@ class RunOptions:
     output: Path | None = None  # default: ubench-results/<timestamp>
     orchestrator: str | None = None  # default: the cluster profile's, else local
     cluster: str | None = None
+    queue_timeout_s: float | None = None  # default: the cluster profile's
     target: str | None = None  # a running service instead of the recipe's own
     baseline: str | None = None  # gate every case against this baseline (name or path)
     save_baseline: str | None = None  # store every case into this baseline
@@ -84,7 +85,9 @@ class BenchmarkRun:
         self.options = options
         self.root = options.output or default_output_root()
         self.results = ResultsDir(self.root)
-        self.orchestrator: Orchestrator = backends.placement(options.orchestrator, options.cluster, options.recipe_dirs)
+        self.orchestrator: Orchestrator = backends.placement(
+            options.orchestrator, options.cluster, options.recipe_dirs, options.queue_timeout_s
+        )
         self.target = target_url(options.target) if options.target else None
         # A service started by 'server start' may already be scraped by a 'monitor start': read it there.
         self.watching = (
@@ -114,6 +117,25 @@ class BenchmarkRun:
         if spec is None or spec.command is None:
             return None
         return self.orchestrator.dry_run(spec, loaded.recipe.name, self.results.service_dir(loaded.recipe.name))
+
+    def images(self) -> list[str]:
+        """The container images the run's services start from, each once."""
+        specs = (c.loaded.recipe.service for c in self.cases)
+        return list(dict.fromkeys(s.container.image for s in specs if s is not None and s.container is not None))
+
+    def pull_images(self) -> list[tuple[str, Path]]:
+        """Each image pulled (or found) in the placement's image cache, as the deployments would; for
+        clusters whose login nodes pull and whose compute nodes have no network, ahead of the run."""
+        return [(image, apptainer.pull(image, self.orchestrator.image_cache())) for image in self.images()]
+
+    def preflight(self, pull: bool) -> Iterator[str]:
+        """What a dry run prints (each recipe's deployment), or with ``pull`` each image pulled and its file."""
+        if pull:
+            yield from (f"{image} {sif}" for image, sif in self.pull_images())
+            return
+        for loaded in {c.loaded.recipe.name: c.loaded for c in self.cases}.values():
+            if (text := self.dry_run(loaded)) is not None:
+                yield f"# --- {loaded.recipe.name} ({self.orchestrator.name}) ---\n{text}"
 
     def services(self, shared: bool = False) -> Services:
         """``shared``: pytest-xdist workers use one deployment per recipe (``stop_shared`` ends them)."""

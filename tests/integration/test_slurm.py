@@ -111,8 +111,46 @@ def test_a_job_that_can_never_start_ends_the_wait_at_once(tmp_path: Path) -> Non
 def test_a_job_stuck_in_the_queue_names_its_reason_and_is_cancelled(tmp_path: Path) -> None:
     spec = ServiceSpec(command=[*TRUTH], resources={"sbatch": ["--begin=now+3600"]})
     with pytest.raises(ServiceError, match=r"still PENDING \(BeginTime\) after 1.5 s; cancelled"):
-        deploy(orch(queue_timeout_s=1.5), spec, "stuck", tmp_path / "svc")
+        deploy(SlurmOrchestrator(PROFILE.model_copy(update={"queue_timeout_s": 1.5})), spec, "stuck", tmp_path / "svc")
     assert wait_gone("ubench-stuck") == []
+
+
+def test_the_users_sbatch_variables_and_a_reservation_place_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SBATCH_RESERVATION from the user's shell is honoured: a reservation of node n2 alone, so the job can
+    only run there. SBATCH_PARTITION names no partition, but the profile's wins, so the job runs."""
+    name = f"ubench-test-{os.getpid()}"
+    subprocess.run(["scontrol", "create", "reservation", f"ReservationName={name}", "Users=root", "StartTime=now",
+                    "Duration=10", "Nodes=n2"], check=True, capture_output=True, timeout=30)  # fmt: skip
+    try:
+        monkeypatch.setenv("SBATCH_RESERVATION", name)
+        monkeypatch.setenv("SBATCH_PARTITION", "no-such-partition")
+        dep = deploy(orch(), ServiceSpec(command=[*TRUTH]), "reserved", tmp_path / "svc")
+        try:
+            assert dep.endpoint.slurm_node == "n2"
+            text = (tmp_path / "svc" / "job.sbatch").read_text()
+            assert f"#SBATCH --reservation={name}\n" in text and "#SBATCH --partition=debug\n" in text
+            assert "# from the submitting shell: SBATCH_RESERVATION\n" in text
+        finally:
+            orch().stop(dep)
+    finally:
+        subprocess.run(["scontrol", "delete", f"ReservationName={name}"], check=False, capture_output=True, timeout=30)
+    assert wait_gone("ubench-reserved") == []
+
+
+def test_the_queue_timeout_is_an_option(tmp_path: Path, write_recipe) -> None:
+    """``--queue-timeout`` (``--ubench-queue-timeout``) over the profile's hour: a job held in the queue is
+    cancelled after it, with its reason, and the command exits 3."""
+    path = write_recipe(truth_recipe("held"), "held")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_ubench", "server", "start", "--recipe", str(path), "--cluster", "ci-slurm",
+         "--queue-timeout", "2", "--set", "service.resources.sbatch=[--begin=now+3600]", "--output", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert re.search(r"held: job \d+ still PENDING \(BeginTime\) after 2 s; cancelled", done.stderr), done.stderr
+    assert wait_gone("ubench-held") == []
 
 
 def test_hostile_recipe_values_are_inert_in_a_real_job(tmp_path: Path) -> None:
@@ -137,30 +175,55 @@ def test_hostile_recipe_values_are_inert_in_a_real_job(tmp_path: Path) -> None:
 def test_apptainer_runtime_in_a_job_with_the_test_double(
     tmp_path: Path, apptainer_double: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The image is pulled once into the cache; the host's secrets do not reach the container."""
+    """The image is pulled once, on the submitting node before sbatch, into the profile's cache (Apptainer's
+    layer cache beside it); the jobs only run it; the host's secrets do not reach the container."""
     monkeypatch.setenv("UB_HOST_SECRET", "do-not-leak")
+    profile = PROFILE.model_copy(update={"image_cache": str(tmp_path / "images")})
+    o = SlurmOrchestrator(profile)
+    for attempt in range(2):
+        dep = deploy(o, _container_spec(), "container", tmp_path / f"svc{attempt}")
+        o.stop(dep)
+    env = json.loads((tmp_path / "svc0" / "env.json").read_text())
+    assert env["MODE"] == "in-container" and "UB_HOST_SECRET" not in env
+    calls = [json.loads(line) for line in apptainer_double.read_text().splitlines()]
+    assert [(c["argv"][0], c["in_job"]) for c in calls] == [("pull", False), ("exec", True), ("exec", True)]
+    assert calls[0]["cachedir"] == str(tmp_path / "images" / "cache")
+    assert calls[1]["argv"][:4] == ["exec", "--cleanenv", "--bind", "/tmp"] and "--nv" not in calls[1]["argv"]
+    assert calls[1]["argv"][4] == str(tmp_path / "images" / "example.org_ubench_truth_1.sif")
+    assert " pull --force" not in (tmp_path / "svc0" / "job.sbatch").read_text()
+    assert wait_gone("ubench-container") == []
+
+
+def _container_spec() -> ServiceSpec:
     dump = (
         "import json,os,sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'));"
         "os.execv(sys.executable, [sys.executable, '-m', 'pytest_ubench.testing.truthserver', '--port', sys.argv[2]])"
     )
-    spec = ServiceSpec(
+    return ServiceSpec(
         runtime="apptainer",
         container={"image": "docker://example.org/ubench/truth:1", "binds": ["/tmp"]},
         command=["{python}", "-c", dump, "{run_dir}/env.json", "{port}"],
         env={"MODE": "in-container"},
     )
-    profile = PROFILE.model_copy(update={"image_cache": str(tmp_path / "images")})
-    o = SlurmOrchestrator(profile)
-    for attempt in range(2):
-        dep = deploy(o, spec, "container", tmp_path / f"svc{attempt}")
-        o.stop(dep)
-    env = json.loads((tmp_path / "svc0" / "env.json").read_text())
-    assert env["MODE"] == "in-container" and "UB_HOST_SECRET" not in env
-    calls = [json.loads(line) for line in apptainer_double.read_text().splitlines()]
-    assert [c[0] for c in calls] == ["pull", "exec", "exec"]  # pulled once, cached for the second job
-    assert calls[1][:4] == ["exec", "--cleanenv", "--bind", "/tmp"] and "--nv" not in calls[1]
-    assert calls[1][4] == str(tmp_path / "images" / "example.org_ubench_truth_1.sif")
-    assert wait_gone("ubench-container") == []
+
+
+def test_singularity_where_apptainer_is_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older site: only ``singularity`` (the test double under that name). It pulls, it runs the job, and
+    the recipe's env reaches the container through SINGULARITYENV_*."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "singularity").symlink_to(REPO / "tests" / "doubles" / "apptainer")
+    assert shutil.which("apptainer") is None
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("APPTAINER_DOUBLE_LOG", str(tmp_path / "calls.jsonl"))
+    o = SlurmOrchestrator(PROFILE.model_copy(update={"image_cache": str(tmp_path / "images")}))
+    o.stop(deploy(o, _container_spec(), "singular", tmp_path / "svc"))
+    assert json.loads((tmp_path / "svc" / "env.json").read_text())["MODE"] == "in-container"
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert [(c["tool"], c["argv"][0], c["in_job"]) for c in calls] == [("singularity", "pull", False),
+                                                                       ("singularity", "exec", True)]  # fmt: skip
+    assert calls[0]["cachedir"] == str(tmp_path / "images" / "cache")
+    assert wait_gone("ubench-singular") == []
 
 
 def test_ctrl_c_mid_run_leaves_the_queue_empty(tmp_path: Path, write_recipe) -> None:

@@ -100,9 +100,66 @@ def test_found_by_name_on_the_config_dir(write_recipe, monkeypatch, tmp_path):
     write_recipe(GOOD, name="demo")
     monkeypatch.setenv("UBENCHAI_CONFIG_DIR", str(tmp_path / "recipes"))
     assert loader.find("demo") == tmp_path / "recipes" / "demo.yaml"
-    assert loader.available()[0].stem == "demo"
+    assert loader.available()[0].ref == "demo"
     with pytest.raises(loader.RecipeError, match="recipe 'nope' not found"):
         loader.find("nope")
+
+
+def test_found_as_users_type_them_through_subfolders(tmp_path, monkeypatch):
+    """By path, stem, ``name:`` and folder/stem, subfolders included, each kind among its own kind."""
+    site, mine = tmp_path / "site", tmp_path / "mine"
+    files = {
+        site / "llm.yaml": GOOD.replace("name: demo", "name: llm"),
+        site / "hpc" / "llm.yaml": GOOD.replace("name: demo", "name: llm-hpc"),
+        site / "hpc" / "deep" / "fio-lustre.yaml": GOOD.replace("name: demo", "name: lustre"),
+        site / "clusters" / "hpc.yaml": "name: hpc\npartition: gpu\n",
+        site / "profiles" / "other.yaml": "kind: cluster\nname: other\n",
+        site / "monitors" / "watch.yaml": "name: watch\nquery_sets: [node]\n",
+        mine / "hpc" / "llm.yaml": GOOD.replace("name: demo", "name: my-llm"),
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.setenv("UBENCHAI_CONFIG_DIR", f"{mine}:{site}")
+    monkeypatch.chdir(tmp_path)  # no ./recipes
+    assert loader.find("llm") == site / "llm.yaml"  # the top folder's file answers to its stem first
+    assert loader.find("hpc/llm") == mine / "hpc" / "llm.yaml"  # an earlier directory shadows a later one
+    assert loader.find("my-llm") == mine / "hpc" / "llm.yaml"  # by name:
+    assert loader.find("fio-lustre") == loader.find("lustre") == loader.find("hpc/deep/fio-lustre")
+    assert loader.find(str(site / "llm.yaml")) == site / "llm.yaml"
+    assert loader.load_cluster("hpc").partition == "gpu"  # a cluster by stem, not the benchmark folder hpc/
+    assert loader.load_cluster("other").name == "other"  # kind: cluster outside clusters/
+    assert loader.load_monitor("watch").query_sets == ["node"]
+    with pytest.raises(loader.RecipeError, match="cluster profile 'llm' not found"):
+        loader.load_cluster("llm")  # a benchmark recipe is not a cluster profile
+    (site / "b").mkdir()
+    (site / "b" / "fio-lustre.yaml").write_text(GOOD)
+    with pytest.raises(loader.RecipeError, match="'fio-lustre' is ambiguous: b/fio-lustre, hpc/deep/fio-lustre"):
+        loader.find("fio-lustre")
+    with pytest.raises(loader.RecipeError, match="did you mean hpc/llm"):
+        loader.find("hpc/lm")
+    refs = [(e.folder, e.ref, e.kind) for e in loader.available()]
+    assert refs[0] == (".", "llm", "benchmark")
+    assert ("profiles", "profiles/other", "cluster") in refs and ("monitors", "monitors/watch", "monitor") in refs
+    assert [r[0] for r in refs] == sorted((r[0] for r in refs), key=lambda f: (f != ".", f))  # grouped by folder
+
+
+def test_validate_knows_each_kind_by_its_own_schema(tmp_path, monkeypatch, capsys):
+    from pytest_ubench.cli import main
+
+    d = tmp_path / "recipes"
+    (d / "clusters").mkdir(parents=True)
+    (d / "clusters" / "c.yaml").write_text("name: c\npartition: gpu\n")
+    (d / "clusters" / "bad.yaml").write_text("name: bad\ngpu_flag: nvidia\n")
+    (d / "m.yaml").write_text("kind: monitor\nname: m\nquery_sets: [vllm]\n")
+    (d / "r.yaml").write_text(GOOD)
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipe", "validate", "c", "m", "demo", str(d / "clusters" / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["c: ok (cluster profile)", "m: ok (monitor recipe)", "demo: ok (2 cases)",
+                                f"{d / 'clusters' / 'c.yaml'}: ok (cluster profile)"]  # fmt: skip
+    assert main(["recipe", "validate", "bad"]) == 2
+    assert f"{d / 'clusters' / 'bad.yaml'}:2: gpu_flag: input should be 'gres' or 'gpus'" in capsys.readouterr().err
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

@@ -37,15 +37,17 @@ def _golden(name: str, text: str) -> None:
     assert text + "\n" == path.read_text(), f"{path} differs; UBENCH_UPDATE_GOLDEN=1 rewrites it"
 
 
-def _render(spec: ServiceSpec, run_dir: Path, profile: ClusterProfile = PLAIN, account: str | None = None) -> str:
+def _render(
+    spec: ServiceSpec, run_dir: Path, profile: ClusterProfile = PLAIN, environ: dict[str, str] | None = None
+) -> str:
     names = {"name": "svc", "job_name": "ubench-svc"}
-    return script.render(spec, **names, run_dir=run_dir, profile=profile, python=sys.executable, account=account)
+    return script.render(spec, **names, run_dir=run_dir, profile=profile, python=sys.executable, environ=environ)
 
 
 @pytest.mark.parametrize(
     ("recipe_file", "expected"),
     [
-        ("vllm.yaml", ["#!/bin/bash -l", "#SBATCH --gres=gpu:4", "#SBATCH --partition=gpu", "apptainer pull"]),
+        ("vllm.yaml", ["#!/bin/bash -l", "#SBATCH --gres=gpu:4", "#SBATCH --partition=gpu", '"$ctr" exec --cleanenv']),
         (
             "vllm-ray.yaml",
             ["#SBATCH --nodes=2", 'scontrol show hostnames "$SLURM_JOB_NODELIST"',
@@ -63,7 +65,7 @@ def test_meluxina_example_scripts_match_golden(recipe_file: str, expected: list[
         run_dir=Path(f"/project/scratch/ubench/services/{recipe.name}"),
         profile=profile,
         python="/opt/ubench/bin/python",
-        account="p200001",
+        environ={"UBENCHAI_SLURM_ACCOUNT": "p200001"},
     )
     _golden(f"{recipe.name}.sbatch", text)
     assert all(e in text for e in expected)
@@ -90,9 +92,40 @@ def test_plain_process_script_matches_golden() -> None:
 
 def test_an_account_required_by_the_profile_must_be_given() -> None:
     profile = ClusterProfile(name="site", account_required=True)
-    with pytest.raises(ServiceError, match=r"requires an account.*UBENCHAI_SLURM_ACCOUNT"):
+    with pytest.raises(ServiceError, match=r"requires an account.*UBENCHAI_SLURM_ACCOUNT or SBATCH_ACCOUNT"):
         _render(ServiceSpec(command=["x"]), Path("/r"), profile)
-    assert "#SBATCH --account=p1" in _render(ServiceSpec(command=["x"]), Path("/r"), profile, account="p1")
+    given = _render(ServiceSpec(command=["x"]), Path("/r"), profile, {"UBENCHAI_SLURM_ACCOUNT": "p1"})
+    assert "#SBATCH --account=p1" in given
+    assert "#SBATCH --account=p2" in _render(ServiceSpec(command=["x"]), Path("/r"), profile, {"SBATCH_ACCOUNT": "p2"})
+
+
+def test_the_users_sbatch_variables_count_below_recipe_and_profile() -> None:
+    """Order: the recipe's resources, the profile, UBENCHAI_SLURM_ACCOUNT, SBATCH_*, SALLOC_*; Slurm's own
+    defaults last. What came from the shell is written into the script (and said), since sbatch is run
+    without those variables."""
+    shell = {"SBATCH_PARTITION": "short", "SBATCH_QOS": "dev", "SALLOC_QOS": "ignored", "SALLOC_ACCOUNT": "p9",
+             "SBATCH_RESERVATION": "shell-res", "SBATCH_TIMELIMIT": "00:20:00", "SBATCH_CONSTRAINT": "a100",
+             "SBATCH_OUTPUT": "/elsewhere/%j.log"}  # fmt: skip
+    lines = [
+        ln
+        for ln in _render(ServiceSpec(command=["x"]), Path("/r"), PLAIN, shell).splitlines()
+        if ln.startswith(("#SBATCH", "# from"))
+    ]
+    assert lines == ["#SBATCH --job-name=ubench-svc", "#SBATCH --output=/r/service.log", "#SBATCH --nodes=1",
+                         "#SBATCH --ntasks-per-node=1", "#SBATCH --time=00:20:00", "#SBATCH --account=p9",
+                         "#SBATCH --partition=short", "#SBATCH --qos=dev", "#SBATCH --reservation=shell-res",
+                         "#SBATCH --constraint=a100", "# from the submitting shell: SBATCH_TIMELIMIT, SALLOC_ACCOUNT, "
+                         "SBATCH_PARTITION, SBATCH_QOS, SBATCH_RESERVATION, SBATCH_CONSTRAINT"]  # fmt: skip
+    site = ClusterProfile(name="site", partition="batch", qos="default", reservation="site-res", time="02:00:00",
+                          account="p1")  # fmt: skip
+    text = _render(ServiceSpec(command=["x"], resources={"reservation": "mine"}), Path("/r"), site, shell)
+    for line in ("--time=02:00:00", "--account=p1", "--partition=batch", "--qos=default", "--reservation=mine",
+                 "--constraint=a100"):  # fmt: skip
+        assert f"#SBATCH {line}\n" in text
+    assert "# from the submitting shell: SBATCH_CONSTRAINT\n" in text
+    assert "#SBATCH --time=01:00:00" in _render(ServiceSpec(command=["x"]), Path("/r"))  # nobody said
+    with pytest.raises(ServiceError, match=r"partition \(from SBATCH_PARTITION\) 'a b' cannot go on an #SBATCH line"):
+        _render(ServiceSpec(command=["x"]), Path("/r"), PLAIN, {"SBATCH_PARTITION": "a b"})
 
 
 def test_a_run_directory_that_cannot_go_on_an_sbatch_line_is_refused() -> None:

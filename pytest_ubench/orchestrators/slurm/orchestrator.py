@@ -23,6 +23,7 @@ from typing import Any
 from loguru import logger
 
 from ...recipes.deployment import ClusterProfile, Resources, ServiceSpec
+from .. import apptainer
 from ..base import Deployment, Endpoint, MissingVariable, ServiceError, ServiceState, tail
 from ..placeholders import env_references
 from . import script
@@ -87,13 +88,14 @@ class SlurmOrchestrator:
         self,
         profile: ClusterProfile | None = None,
         slurm: Slurm | None = None,
-        queue_timeout_s: float = 3600.0,
         stop_timeout_s: float = 60.0,
     ) -> None:
         self.profile = profile or DEFAULT_PROFILE
         self.slurm = slurm or Slurm()
-        self.queue_timeout_s = queue_timeout_s
         self.stop_timeout_s = stop_timeout_s
+
+    def image_cache(self) -> Path:
+        return apptainer.cache_dir(self.profile.image_cache)
 
     def dry_run(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> str:
         """The batch script; one the harness watches (not ``detach``) stops when its heartbeat stops."""
@@ -104,7 +106,7 @@ class SlurmOrchestrator:
             run_dir=run_dir.absolute(),
             profile=self.profile,
             python=sys.executable,
-            account=self.profile.account or os.environ.get("UBENCHAI_SLURM_ACCOUNT"),
+            environ=os.environ,
             heartbeat_s=0.0 if detach else self.profile.heartbeat_s,
         )
 
@@ -118,6 +120,8 @@ class SlurmOrchestrator:
         run_dir = run_dir.absolute()
         run_dir.mkdir(parents=True, exist_ok=True)
         text = self.dry_run(spec, name, run_dir, detach)
+        if spec.container is not None:  # here, on the submitting node, before the job asks for its nodes
+            apptainer.pull(spec.container.image, self.image_cache())
         path = run_dir / "job.sbatch"
         path.write_text(text + "\n", encoding="utf-8")
         path.chmod(0o700)
@@ -149,7 +153,7 @@ class SlurmOrchestrator:
     def _wait_for_endpoint(self, dep: Deployment) -> Endpoint:
         job: SlurmJob = dep.handle
         endpoint_file = dep.run_dir / "endpoint.json"
-        deadline = time.monotonic() + self.queue_timeout_s
+        deadline = time.monotonic() + self.profile.queue_timeout_s
         backoff = Backoff()
         said = ""
         while True:
@@ -176,7 +180,7 @@ class SlurmOrchestrator:
                 said = news
             if time.monotonic() >= deadline:
                 raise ServiceError(
-                    f"{dep.name}: job {job.job_id} still {news} after {self.queue_timeout_s:g} s; cancelled"
+                    f"{dep.name}: job {job.job_id} still {news} after {self.profile.queue_timeout_s:g} s; cancelled"
                 )
             backoff.sleep()
 
@@ -250,7 +254,7 @@ class SlurmOrchestrator:
             out_dir=out_dir,
             profile=self.profile,
             worker=command,
-            account=self.profile.account or os.environ.get("UBENCHAI_SLURM_ACCOUNT"),
+            environ=os.environ,
             heartbeat_s=self.profile.heartbeat_s,
         )
         path = out_dir / "clients.sbatch"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..._version import __version__
@@ -22,6 +23,7 @@ from ..ports import PORT_FLOOR
 _SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.,:@%+=/-]+")  # whole values only: fullmatch
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WILDCARD = ("0.0.0.0", "::", "")
+DEFAULT_TIME = "01:00:00"  # a job's --time when neither recipe, profile nor SBATCH_TIMELIMIT says
 STOP_GRACE_S = 3  # SIGTERM to SIGKILL for the service's group; well inside Slurm's KillWait
 
 _FINISH = """\
@@ -59,13 +61,20 @@ done
 [ -n "$port" ] || { echo "ubench: no free port found on $(hostname)" >&2; exit 1; }
 """
 
-_PULL = """\
+# The image was pulled on the submitting node (``apptainer.pull``); the job only runs it, with whichever
+# of apptainer and singularity the node has once the profile's modules are loaded.
+_CONTAINER = """\
+if command -v apptainer >/dev/null 2>&1; then ctr=apptainer; ctr_env=APPTAINERENV_
+elif command -v singularity >/dev/null 2>&1; then ctr=singularity; ctr_env=SINGULARITYENV_
+else
+  echo "ubench: neither apptainer nor singularity on $(hostname) (load its module in the cluster profile)" >&2
+  exit 1
+fi
 sif=%(sif)s
 if [ ! -f "$sif" ]; then
-  mkdir -p %(cache)s
-  printf 'ubench: pulling %%s into %%s\\n' %(image)s "$sif" >&2
-  apptainer pull --force "$sif.$$.tmp" %(image)s && mv -f "$sif.$$.tmp" "$sif" \\
-    || { printf 'ubench: cannot pull %%s\\n' %(image)s >&2; exit 1; }
+  printf 'ubench: image %%s not on %%s: pull it on the login node (ubenchai image pull) ' "$sif" "$(hostname)" >&2
+  echo "into an image cache the nodes share" >&2
+  exit 1
 fi
 """
 
@@ -116,7 +125,50 @@ def _sbatch_value(what: str, value: str) -> str:
     return value
 
 
-def directives(r: Resources, job_name: str, log: Path, profile: ClusterProfile, account: str | None) -> list[str]:
+# sbatch options users set for all their jobs in their shell (``SBATCH_*``, and ``SALLOC_*`` for the
+# same option when no SBATCH_ one is set). sbatch would let these variables override the script's own
+# lines, so the runner strips them and the script carries them instead, below the recipe and the profile.
+INHERITED = {
+    "ACCOUNT": "account",
+    "PARTITION": "partition",
+    "QOS": "qos",
+    "RESERVATION": "reservation",
+    "TIMELIMIT": "time",
+    "CONSTRAINT": "constraint",
+    "WCKEY": "wckey",
+}
+
+
+def inherited(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """The sbatch options the environment sets: option -> (value, the variable it came from)."""
+    found: dict[str, tuple[str, str]] = {}
+    for key, option in INHERITED.items():
+        var = next((f"{p}{key}" for p in ("SBATCH_", "SALLOC_") if environ.get(f"{p}{key}")), None)
+        if var is not None:
+            found[option] = (environ[var], var)
+    return found
+
+
+def directives(
+    r: Resources, job_name: str, log: Path, profile: ClusterProfile, environ: Mapping[str, str]
+) -> list[str]:
+    """``#SBATCH`` lines. Each option from the first that sets it: the recipe's ``resources``, the cluster
+    profile, ``UBENCHAI_SLURM_ACCOUNT`` (account only), ``SBATCH_*``, ``SALLOC_*``; else Slurm's default."""
+    shell = inherited(environ)
+    if environ.get("UBENCHAI_SLURM_ACCOUNT"):
+        shell["account"] = (environ["UBENCHAI_SLURM_ACCOUNT"], "UBENCHAI_SLURM_ACCOUNT")
+    used: list[str] = []
+
+    def pick(option: str, *chosen: str | None) -> str | None:
+        value = next((c for c in chosen if c), None)
+        if value is not None:
+            return value
+        if option in shell:
+            value, var = shell[option]
+            used.append(var)
+            return _sbatch_value(f"{option} (from {var})", value)
+        return None
+
     opts = [
         f"--job-name={_sbatch_value('job name', job_name)}",
         f"--output={_sbatch_value('run directory', str(log))}",
@@ -127,23 +179,30 @@ def directives(r: Resources, job_name: str, log: Path, profile: ClusterProfile, 
         opts.append(f"--cpus-per-task={r.cpus_per_task}")
     if r.memory:
         opts.append(f"--mem={r.memory}")
-    opts.append(f"--time={r.time or profile.time}")
+    opts.append(f"--time={pick('time', r.time, profile.time) or DEFAULT_TIME}")
+    account = pick("account", profile.account)
     if account:
         opts.append(f"--account={_sbatch_value('account', account)}")
     elif profile.account_required:
         raise ServiceError(
-            f"cluster profile {profile.name!r} requires an account: set 'account' in the profile "
-            "or UBENCHAI_SLURM_ACCOUNT"
+            f"cluster profile {profile.name!r} requires an account: set 'account' in the profile, "
+            "UBENCHAI_SLURM_ACCOUNT or SBATCH_ACCOUNT"
         )
-    partition = r.partition or (profile.gpu_partition if r.gpus else None) or profile.partition
-    if partition:
-        opts.append(f"--partition={partition}")
-    if r.qos or profile.qos:
-        opts.append(f"--qos={r.qos or profile.qos}")
+    chosen = {
+        "partition": pick("partition", r.partition, profile.gpu_partition if r.gpus else None, profile.partition),
+        "qos": pick("qos", r.qos, profile.qos),
+        "reservation": pick("reservation", r.reservation, profile.reservation),
+        "constraint": pick("constraint"),
+        "wckey": pick("wckey"),
+    }
+    opts += [f"--{option}={value}" for option, value in chosen.items() if value]
     if r.gpus:
         opts.append(f"--gres=gpu:{r.gpus}" if profile.gpu_flag == "gres" else f"--gpus-per-node={r.gpus}")
     opts += [*profile.sbatch, *r.sbatch]
-    return [f"#SBATCH {o}" for o in opts]
+    lines = [f"#SBATCH {o}" for o in opts]
+    if used:
+        lines.append(f"# from the submitting shell: {', '.join(used)}")
+    return lines
 
 
 def _preamble(profile: ClusterProfile, sbatch: list[str], comment: list[str]) -> list[str]:
@@ -162,7 +221,7 @@ def render(
     run_dir: Path,
     profile: ClusterProfile,
     python: str,
-    account: str | None = None,
+    environ: Mapping[str, str] | None = None,
     heartbeat_s: float = 0.0,
 ) -> str:
     """The whole batch script for one service; ``run_dir`` must be on a filesystem the node shares.
@@ -172,7 +231,7 @@ def render(
     wildcard = spec.host in _WILDCARD
     lines = _preamble(
         profile,
-        directives(spec.resources, job_name, run_dir / "service.log", profile, account),
+        directives(spec.resources, job_name, run_dir / "service.log", profile, environ or {}),
         [
             f"# Generated by pytest-ubench {__version__} for service {name!r}. Recipe values are quoted;",
             "# ${VAR} references are read from the job's environment at run time and never stored here.",
@@ -200,17 +259,13 @@ def render(
         "nodes": '"$nnodes"',
     }
     prefix: list[str] = []
-    env = dict(spec.env)
+    env_name = "{}"  # how an exported variable is named: as is, or with the runtime's prefix
     if spec.container is not None:
-        cache = apptainer.cache_dir(profile.image_cache)
-        sif = apptainer.image_path(spec.container.image, cache)
-        sif_word = q(str(sif))
-        if apptainer.needs_pull(spec.container.image):
-            lines.append(_PULL % {"sif": q(str(sif)), "cache": q(str(cache)), "image": q(spec.container.image)})
-            sif_word = '"$sif"'
+        sif = apptainer.image_path(spec.container.image, apptainer.cache_dir(profile.image_cache))
+        lines.append(_CONTAINER % {"sif": q(str(sif))})
         words = apptainer.command(spec.container, sif, spec.resources.gpus, profile.binds)
-        prefix = [q(w) for w in words[:-1]] + [sif_word]
-        env = apptainer.env(env)
+        prefix = ['"$ctr"'] + [q(w) for w in words[1:-1]] + ['"$sif"']
+        env_name = '"${{ctr_env}}{}"'
 
     def command(argv: list[str]) -> str:
         return " ".join(prefix + [shell_word(a, fragments) for a in argv])
@@ -219,10 +274,10 @@ def render(
         lines.append(_NODES)
     else:
         lines += ["head_node=$(hostname)", "nnodes=1"]
-    for key, value in env.items():
+    for key, value in spec.env.items():
         if not _ENV_NAME.fullmatch(key):
             raise ServiceError(f"service env: {key!r} is not a valid environment variable name")
-        lines.append(f"export {key}={shell_word(value, fragments)}")
+        lines.append(f"export {env_name.format(key)}={shell_word(value, fragments)}")
     if spec.workdir:
         lines.append(f"cd {q(spec.workdir)} || exit 1")
     mn = spec.multinode
@@ -249,14 +304,14 @@ def render_clients(
     out_dir: Path,
     profile: ClusterProfile,
     worker: list[str],
-    account: str | None = None,
+    environ: Mapping[str, str] | None = None,
     heartbeat_s: float = 0.0,
 ) -> str:
     """A job of load-client processes: one ``srun`` task per process, each running ``worker``; with
     ``heartbeat_s``, stopped when the harness has not touched ``out_dir/heartbeat`` for that long."""
     lines = _preamble(
         profile,
-        directives(resources, job_name, out_dir / "clients.log", profile, account),
+        directives(resources, job_name, out_dir / "clients.log", profile, environ or {}),
         [f"# Generated by pytest-ubench {__version__}: load clients; every task writes its own records."],
     )
     if not heartbeat_s:
