@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..orchestrators import keys
 from ..orchestrators.placeholders import env_references
 from ..recipes import catalog, loader
 from ..recipes.schema import Recipe
@@ -73,13 +74,15 @@ def _validate(paths: list[str], overrides: list[Path], settings: list[loader.Set
             bad += 1
             err(str(exc))
             continue
+        spec = loaded.recipe.service
+        if spec is not None and keys.unguarded(spec):
+            print(f"warning: {p}: service.host {spec.host or '*'}: listens beyond loopback without a per-deployment "
+                  "key, so anyone who reaches the node can use it; name the variable its server reads a key from in "
+                  "service.api_key_env", file=sys.stderr)  # fmt: skip
         for where, name in secrets_in_argv(loaded.recipe):
             print(f"warning: {p}: {where}: ${{{name}}} puts a secret in the service's command line, which every "
                   f"user of the node can read (ps); pass it in service.env", file=sys.stderr)  # fmt: skip
     return EXIT_USAGE if bad else EXIT_OK
-
-
-SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASS", "CREDENTIAL", "AUTH")
 
 
 def secrets_in_argv(recipe: Recipe) -> list[tuple[str, str]]:
@@ -88,4 +91,4 @@ def secrets_in_argv(recipe: Recipe) -> list[tuple[str, str]]:
     if spec is None or spec.command is None:
         return []
     return [(f"service.command[{i}]", name) for i, word in enumerate(spec.command)
-            for name in env_references(word) if any(w in name.upper() for w in SECRET_WORDS)]  # fmt: skip
+            for name in env_references(word) if any(w in name.upper() for w in keys.SECRET_WORDS)]  # fmt: skip

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..metrics.records import Record
+from ..orchestrators import keys
 from ..orchestrators.base import Endpoint, MissingVariable, Orchestrator, ServiceError
 from ..recipes.fields import header_problem, parse_bytes
 from ..recipes.schema import Load, Ramp
@@ -54,6 +55,7 @@ class ToolContext:
     run_dir: Path
     tasks: Orchestrator | None
     progress: engine.Progress | None = None
+    site: dict[str, str] = field(default_factory=dict)  # the placement's {scratch}, {project}
 
 
 Tool = Callable[[ToolContext], ToolRun]
@@ -151,11 +153,14 @@ def url_path(endpoint: Endpoint) -> str:
     return urlsplit(endpoint.url).path.rstrip("/")
 
 
-def json_headers(case: Case, stream_type: str = "text/event-stream") -> dict[str, str]:
+def json_headers(case: Case, endpoint: Endpoint | None, stream_type: str = "text/event-stream") -> dict[str, str]:
     """A JSON API's request headers: the body's type, what is accepted back (``stream_type`` when the
-    workload streams) and the bearer token named by ``api_key_env``, read now and never stored."""
+    workload streams) and a bearer token: the one named by ``workload.api_key_env``, else the key of the
+    deployment (``service.api_key_env``); read now and never stored."""
     w = case.recipe.workload
     headers = {"Content-Type": "application/json", "Accept": stream_type if w.stream else "application/json"}
+    if endpoint is not None and not w.api_key_env:
+        headers |= keys.bearer(endpoint.key_file)
     if w.api_key_env:
         key = os.environ.get(w.api_key_env)
         where = f"{case.recipe.name}: workload.api_key_env"

@@ -23,8 +23,10 @@ class ServerTokenizer:
     """``timeout_s``: each call's whole answer (``workload.timeouts.side_s``); a server that does not give
     one in time, or answers something that is not JSON, has no tokenizer we can use."""
 
-    def __init__(self, base_url: str, model: str, timeout_s: float = 10.0) -> None:
-        self.client = httpx.Client(base_url=base_url, verify=tls_context())
+    def __init__(
+        self, base_url: str, model: str, timeout_s: float = 10.0, headers: dict[str, str] | None = None
+    ) -> None:
+        self.client = httpx.Client(base_url=base_url, verify=tls_context(), headers=headers)
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.model = model

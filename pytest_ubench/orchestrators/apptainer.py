@@ -108,6 +108,14 @@ def _pull(image: str, sif: Path, cache: Path) -> None:
     os.replace(tmp, sif)
 
 
+def scratch_sources(binds: Sequence[str], scratch: str | None) -> list[str]:
+    """Bind sources on scratch (a service's data directory): created before the container starts, since
+    Apptainer refuses to bind a path that does not exist."""
+    if not scratch:
+        return []
+    return [src for src in (b.split(":", 1)[0] for b in binds) if src == scratch or src.startswith(f"{scratch}/")]
+
+
 def command(
     container: Container, sif: Path, gpus: int, binds: Sequence[str] = (), binary: str = "apptainer"
 ) -> list[str]:

@@ -50,6 +50,7 @@ class Endpoint:
     job_id: str | None = None
     node: str | None = None  # the host name the service runs on
     slurm_node: str | None = None  # its Slurm node name (differs where several slurmd share a host)
+    key_file: str | None = None  # where the service's per-deployment API key is (orchestrators.keys)
 
     @property
     def tls(self) -> bool:
@@ -117,8 +118,14 @@ class Orchestrator(Protocol):
         """Start the service; ``detach`` lets it outlive this process (``ubenchai server start``)."""
         ...
 
-    def image_cache(self) -> Path:
-        """Where this placement keeps pulled container images (a cluster's: on a filesystem its nodes share)."""
+    def placeholders(self) -> dict[str, str]:
+        """The site's values recipes may name: ``{scratch}`` (a filesystem the nodes share, for big files
+        that outlive a run) and, on clusters with project ids in their paths, ``{project}``."""
+        ...
+
+    def pull(self, image: str) -> Path:
+        """The image's ``.sif`` in this placement's image cache (a cluster's: on a filesystem its nodes
+        share), pulled here and now unless it is there already."""
         ...
 
     def describe(self, dep: Deployment) -> dict[str, Any]:

@@ -27,8 +27,9 @@ from typing import Any
 import psutil
 from loguru import logger
 
+from ..metrics.files import user_cache
 from ..recipes.deployment import Resources, ServiceSpec
-from . import apptainer, watchdog
+from . import apptainer, keys, watchdog
 from .base import Deployment, Endpoint, ServiceError, ServiceState, tail
 from .placeholders import expand
 from .ports import free_port
@@ -90,17 +91,32 @@ class LocalOrchestrator:
         self.stop_timeout_s = stop_timeout_s
 
     def _command(
-        self, spec: ServiceSpec, argv: list[str], env: dict[str, str], binary: str = "apptainer"
+        self,
+        spec: ServiceSpec,
+        argv: list[str],
+        env: dict[str, str],
+        binary: str = "apptainer",
+        values: dict[str, str] | None = None,
     ) -> tuple[list[str], dict[str, str]]:
-        """Wrap a command and its environment in the recipe's container, if it has one."""
+        """Wrap a command and its environment in the recipe's container, if it has one (its binds
+        expanded with ``values``, when given)."""
         if spec.container is None:
             return argv, env
         sif = apptainer.image_path(spec.container.image, self.image_cache())
-        wrapped = apptainer.command(spec.container, sif, spec.resources.gpus, binary=binary)
+        container = spec.container
+        if values is not None:
+            container = container.model_copy(update={"binds": [expand(b, values) for b in container.binds]})
+        wrapped = apptainer.command(container, sif, spec.resources.gpus, binary=binary)
         return wrapped + argv, apptainer.env(env, binary)
 
     def image_cache(self) -> Path:
         return apptainer.cache_dir()
+
+    def pull(self, image: str) -> Path:
+        return apptainer.pull(image, self.image_cache())
+
+    def placeholders(self) -> dict[str, str]:
+        return {"scratch": str(user_cache("scratch"))}  # what a cluster's scratch is to a recipe
 
     def dry_run(self, spec: ServiceSpec, name: str, run_dir: Path) -> str:
         """The command as the recipe writes it: placeholders and ``${VAR}`` unexpanded, so no secret shows."""
@@ -115,14 +131,20 @@ class LocalOrchestrator:
         if spec.multinode is not None:
             raise ServiceError(f"{name}: a service on {spec.resources.nodes} nodes needs the slurm orchestrator")
         values = {"host": spec.host, "port": str(port), "python": sys.executable, "run_dir": str(run_dir),
-                  "head": socket.gethostname(), "nodes": "1"}  # fmt: skip
+                  "head": socket.gethostname(), "nodes": "1", **self.placeholders()}  # fmt: skip
         binary = "apptainer"
         if spec.container is not None:
             binary = apptainer.runtime()
-            apptainer.pull(spec.container.image, self.image_cache())
-        argv, extra_env = self._command(
-            spec, [expand(a, values) for a in spec.command], {k: expand(v, values) for k, v in spec.env.items()}, binary
-        )
+            self.pull(spec.container.image)
+            binds = [expand(b, values) for b in spec.container.binds]
+            for source in apptainer.scratch_sources(binds, values["scratch"]):
+                Path(source).mkdir(parents=True, exist_ok=True)
+        command = [expand(a, values) for a in spec.command]
+        service_env = {k: expand(v, values) for k, v in spec.env.items()}
+        key_file = keys.for_service(spec, name)
+        if key_file is not None and spec.api_key_env is not None:
+            service_env[spec.api_key_env] = keys.read(key_file)
+        argv, extra_env = self._command(spec, command, service_env, binary, values)
         env = os.environ.copy()
         env.update(extra_env)
         log_path = run_dir / "service.log"
@@ -135,7 +157,7 @@ class LocalOrchestrator:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
-                    cwd=spec.workdir or None,
+                    cwd=expand(spec.workdir, values) if spec.workdir else None,
                     # Its own process group (stopped as one), and a session of its own only when it must
                     # outlive this one (server start). A new session is also a new scheduling autogroup
                     # (Linux's default): CPU is then shared per session, not per thread, and a vLLM in
@@ -146,6 +168,7 @@ class LocalOrchestrator:
                     preexec_fn=None if detach else _die_with_parent,
                 )
             except OSError as exc:
+                keys.remove(key_file)
                 raise ServiceError(f"{name}: cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         try:
             created = psutil.Process(popen.pid).create_time()
@@ -157,7 +180,8 @@ class LocalOrchestrator:
             watchdog.guard_group(proc.pid)  # its whole process group dies with this process, even by SIGKILL
         host = f"[{spec.host}]" if ":" in spec.host else spec.host
         scheme = "https" if spec.tls else "http"
-        endpoint = Endpoint(spec.host, port, f"{scheme}://{host}:{port}", pid=proc.pid)
+        key = str(key_file) if key_file else None
+        endpoint = Endpoint(spec.host, port, f"{scheme}://{host}:{port}", pid=proc.pid, key_file=key)
         endpoint.write(run_dir / "endpoint.json")
         # The recipe's command (placeholders, not expanded secrets) is what goes into results.
         return Deployment(name, endpoint, run_dir, log_path, list(spec.command), handle=proc)
@@ -185,6 +209,7 @@ class LocalOrchestrator:
         _terminate(proc, self.stop_timeout_s)
         watchdog.release_group(proc.pid)
         dep.exit_code = proc.exit_code()
+        keys.remove(dep.endpoint.key_file)
         logger.info("stopped {} (pid {}, exit {})", dep.name, proc.pid, dep.exit_code)
 
     def run_tasks(

@@ -354,7 +354,7 @@ class FileStorage(BaseProtocol):
         spec = w.part_as(Fio)
         seconds = w.duration_s if duration_s is None else duration_s
         try:
-            directory = Path(expand(spec.directory, {"run_dir": str(ctx.run_dir)}))
+            directory = Path(expand(spec.directory, {"run_dir": str(ctx.run_dir), **ctx.site}))
         except ServiceError as exc:
             raise ServiceError(f"{case.recipe.name}: workload.fio.directory: {exc}") from None
         wall_t0 = time()

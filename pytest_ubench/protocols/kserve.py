@@ -126,7 +126,7 @@ class KServeV2(BaseProtocol):
         assert endpoint is not None
         k = case.recipe.workload.part_as(KServe)
         path = url_path(endpoint) + infer_path(k.model, k.version)
-        headers = {**json_headers(case), "Accept": "application/json"}
+        headers = {**json_headers(case, endpoint), "Accept": "application/json"}
         reqs = [build_request("POST", endpoint.host, endpoint.port, path, body, headers)
                 for body in bodies([i.model_dump() for i in k.inputs], k.outputs, k.variants, k.seed)]  # fmt: skip
         batch = k.inputs[0].shape[0]

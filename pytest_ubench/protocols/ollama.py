@@ -125,7 +125,7 @@ class Ollama(BaseProtocol):
         assert endpoint is not None
         w = case.recipe.workload
         path = url_path(endpoint) + PATHS[w.protocol]
-        headers = json_headers(case, stream_type="application/x-ndjson")
+        headers = json_headers(case, endpoint, stream_type="application/x-ndjson")
         return generation_plan(case, endpoint, duration_s, request_body, path, headers, partial(sink_for, w.stream))
 
 

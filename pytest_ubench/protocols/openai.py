@@ -93,7 +93,7 @@ class Completions(BaseProtocol):
     def plan(self, case: Case, endpoint: Endpoint | None, duration_s: float | None = None) -> Planned:
         assert endpoint is not None
         path = url_path(endpoint) + PATHS[case.recipe.workload.protocol]
-        return generation_plan(case, endpoint, duration_s, request_body, path, json_headers(case))
+        return generation_plan(case, endpoint, duration_s, request_body, path, json_headers(case, endpoint))
 
 
 class Embeddings(BaseProtocol):
@@ -112,7 +112,7 @@ class Embeddings(BaseProtocol):
         bodies = [embeddings_body(w.model, [texts[(i + k) % len(texts)] for k in range(b)], w.params)
                   for i in range(0, len(texts), b)]  # fmt: skip
         path = url_path(endpoint) + PATHS["openai-embeddings"]
-        headers = json_headers(case)
+        headers = json_headers(case, endpoint)
         reqs = [build_request("POST", endpoint.host, endpoint.port, path, body, headers) for body in bodies]
         info = got.dataset | {"batch_size": b}
         plan = load_plan(case, got.arrivals, got.duration_s, reqs, sink=partial(EmbeddingsSink, expected=b))

@@ -16,6 +16,7 @@ from ..load.http import build_request
 from ..load.planning import PlanError, Planned, load_plan, resolve_path, schedule_for
 from ..load.tokenizer import NoTokenizer, ServerTokenizer
 from ..metrics.records import Record
+from ..orchestrators import keys
 from ..orchestrators.base import Endpoint
 from ..recipes.schema import Dataset, TokenLength
 from ..recipes.sweep import Case
@@ -57,7 +58,8 @@ def _exact_lengths(prompts: list[dataset.Prompt], case: Case, endpoint: Endpoint
     d = case.recipe.workload.dataset
     if d.token_counts == "approximate":
         return prompts, "approximate (one character per token)"
-    tok = ServerTokenizer(endpoint.url, case.recipe.workload.model, case.recipe.workload.timeouts.side_s)
+    w = case.recipe.workload
+    tok = ServerTokenizer(endpoint.url, w.model, w.timeouts.side_s, keys.bearer(endpoint.key_file))
     try:
         out = []
         for p in prompts:

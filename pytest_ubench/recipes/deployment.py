@@ -68,6 +68,9 @@ class ServiceSpec(Strict):
     port: int | Literal["auto"] = "auto"
     tls: bool = False  # the service speaks HTTPS (certificates checked against the system CA store)
     env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(default_factory=dict)
+    # The variable the server reads an API key from (vLLM: VLLM_API_KEY): each deployment gets a fresh
+    # key there, and the load clients send it (Authorization: Bearer). For services beyond loopback.
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     health: HealthCheck = Field(default_factory=HealthCheck)
     metrics_path: str | None = None
     workdir: str | None = None
@@ -120,9 +123,17 @@ class ClusterProfile(Strict):
     queue_timeout_s: PositiveFloat = 3600.0  # a job still queued this long is cancelled (--ubench-queue-timeout)
     gpu_flag: Literal["gres", "gpus"] = "gres"
     modules: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+/-]+$")]] = Field(default_factory=list)
+    # Site paths may name {project} (and, but for scratch itself, {scratch}); recipes name them as
+    # {scratch} and {project} in a service's command, env, binds and workdir.
+    project: SlurmWord | None = None  # the project id in site paths; default: the account
     binds: list[Annotated[str, Field(pattern=r"^[^\s,]+$")]] = Field(default_factory=list)
-    scratch: str | None = None
-    image_cache: str | None = None
+    scratch: str | None = None  # a filesystem every node shares, for big files that outlive a run
+    image_cache: str | None = None  # pulled .sif files; default: {scratch}/ubenchai/images, else ~/.cache
+    # A site's own copy of an image a recipe names: a registry mirror or a .sif already on the filesystem
+    # ("docker://vllm/vllm-openai:v0.6.3": /apps/containers/vllm-0.6.3.sif). Recipes stay as they are.
+    images: dict[Annotated[str, Field(pattern=r"^\S+$")], Annotated[str, Field(pattern=r"^\S+$")]] = Field(
+        default_factory=dict
+    )
     sbatch: list[SbatchOption] = Field(default_factory=list)
     # A job the harness started (not 'server start') cancels itself when the harness has not touched
     # its heartbeat file for this long (the harness was killed): nodes are not held until --time. 0: never.

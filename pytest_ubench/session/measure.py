@@ -107,7 +107,7 @@ def measure(
 def _tool_run(case: Case, services: Services, tool: Tool, run_dir: Path, progress: engine.Progress | None) -> Measured:
     """A protocol that generates and measures its load with its own tool: its figures, as it gives them."""
     tasks = services.orchestrator if case.recipe.workload.orchestration == "slurm" else None
-    out = tool(ToolContext(run_dir, tasks, progress))
+    out = tool(ToolContext(run_dir, tasks, progress, services.orchestrator.placeholders()))
     busy = out.summary["throughput"]["elapsed_s"]
     run = engine.Run([], 0.0, out.wall_t0, 0.0, busy, wall_t1=out.wall_t1, aborted=out.aborted)
     return Measured(run, out.summary, {"dataset": out.dataset}, None, None, out.endpoint, out.command,

@@ -15,7 +15,7 @@ from loguru import logger
 from ..load import engine
 from ..metrics import baselines, capacity, compare
 from ..metrics.results import CaseResult, ResultsDir, default_output_root
-from ..orchestrators import apptainer, backends, registry
+from ..orchestrators import backends, registry
 from ..orchestrators.base import Orchestrator
 from ..recipes import loader
 from ..recipes.sweep import Case, expand
@@ -51,11 +51,12 @@ class RunOptions:
             raise ValueError(f"baseline runs: {self.baseline_runs} is not a count of runs (at least 1)")
 
 
-def target_url(target: str) -> str:
+def resolve_target(target: str) -> tuple[str, str | None]:
     """A target as the user gave it: a URL, or the id of a service started by ``ubenchai server start``
-    (as ``server list`` shows it; its registry entry knows where it runs, locally or on a Slurm node)."""
+    (as ``server list`` shows it; its registry entry knows where it runs, locally or on a Slurm node, and
+    where its API key is, if it has one). Returns the URL and the key file."""
     if "://" in target:
-        return target
+        return target, None
     try:
         entry = registry.get(target)
     except KeyError:
@@ -63,7 +64,7 @@ def target_url(target: str) -> str:
         near = difflib.get_close_matches(target, known, n=3)
         hint = f"; did you mean {', '.join(near)}?" if near else "; see 'ubenchai server list'"
         raise ValueError(f"target {target!r}: not a URL and no service with that id{hint}") from None
-    return entry.endpoint.url
+    return entry.endpoint.url, entry.endpoint.key_file
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,10 @@ class BenchmarkRun:
         self.orchestrator: Orchestrator = backends.placement(
             options.orchestrator, options.cluster, options.recipe_dirs, options.queue_timeout_s
         )
-        self.target = target_url(options.target) if options.target else None
+        self.target: str | None = None
+        self.target_key: str | None = None  # the key file of a service started by 'server start'
+        if options.target:
+            self.target, self.target_key = resolve_target(options.target)
         # A service started by 'server start' may already be scraped by a 'monitor start': read it there.
         self.watching = (
             manager.monitor_watching(options.target) if options.target and "://" not in options.target else None
@@ -126,7 +130,7 @@ class BenchmarkRun:
     def pull_images(self) -> list[tuple[str, Path]]:
         """Each image pulled (or found) in the placement's image cache, as the deployments would; for
         clusters whose login nodes pull and whose compute nodes have no network, ahead of the run."""
-        return [(image, apptainer.pull(image, self.orchestrator.image_cache())) for image in self.images()]
+        return [(image, self.orchestrator.pull(image)) for image in self.images()]
 
     def preflight(self, pull: bool) -> Iterator[str]:
         """What a dry run prints (each recipe's deployment), or with ``pull`` each image pulled and its file."""
@@ -139,7 +143,8 @@ class BenchmarkRun:
 
     def services(self, shared: bool = False) -> Services:
         """``shared``: pytest-xdist workers use one deployment per recipe (``stop_shared`` ends them)."""
-        return Services(self.root, self.orchestrator, self.target, shared=shared, watching=self.watching)
+        return Services(self.root, self.orchestrator, self.target, shared=shared, watching=self.watching,
+                        target_key_file=self.target_key)  # fmt: skip
 
     def run_case(self, case: Case, services: Services, progress: engine.Progress | None = None) -> CaseResult:
         runs = self.options.baseline_runs if self.options.save_baseline else None

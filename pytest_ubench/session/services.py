@@ -56,6 +56,7 @@ class Services:
         monitoring: bool = True,
         shared: bool = False,
         watching: Watching | None = None,
+        target_key_file: str | None = None,
     ) -> None:
         """``shared``: several processes (pytest-xdist workers) use one deployment per recipe under
         ``root``; the first deploys it, the others attach, and ``stop_shared`` ends it once all are done.
@@ -66,6 +67,7 @@ class Services:
         self.shared = shared
         self.orchestrator = get_orchestrator(orchestrator) if isinstance(orchestrator, str) else orchestrator
         self.target_url = target_url
+        self.target_key_file = target_key_file  # the API key of a service started by 'server start'
         # Each sharing process watches with its own Prometheus, in its own directory.
         monitor_root = root / f"monitor-{os.getpid()}" if shared else root
         self.monitoring = Monitoring(self.orchestrator, monitor_root, watching) if monitoring else None
@@ -172,7 +174,7 @@ class Services:
                 problem = probe(url.rstrip("/") + spec.health.path, timeout_s=min(10.0, spec.health.timeout_s))
             if problem:
                 raise TargetUnreachable(f"{loaded.recipe.name}: cannot reach {url}: {problem}")
-            endpoint = Endpoint(parts.hostname, port, url.rstrip("/"))
+            endpoint = Endpoint(parts.hostname, port, url.rstrip("/"), key_file=self.target_key_file)
             run_dir.mkdir(parents=True, exist_ok=True)
             if not self.shared:  # what an earlier session prepared there may be gone: prepare again
                 for stale in run_dir.glob("prepared-*.json"):

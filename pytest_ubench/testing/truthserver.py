@@ -30,6 +30,11 @@ class _Request:
         self.url = b""
         self.body = b""
         self.complete = False
+        self.authorization = b""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"authorization":
+            self.authorization = value
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -49,7 +54,11 @@ class TruthServer:
         usage: str = "separate",
         die_after: int | None = None,
         slots: int | None = None,
+        api_key: str | None = None,
     ) -> None:
+        # api_key: generation needs "Authorization: Bearer <key>", like vLLM started with --api-key
+        self.authorization = f"Bearer {api_key}".encode() if api_key else None
+        self.rejected = 0
         self.ttft = ttft_ms / 1000.0
         self.itl = itl_ms / 1000.0
         self.usage = usage  # "separate" (OpenAI/vLLM), "final" (with finish_reason), "none"
@@ -76,6 +85,11 @@ class TruthServer:
                     await self._send(writer, 200, b'{"status":"ok"}')
                 elif path == b"/truth":
                     await self._send(writer, 200, json.dumps(self.truth).encode())
+                elif path == b"/truth/rejected":
+                    await self._send(writer, 200, json.dumps({"rejected": self.rejected}).encode())
+                elif self.authorization is not None and req.authorization != self.authorization:
+                    self.rejected += 1
+                    await self._send(writer, 401, b'{"error":"Unauthorized"}')
                 elif path == b"/truth/reset":
                     self.truth.clear()
                     await self._send(writer, 200, b"{}")
@@ -214,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         help="while FILE exists, the first server started "
         "deletes it and runs 1.5x slower (TTFT and ITL): a session that starts in a slow state, once",
     )
+    ap.add_argument("--api-key-env", metavar="NAME", help="require 'Authorization: Bearer' with the key in $NAME")
     ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM) ...")
     ap.add_argument("--tls-key", help="... and this key")
     args = ap.parse_args(argv)
@@ -227,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.slow_once is not None and args.slow_once.exists():
             args.slow_once.unlink()
             slow = 1.5
-        server = TruthServer(args.ttft_ms * slow, args.itl_ms * slow, args.usage, args.die_after, args.slots)
+        key = os.environ[args.api_key_env] if args.api_key_env else None
+        server = TruthServer(args.ttft_ms * slow, args.itl_ms * slow, args.usage, args.die_after, args.slots, key)
         await serve(args.host, args.port, server, tls)
 
     asyncio.run(start())

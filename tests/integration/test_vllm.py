@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import jsonschema
 import pytest
 from helpers import SCHEMA
@@ -40,6 +41,11 @@ def test_the_vllm_recipe_as_shipped_agrees_with_the_servers_own_account(tmp_path
         results = [d.result for d in done]
         prom = services.prometheus
         assert prom is not None
+        # service.api_key_env: vLLM read this deployment's key from VLLM_API_KEY, so without it: 401
+        dep = services.get(cases[0].loaded)
+        assert dep.endpoint.key_file is not None
+        chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert httpx.post(dep.endpoint.url + "/v1/chat/completions", json=chat, timeout=30).status_code == 401
         # Every panel of the dashboard (the vllm set, the node set, the load client) on the live series.
         (dash_file,) = (root / "grafana" / "dashboards").glob("*.json")
         start, end = results[-1]["monitoring"]["window"]

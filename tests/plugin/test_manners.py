@@ -74,3 +74,20 @@ def test_the_plugin_states_the_run_cores_default() -> None:
     """The option's default is written in the plugin (importing the run core there would make every
     pytest run pay for it): it must be the run core's."""
     assert pytest_options.BASELINE_RUNS == BASELINE_RUNS
+
+
+def test_its_debug_lines_stay_in_its_log_file_unless_asked(pytester: pytest.Pytester) -> None:
+    """A project that never configured loguru: loguru's default sink would print every DEBUG line of ubench
+    (a Slurm wait polls squeue every 50 ms) to the terminal. While ubench runs, its lines reach the terminal
+    from INFO, the DEBUG ones only its log file, and -vv brings them back."""
+    pytester.makepyfile(test_bench=USING_TEST)
+    (pytester.path / "recipes").mkdir()
+    recipe = truth_recipe("quiet", duration_s=0.5, load={"mode": "closed", "concurrency": 1})
+    (pytester.path / "recipes" / "quiet.yaml").write_text(yaml.safe_dump(recipe))
+    for flags, debug_shown in ((["-s"], False), (["-s", "-vv"], True)):
+        res = pytester.runpytest_subprocess("-p", "no:cacheprovider", *flags, "--ubench-recipe=recipes/quiet.yaml")
+        res.assert_outcomes(passed=1)
+        shown = res.stdout.str() + res.stderr.str()
+        assert "quiet-concurrency=1: closed load against" in shown  # INFO
+        assert ("load finished:" in shown) is debug_shown  # a DEBUG line of the engine's
+        assert "load finished:" in (pytester.path / "logs" / "ubenchai.log").read_text()

@@ -181,14 +181,17 @@ def test_a_single_point_is_one_case(write_recipe):
 
 
 def test_shipped_recipes_are_valid():
-    recipes = sorted(Path(__file__).parents[2].joinpath("recipes").glob("*.yaml"))
-    assert recipes
-    for path in recipes:
-        assert expand(loader.load(path))
-    monitors = sorted(Path(__file__).parents[2].joinpath("recipes", "monitors").glob("*.yaml"))
-    assert monitors
-    for path in monitors:
-        assert loader.load_monitor(path).name == path.stem
+    """Every file under recipes/, subfolders included, by its own kind's schema."""
+    from pytest_ubench.recipes import catalog
+
+    shipped = catalog.entries([Path(__file__).parents[2] / "recipes"])
+    assert {e.kind for e in shipped} == {"benchmark", "cluster", "monitor"}
+    assert len(shipped) == len(list(Path(__file__).parents[2].joinpath("recipes").rglob("*.yaml")))
+    for e in shipped:
+        if e.kind == "benchmark":
+            assert expand(loader.load(e.path))
+        else:
+            assert loader.load_as(loader.SCHEMAS[e.kind], e.path).name == e.name
 
 
 def test_monitor_recipe_errors_are_located(write_recipe, tmp_path):

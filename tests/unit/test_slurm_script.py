@@ -66,8 +66,11 @@ def test_meluxina_example_scripts_match_golden(recipe_file: str, expected: list[
         profile=profile,
         python="/opt/ubench/bin/python",
         environ={"UBENCHAI_SLURM_ACCOUNT": "p200001"},
+        key_file=Path("/home/u/.local/state/ubenchai/keys/0123abcd.key"),
     )
     _golden(f"{recipe.name}.sbatch", text)
+    assert "api_key=$(cat /home/u/.local/state/ubenchai/keys/0123abcd.key) || exit 1\n" in text
+    assert 'export "${ctr_env}VLLM_API_KEY"="$api_key"\nunset api_key\n' in text
     assert all(e in text for e in expected)
 
 
@@ -246,3 +249,43 @@ def test_every_meluxina_recipe_renders_as_its_user_would_get_it(recipe_file: str
     assert "#SBATCH --account=p200001" in shown.stdout and "module load" in shown.stdout
     assert "apptainer" in shown.stdout
     assert not (tmp_path / "ubench-results").exists()  # a dry run starts and writes nothing
+
+
+def test_the_project_id_and_scratch_reach_every_path_a_recipe_names() -> None:
+    """MeluXina's paths hold the project id: /project/scratch/p200001. The profile says where; recipes say
+    {scratch} and {project}; the id is the account unless the profile names a project of its own."""
+    profile = loader.load_cluster(ROOT / "recipes" / "clusters" / "meluxina.yaml")
+    binds = ["{scratch}/db:/data", "/etc/a.crt:/b.crt:ro"]
+    spec = ServiceSpec(command=["serve", "--models", "{scratch}/models"], env={"HF_HOME": "{scratch}/hf"},
+                       runtime="apptainer", workdir="/project/home/{project}",
+                       container={"image": "docker://x/y:1", "binds": binds})  # fmt: skip
+    text = _render(spec, Path("/r"), profile, {"SBATCH_ACCOUNT": "p200042"})
+    assert "sif=/project/scratch/p200042/ubenchai/images/x_y_1.sif\n" in text
+    assert "--bind /mnt/tier1,/mnt/tier2,/project,/project/scratch/p200042/db:/data,/etc/a.crt:/b.crt:ro " in text
+    assert "mkdir -p /project/scratch/p200042/db\n" in text and "mkdir -p /etc" not in text  # data dirs only
+    assert 'export "${ctr_env}HF_HOME"=/project/scratch/p200042/hf\n' in text
+    assert "serve --models /project/scratch/p200042/models </dev/null &" in text
+    assert "cd /project/home/p200042 || exit 1" in text
+    own = profile.model_copy(update={"project": "p300001"})
+    assert "sif=/project/scratch/p300001/" in _render(spec, Path("/r"), own, {"SBATCH_ACCOUNT": "p200042"})
+    with pytest.raises(ServiceError, match=r"cluster profile 'meluxina': scratch '/project/scratch/\{project\}' names "
+                                           r"a value that is not known here"):  # fmt: skip
+        _render(spec, Path("/r"), profile.model_copy(update={"account_required": False}))
+    with pytest.raises(ServiceError, match=r"unknown placeholder \{scratch\}"):
+        _render(spec, Path("/r"), PLAIN)  # a profile without scratch: the recipe's {scratch} is refused
+
+
+def test_a_sites_own_copy_of_an_image_is_used_in_place_of_the_recipes(tmp_path: Path) -> None:
+    """``images`` in the profile: a .sif the site already has (or a mirror) stands for the recipe's reference;
+    nothing is pulled for it, and the recipe is unchanged."""
+    from pytest_ubench.orchestrators.slurm import SlurmOrchestrator
+
+    local = tmp_path / "vllm-0.6.3.sif"
+    local.write_text("an image")
+    site = ClusterProfile(name="site", images={"docker://vllm/vllm-openai:v0.6.3": str(local)})
+    spec = ServiceSpec(command=["vllm", "serve", "m"], runtime="apptainer",
+                       container={"image": "docker://vllm/vllm-openai:v0.6.3"})  # fmt: skip
+    assert f"sif={local}\n" in _render(spec, Path("/r"), site)
+    assert SlurmOrchestrator(site).pull("docker://vllm/vllm-openai:v0.6.3") == local
+    with pytest.raises(ServiceError, match=r"image /gone.sif: no such file"):
+        SlurmOrchestrator(site.model_copy(update={"images": {"docker://a/b:1": "/gone.sif"}})).pull("docker://a/b:1")

@@ -16,14 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from ...recipes.deployment import ClusterProfile, Resources, ServiceSpec
-from .. import apptainer
+from .. import apptainer, keys
 from ..base import Deployment, Endpoint, MissingVariable, ServiceError, ServiceState, tail
 from ..placeholders import env_references
 from . import script
@@ -94,11 +94,20 @@ class SlurmOrchestrator:
         self.slurm = slurm or Slurm()
         self.stop_timeout_s = stop_timeout_s
 
-    def image_cache(self) -> Path:
-        return apptainer.cache_dir(self.profile.image_cache)
+    def placeholders(self) -> dict[str, str]:
+        return script.site_values(self.profile, os.environ)
 
-    def dry_run(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> str:
-        """The batch script; one the harness watches (not ``detach``) stops when its heartbeat stops."""
+    def pull(self, image: str) -> Path:
+        """On the submitting node; the profile's ``images`` may name a site's own copy of the image."""
+        return apptainer.pull(self.profile.images.get(image, image), script.image_cache(self.profile, os.environ))
+
+    def dry_run(
+        self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False, key_file: Path | None = None
+    ) -> str:
+        """The batch script; one the harness watches (not ``detach``) stops when its heartbeat stops.
+        Without ``key_file`` (a dry run), a key file's name stands for the one a deployment would make."""
+        if spec.api_key_env is not None and key_file is None:
+            key_file = keys.directory() / f"{name}-<made per deployment>.key"
         return script.render(
             spec,
             name=name,
@@ -108,6 +117,7 @@ class SlurmOrchestrator:
             python=sys.executable,
             environ=os.environ,
             heartbeat_s=0.0 if detach else self.profile.heartbeat_s,
+            key_file=key_file,
         )
 
     def deploy(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
@@ -119,9 +129,14 @@ class SlurmOrchestrator:
             raise MissingVariable(f"{name}: the recipe reads {', '.join(missing)} from the environment; not set here")
         run_dir = run_dir.absolute()
         run_dir.mkdir(parents=True, exist_ok=True)
-        text = self.dry_run(spec, name, run_dir, detach)
         if spec.container is not None:  # here, on the submitting node, before the job asks for its nodes
-            apptainer.pull(spec.container.image, self.image_cache())
+            self.pull(spec.container.image)
+        key_file = keys.for_service(spec, name)
+        try:
+            text = self.dry_run(spec, name, run_dir, detach, key_file)
+        except BaseException:
+            keys.remove(key_file)
+            raise
         path = run_dir / "job.sbatch"
         path.write_text(text + "\n", encoding="utf-8")
         path.chmod(0o700)
@@ -137,10 +152,14 @@ class SlurmOrchestrator:
         except SlurmError as exc:
             if beat is not None:
                 beat.stop()
+            keys.remove(key_file)
             raise ServiceError(f"{name}: cannot submit {path}: {exc}") from None
         logger.info("{}: submitted job {} ({})", name, job_id, path)
         job = SlurmJob(job_id, path, beat)
-        dep = Deployment(name, Endpoint("", 0, ""), run_dir, run_dir / "service.log", list(spec.command), handle=job)
+        key = str(key_file) if key_file else None
+        dep = Deployment(
+            name, Endpoint("", 0, "", key_file=key), run_dir, run_dir / "service.log", list(spec.command), handle=job
+        )
         if not detach:
             _LIVE[job_id] = (self.slurm, name)
         try:
@@ -159,6 +178,9 @@ class SlurmOrchestrator:
         while True:
             if endpoint_file.exists():
                 endpoint = Endpoint.read(endpoint_file)
+                if dep.endpoint.key_file:  # where the load clients (here or on other nodes) find the key
+                    endpoint = replace(endpoint, key_file=dep.endpoint.key_file)
+                    endpoint.write(endpoint_file)
                 self._check_reachable(dep.name, endpoint)
                 logger.info("{}: job {} running on {} at {}", dep.name, job.job_id, endpoint.node, endpoint.url)
                 return endpoint
@@ -233,6 +255,7 @@ class SlurmOrchestrator:
         cancel_and_wait(self.slurm, job.job_id, self.stop_timeout_s)
         if job.heartbeat is not None:
             job.heartbeat.stop()
+        keys.remove(dep.endpoint.key_file)
         info = self._info(job)
         dep.exit_code = info.exit_code
         logger.info("{}: job {} gone after {:.2f} s ({})", dep.name, job.job_id, time.monotonic() - start, info.state)

@@ -17,7 +17,7 @@ from ..._version import __version__
 from ...recipes.deployment import ClusterProfile, Resources, ServiceSpec
 from .. import apptainer
 from ..base import ServiceError
-from ..placeholders import shell_word
+from ..placeholders import expand, shell_word
 from ..ports import PORT_FLOOR
 
 _SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.,:@%+=/-]+")  # whole values only: fullmatch
@@ -149,14 +149,52 @@ def inherited(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _from_shell(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    shell = inherited(environ)
+    if environ.get("UBENCHAI_SLURM_ACCOUNT"):
+        shell["account"] = (environ["UBENCHAI_SLURM_ACCOUNT"], "UBENCHAI_SLURM_ACCOUNT")
+    return shell
+
+
+def site_values(profile: ClusterProfile, environ: Mapping[str, str]) -> dict[str, str]:
+    """``{project}`` and ``{scratch}`` as the profile and the submitting shell give them (the project id
+    defaults to the account: on MeluXina they are one)."""
+    values: dict[str, str] = {}
+    project = profile.project or profile.account or _from_shell(environ).get("account", ("", ""))[0]
+    if project:
+        values["project"] = project
+    if profile.scratch:
+        values["scratch"] = _site_path(profile, "scratch", profile.scratch, values)
+    return values
+
+
+def _site_path(profile: ClusterProfile, field: str, template: str, values: dict[str, str]) -> str:
+    try:
+        return expand(template, values)
+    except ServiceError:
+        known = ", ".join(f"{{{k}}}" for k in values) or "none"
+        raise ServiceError(
+            f"cluster profile {profile.name!r}: {field} {template!r} names a value that is not known here (known: "
+            f"{known}; the project id comes from 'project' or the account)"
+        ) from None
+
+
+def image_cache(profile: ClusterProfile, environ: Mapping[str, str]) -> Path:
+    """The profile's image cache, else ``UBENCHAI_IMAGE_CACHE``, else ``{scratch}/ubenchai/images``, else ~/.cache."""
+    values = site_values(profile, environ)
+    if profile.image_cache:
+        return apptainer.cache_dir(_site_path(profile, "image_cache", profile.image_cache, values))
+    if "scratch" in values and not environ.get("UBENCHAI_IMAGE_CACHE"):
+        return Path(values["scratch"]) / "ubenchai" / "images"
+    return apptainer.cache_dir()
+
+
 def directives(
     r: Resources, job_name: str, log: Path, profile: ClusterProfile, environ: Mapping[str, str]
 ) -> list[str]:
     """``#SBATCH`` lines. Each option from the first that sets it: the recipe's ``resources``, the cluster
     profile, ``UBENCHAI_SLURM_ACCOUNT`` (account only), ``SBATCH_*``, ``SALLOC_*``; else Slurm's default."""
-    shell = inherited(environ)
-    if environ.get("UBENCHAI_SLURM_ACCOUNT"):
-        shell["account"] = (environ["UBENCHAI_SLURM_ACCOUNT"], "UBENCHAI_SLURM_ACCOUNT")
+    shell = _from_shell(environ)
     used: list[str] = []
 
     def pick(option: str, *chosen: str | None) -> str | None:
@@ -209,7 +247,11 @@ def _preamble(profile: ClusterProfile, sbatch: list[str], comment: list[str]) ->
     """Shebang, ``#SBATCH`` lines, a comment, strict mode and the profile's modules: every job's start."""
     lines = [profile.shebang, *sbatch, *comment, "set -uo pipefail"]
     if profile.modules:
-        lines.append("module load " + " ".join(shlex.quote(m) for m in profile.modules))
+        names = " ".join(shlex.quote(m) for m in profile.modules)
+        # a module that is missing stops the job here, not later with "apptainer: command not found"
+        lines.append(
+            f'module load {names} || {{ echo "ubench: module load {names} failed on $(hostname)" >&2; exit 1; }}'
+        )
     return lines
 
 
@@ -223,9 +265,11 @@ def render(
     python: str,
     environ: Mapping[str, str] | None = None,
     heartbeat_s: float = 0.0,
+    key_file: Path | None = None,
 ) -> str:
     """The whole batch script for one service; ``run_dir`` must be on a filesystem the node shares.
-    ``heartbeat_s``: stop when the harness has not touched ``run_dir/heartbeat`` for that long (0: never)."""
+    ``heartbeat_s``: stop when the harness has not touched ``run_dir/heartbeat`` for that long (0: never).
+    ``key_file``: the service's API key (``service.api_key_env``), read by the job, never written here."""
     assert spec.command is not None
     q = shlex.quote
     wildcard = spec.host in _WILDCARD
@@ -250,6 +294,7 @@ def render(
     else:
         lines += ['endpoint_host="$bind_host"', f"url_host={q(f'[{spec.host}]' if ':' in spec.host else spec.host)}"]
 
+    site = site_values(profile, environ or {})
     fragments = {
         "host": '"$bind_host"',
         "port": '"$port"',
@@ -257,13 +302,18 @@ def render(
         "run_dir": '"$run_dir"',
         "head": '"$head_node"',
         "nodes": '"$nnodes"',
+        **{k: q(v) for k, v in site.items()},
     }
     prefix: list[str] = []
     env_name = "{}"  # how an exported variable is named: as is, or with the runtime's prefix
     if spec.container is not None:
-        sif = apptainer.image_path(spec.container.image, apptainer.cache_dir(profile.image_cache))
+        image = profile.images.get(spec.container.image, spec.container.image)
+        sif = apptainer.image_path(image, image_cache(profile, environ or {}))
         lines.append(_CONTAINER % {"sif": q(str(sif))})
-        words = apptainer.command(spec.container, sif, spec.resources.gpus, profile.binds)
+        binds = [_site_path(profile, "bind", b, site) for b in profile.binds]
+        container = spec.container.model_copy(update={"binds": [expand(b, site) for b in spec.container.binds]})
+        words = apptainer.command(container, sif, spec.resources.gpus, binds)
+        lines += [f"mkdir -p {q(d)}" for d in apptainer.scratch_sources(container.binds, site.get("scratch"))]
         prefix = ['"$ctr"'] + [q(w) for w in words[1:-1]] + ['"$sif"']
         env_name = '"${{ctr_env}}{}"'
 
@@ -278,8 +328,13 @@ def render(
         if not _ENV_NAME.fullmatch(key):
             raise ServiceError(f"service env: {key!r} is not a valid environment variable name")
         lines.append(f"export {env_name.format(key)}={shell_word(value, fragments)}")
+    if spec.api_key_env is not None:
+        if key_file is None:
+            raise ServiceError("service.api_key_env: no key file was made for this deployment")
+        lines += [f'api_key=$(cat {q(str(key_file))}) || exit 1',
+                  f'export {env_name.format(spec.api_key_env)}="$api_key"', "unset api_key"]  # fmt: skip
     if spec.workdir:
-        lines.append(f"cd {q(spec.workdir)} || exit 1")
+        lines.append(f"cd {shell_word(spec.workdir, fragments)} || exit 1")
     mn = spec.multinode
     if mn is not None:
         if mn.head:
