@@ -164,19 +164,24 @@ class StreamSink(Framed):
                 continue
             if "error" in obj:
                 self.rec.error = "stream_error"
+            content = False
             try:  # a choice or delta of the wrong type fails the request, never the run
                 for choice in obj.get("choices") or ():
                     delta = choice.get("delta")
                     text = (delta.get("content") or delta.get("reasoning_content")) if delta else choice.get("text")
                     if text:
                         self.rec.chunks.append(t)
+                        content = True
                     if choice.get("finish_reason"):
                         self.finished = True
             except (AttributeError, TypeError):
                 self.rec.error = "malformed_stream"
             usage = obj.get("usage")
-            if usage and not _take_usage(self.rec, usage):
-                self.rec.error = "malformed_stream"
+            if usage:
+                if not _take_usage(self.rec, usage):
+                    self.rec.error = "malformed_stream"
+                elif content and self.rec.output_tokens is not None:  # usage on every chunk: tokens per chunk
+                    self.rec.chunk_tokens.append(self.rec.output_tokens)
 
 
 class JsonSink(_Base):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 # Per-request latency metrics (milliseconds); each is summarised with STATS.
-LATENCY_METRICS: tuple[str, ...] = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "send_lag_ms")
+# itl_ms: the gaps between content chunks; itl_token_ms: per token, where the server says how many tokens
+# each chunk carried (a gap of k tokens counts k times, as gap / k); empty otherwise.
+LATENCY_METRICS: tuple[str, ...] = ("ttft_ms", "itl_ms", "itl_token_ms", "tpot_ms", "e2e_ms", "send_lag_ms")
 STATS: tuple[str, ...] = ("count", "mean", "min", "p50", "p90", "p95", "p99", "p99_9", "max")
 PERCENTILES: dict[str, float] = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99_9": 99.9}
 THROUGHPUT: tuple[str, ...] = (

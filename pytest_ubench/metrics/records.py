@@ -21,6 +21,7 @@ class Record:
     """One request, as the client saw it."""
 
     __slots__ = (
+        "chunk_tokens",
         "chunks",
         "end",
         "error",
@@ -44,6 +45,9 @@ class Record:
         self.start = NAN
         self.first = NAN  # first content-bearing chunk
         self.chunks: list[float] = []  # arrival time of every content-bearing chunk
+        # The output tokens so far at each of those chunks, where the server says (vLLM with
+        # stream_options.continuous_usage_stats): a chunk may carry several tokens; empty otherwise.
+        self.chunk_tokens: list[int] = []
         self.end = NAN
         self.status = 0
         self.error: str | None = None
@@ -65,7 +69,7 @@ class Record:
         def ms(t: float) -> float | None:
             return None if math.isnan(t) else round((t - t0) * 1000.0, 4)
 
-        row = {
+        row: dict[str, Any] = {
             "intended_ms": ms(self.intended),
             "start_ms": ms(self.start),
             "end_ms": ms(self.end),
@@ -80,6 +84,8 @@ class Record:
             "bytes": self.nbytes,
             "op": self.op,
         }
+        if self.chunk_tokens:
+            row["chunk_tokens"] = self.chunk_tokens
         if not math.isnan(self.recall):
             row["recall"] = round(self.recall, 6)
         if not math.isnan(self.server_decode_s):
@@ -94,6 +100,7 @@ class Record:
         rec = cls(s(row["intended_ms"]), row.get("warmup", False))
         rec.start, rec.end = s(row["start_ms"]), s(row["end_ms"])
         rec.chunks = [s(c) for c in row["chunk_ms"]]
+        rec.chunk_tokens = row.get("chunk_tokens", [])
         rec.first = rec.chunks[0] if rec.chunks else NAN
         rec.status, rec.error = row["status"], row["error"]
         rec.prompt_tokens, rec.output_tokens = row["prompt_tokens"], row["output_tokens"]

@@ -71,15 +71,24 @@ CLIENT: dict[str, str] = {
 }
 
 
+def duration(seconds: float) -> str:
+    """A PromQL/config duration: whole seconds as ``5s``, others in milliseconds (``500ms``); Prometheus
+    refuses ``0.5s``."""
+    ms = round(seconds * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
 @dataclass(frozen=True)
 class CrossCheck:
     """A server figure over the whole run beside the client's own: a counter's growth (``count``, must be
-    equal) or a histogram's mean from its ``_sum``/``_count`` growth (``mean``, milliseconds)."""
+    equal), a histogram's mean from its ``_sum``/``_count`` growth (``mean``, milliseconds), or the bucket
+    of that histogram's growth in which its ``q`` quantile lies (``quantile``)."""
 
     name: str
     series: str  # a counter, or a histogram's base name
-    client_field: str  # requests, output_tokens, prompt_tokens; for means ttft_ms, e2e_ms, tpot_ms
+    client_field: str  # requests, output_tokens, prompt_tokens; for means and quantiles ttft_ms, e2e_ms, tpot_ms
     kind: str = "count"
+    q: float | None = None  # for quantiles
 
 
 CROSS_CHECKS: dict[str, list[CrossCheck]] = {
@@ -91,6 +100,13 @@ CROSS_CHECKS: dict[str, list[CrossCheck]] = {
         CrossCheck("vllm.ttft_ms", "vllm:time_to_first_token_seconds", "ttft_ms", "mean"),
         CrossCheck("vllm.tpot_ms", "vllm:request_time_per_output_token_seconds", "tpot_ms", "mean"),
         CrossCheck("vllm.e2e_ms", "vllm:e2e_request_latency_seconds", "e2e_ms", "mean"),
+        # per token: needs the tokens of each chunk (params: stream_options.continuous_usage_stats)
+        CrossCheck("vllm.itl_token_ms", "vllm:inter_token_latency_seconds", "itl_token_ms", "mean"),
+        # Quantiles as far as the buckets resolve them (TTFT's from 1 ms; E2E's from 300 ms, so coarse)
+        CrossCheck("vllm.ttft_ms.p50", "vllm:time_to_first_token_seconds", "ttft_ms", "quantile", 0.5),
+        CrossCheck("vllm.ttft_ms.p90", "vllm:time_to_first_token_seconds", "ttft_ms", "quantile", 0.9),
+        CrossCheck("vllm.e2e_ms.p50", "vllm:e2e_request_latency_seconds", "e2e_ms", "quantile", 0.5),
+        CrossCheck("vllm.e2e_ms.p90", "vllm:e2e_request_latency_seconds", "e2e_ms", "quantile", 0.9),
     ],
 }
 
@@ -125,5 +141,5 @@ def _means(query: str) -> str:
 
 def resolve(query_sets: Sequence[str], queries: dict[str, str], interval_s: float, job: str) -> dict[str, str]:
     """``named`` with ``$rate`` filled in: four scrape intervals, at least 4 s."""
-    rate = f"{max(4 * interval_s, 4.0):g}s"
+    rate = duration(max(4 * interval_s, 4.0))
     return {name: q.replace("$rate", rate) for name, q in named(query_sets, queries, job).items()}

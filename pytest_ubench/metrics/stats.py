@@ -31,17 +31,24 @@ def summarize(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
 
 
 def request_values(rec: Record) -> dict[str, Any]:
-    """Per-request figures in ms; ``itl_ms`` is a list (one gap per pair of chunks)."""
+    """Per-request figures in ms; ``itl_ms`` is a list (one gap per pair of chunks), ``itl_token_ms`` one
+    (one value per token after the first chunk's) when the chunks' token counts are known."""
     base = rec.intended
     e2e = (rec.end - base) * 1000.0
     ttft = (rec.first - base) * 1000.0 if not math.isnan(rec.first) else None
     chunks = rec.chunks
     itl = [(b - a) * 1000.0 for a, b in itertools.pairwise(chunks)]
+    per_token: list[float] = []
+    if len(rec.chunk_tokens) == len(chunks):
+        for gap, (k0, k1) in zip(itl, itertools.pairwise(rec.chunk_tokens), strict=True):
+            if k1 > k0:
+                per_token += [gap / (k1 - k0)] * (k1 - k0)
     tpot = None
     if ttft is not None and rec.output_tokens and rec.output_tokens > 1:
         tpot = (e2e - ttft) / (rec.output_tokens - 1)
     lag = (rec.start - rec.intended) * 1000.0 if not math.isnan(rec.start) else None
-    return {"ttft_ms": ttft, "itl_ms": itl, "tpot_ms": tpot, "e2e_ms": e2e, "send_lag_ms": lag}
+    return {"ttft_ms": ttft, "itl_ms": itl, "itl_token_ms": per_token, "tpot_ms": tpot, "e2e_ms": e2e,
+            "send_lag_ms": lag}  # fmt: skip
 
 
 def latency_metrics(records: Iterable[Record]) -> dict[str, dict[str, float | int | None]]:

@@ -17,6 +17,7 @@ from loguru import logger
 
 from ..metrics.records import Record
 from ..metrics.server_queries import CROSS_CHECKS, CrossCheck
+from ..metrics.stats import request_values
 from .prometheus import Prometheus
 
 # A mean agrees when the client's is not below the server's (the client's clock starts before the
@@ -30,6 +31,7 @@ MEAN_BELOW_MS = 0.5
 
 
 def _client(check: CrossCheck, ok: Sequence[Record]) -> float | None:
+    """The client's figure: a count, a mean, or (nearest rank, as a histogram counts) a quantile."""
     if check.client_field == "requests":
         return len(ok)
     if check.client_field in ("output_tokens", "prompt_tokens"):
@@ -40,15 +42,41 @@ def _client(check: CrossCheck, ok: Sequence[Record]) -> float | None:
         values = [(r.end - r.start) * 1000 for r in ok]
     elif check.client_field == "tpot_ms":
         values = [(r.end - r.first) * 1000 / (n - 1) for r in ok if (n := r.output_tokens or 0) > 1]
+    elif check.client_field == "itl_token_ms":
+        values = [v for r in ok for v in request_values(r)["itl_token_ms"]]
     else:
         raise ValueError(f"unknown client field {check.client_field!r}")
     values = [v for v in values if math.isfinite(v)]
-    return sum(values) / len(values) if values else None
+    if not values:
+        return None
+    if check.kind == "quantile":
+        assert check.q is not None
+        return sorted(values)[max(0, math.ceil(check.q * len(values)) - 1)]
+    return sum(values) / len(values)
 
 
 def _growth(prom: Prometheus, query: str, t0: float, t1: float) -> float | None:
     before, after = prom.instant(query, t0), prom.instant(query, t1)
     return None if before is None or after is None else after - before
+
+
+def _bucket(
+    prom: Prometheus, check: CrossCheck, job: str, t0: float, t1: float
+) -> tuple[str, tuple[float, float] | None]:
+    """The bucket (lower, upper bound in ms) of the histogram's growth over the run that holds its ``q``
+    quantile; None without requests."""
+    query = f'sum by (le) ({check.series}_bucket{{job=~"{job}"}})'
+    before, after = prom.instant_by(query, t0, "le"), prom.instant_by(query, t1, "le")
+    grown = sorted((float(le), count - before.get(le, 0.0)) for le, count in after.items())
+    if not grown or grown[-1][1] <= 0:
+        return query, None
+    assert check.q is not None
+    need, lower = check.q * grown[-1][1], 0.0
+    for upper, cumulative in grown:
+        if cumulative >= need:
+            return query, (lower * 1000, upper * 1000)
+        lower = upper
+    return query, None
 
 
 def _server(prom: Prometheus, check: CrossCheck, job: str, t0: float, t1: float) -> tuple[str, float | None]:
@@ -72,6 +100,15 @@ def _agrees(check: CrossCheck, client: float | None, server: float | None) -> bo
     return -MEAN_BELOW_MS <= client - server <= max(MEAN_ABOVE_MS, MEAN_ABOVE_SHARE * server)
 
 
+def _within(client: float | None, bucket: tuple[float, float] | None) -> bool | None:
+    """A quantile agrees when the client's lies in the server's bucket, widened as a mean's margin is;
+    an open top bucket (``+Inf``) resolves nothing."""
+    if client is None or bucket is None or not math.isfinite(bucket[1]):
+        return None
+    lower, upper = bucket
+    return lower - MEAN_BELOW_MS < client <= upper + max(MEAN_ABOVE_MS, MEAN_ABOVE_SHARE * upper)
+
+
 def cross_checks(
     prom: Prometheus, query_sets: Sequence[str], job: str, records: Sequence[Record], t0: float
 ) -> tuple[dict[str, dict[str, Any]], bool]:
@@ -81,13 +118,33 @@ def cross_checks(
     out: dict[str, dict[str, Any]] = {}
     complete = True
     for check in (c for s in query_sets for c in CROSS_CHECKS.get(s, [])):
+        bucket: tuple[float, float] | None = None
         try:
-            query, server = _server(prom, check, job, t0, t1)
+            if check.kind == "quantile":
+                query, bucket = _bucket(prom, check, job, t0, t1)
+                server = bucket[1] if bucket is not None and math.isfinite(bucket[1]) else None
+            else:
+                query, server = _server(prom, check, job, t0, t1)
         except Exception as exc:  # a failed query makes the data incomplete, never the run
             complete = False
             logger.warning("cross-check {} failed: {}", check.name, exc)
             continue
         client = _client(check, ok)
+        if check.kind == "quantile":
+            out[check.name] = {
+                "kind": "quantile",
+                "q": check.q,
+                "counter": query,
+                "client_field": check.client_field,
+                "client": client,
+                "server": server,
+                "server_bucket": list(bucket) if bucket is not None and server is not None else None,
+                "relative_difference": None,
+                "agrees": _within(client, bucket),
+            }
+            if out[check.name]["agrees"] is False:
+                logger.warning("cross-check {}: client {} outside the server's bucket {}", check.name, client, bucket)
+            continue
         out[check.name] = {
             "kind": check.kind,
             "counter": query,

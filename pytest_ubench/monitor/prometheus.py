@@ -22,17 +22,31 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from ..metrics.files import write_json
+from ..metrics.server_queries import duration
 from ..orchestrators.base import Deployment, Orchestrator, ServiceError, ServiceState
 from ..orchestrators.health import deploy_healthy
-from ..recipes.deployment import HealthCheck, ServiceSpec
+from ..recipes.deployment import Container, HealthCheck, ServiceSpec
 
 
 class MonitoringError(ServiceError):
     """Prometheus could not be started, or a target never became scrapeable."""
 
 
-def find_binary() -> str | None:
-    return shutil.which("prometheus")
+def runnable(orchestrator: Orchestrator, name: str, binaries: tuple[str, ...]) -> tuple[str, str | None] | None:
+    """How a monitoring part runs under this placement: (executable, image) from the cluster profile's
+    ``monitor_images`` (nodes without the binary, MeluXina), else (binary on PATH, None); None: neither."""
+    image = orchestrator.monitor_image(name)
+    if image is not None:
+        return binaries[-1], image
+    found = next((b for b in map(shutil.which, binaries) if b), None)
+    return (found, None) if found else None
+
+
+def container(image: str | None, *paths: Path) -> dict[str, Any]:
+    """A ServiceSpec's container part for a monitoring image, binding the host paths it reads and writes."""
+    if image is None:
+        return {}
+    return {"runtime": "apptainer", "container": Container(image=image, binds=[str(p) for p in paths])}
 
 
 @dataclass
@@ -51,14 +65,16 @@ class Prometheus:
         retention: str,
         binary: str,
         detach: bool = False,
+        image: str | None = None,
     ) -> Prometheus:
-        """Start Prometheus (bound to loopback) with a generated config and an empty target directory."""
+        """Start Prometheus (bound to loopback) with a generated config and an empty target directory;
+        ``image``: from that image (Apptainer), ``binary`` being its executable there."""
         # Absolute: Prometheus resolves relative file_sd paths against the config file's directory.
         config_dir = (root / "prometheus").resolve()
         (config_dir / "targets").mkdir(parents=True, exist_ok=True)
         config = {
-            "global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{interval_s:g}s",
-                       "evaluation_interval": f"{interval_s:g}s"},
+            "global": {"scrape_interval": duration(interval_s), "scrape_timeout": duration(interval_s),
+                       "evaluation_interval": duration(interval_s)},
             "scrape_configs": [{
                 "job_name": "ubench",
                 "file_sd_configs": [{"files": [str(config_dir / "targets" / "*.json")], "refresh_interval": "1s"}],
@@ -70,6 +86,7 @@ class Prometheus:
                      f"--storage.tsdb.path={config_dir / 'data'}", "--web.listen-address={host}:{port}",
                      f"--storage.tsdb.retention.time={retention}"],
             health=HealthCheck(path="/-/ready", timeout_s=30),
+            **container(image, config_dir),
         )  # fmt: skip
         dep = deploy_healthy(orchestrator, spec, "prometheus", config_dir, detach=detach)
         return cls(dep, config_dir, interval_s, orchestrator)
@@ -132,12 +149,17 @@ class Prometheus:
             query,
             datetime.fromtimestamp(start, UTC),
             datetime.fromtimestamp(end, UTC),
-            f"{self.interval_s:g}s",
+            duration(self.interval_s),
             params={"start": f"{start:.3f}", "end": f"{end:.3f}"},
         )
         if not data:
             return []
         return [(float(t), float(v)) for t, v in data[0]["values"] if math.isfinite(float(v))]
+
+    def instant_by(self, query: str, at: float, label: str) -> dict[str, float]:
+        """An instant vector as ``{value of label: value}`` (a histogram's buckets ``by (le)``)."""
+        data = self.client().custom_query(query, params={"time": f"{at:.3f}"})
+        return {str(s["metric"].get(label)): float(s["value"][1]) for s in data}
 
     def instant(self, query: str, at: float) -> float | None:
         data = self.client().custom_query(query, params={"time": f"{at:.3f}"})

@@ -6,7 +6,6 @@ about deploying and running cases, and monitoring can be switched off as one pie
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,15 +117,16 @@ class Monitoring:
         key = dep.endpoint.slurm_node or dep.endpoint.node or "local"
         if key in self._node_exporters:
             return self._node_exporters[key]
-        binary = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
-        if binary is None:
+        how = prom_monitor.runnable(self.orchestrator, "node_exporter", ("prometheus-node-exporter", "node_exporter"))
+        if how is None:
             if key not in self._missing:
                 self._missing.add(key)
                 logger.warning("no node exporter on PATH (Debian: prometheus-node-exporter): node metrics are off")
             return None
         loopback = dep.endpoint.host.startswith(("127.", "::1", "localhost"))
         spec = ServiceSpec(
-            command=[binary, "--web.listen-address={host}:{port}"],
+            command=[how[0], "--web.listen-address={host}:{port}"],
+            **prom_monitor.container(how[1]),
             host=dep.endpoint.host if loopback else "0.0.0.0",
             health=HealthCheck(path="/metrics", timeout_s=30.0),
             resources=Resources(sbatch=[f"--nodelist={dep.endpoint.slurm_node}"] if dep.endpoint.slurm_node else []),
@@ -137,12 +137,14 @@ class Monitoring:
 
     def _ensure_prometheus(self, interval_s: float, retention: str) -> prom_monitor.Prometheus | None:
         if self.prometheus is None and self.note is None:
-            binary = prom_monitor.find_binary()
-            if binary is None:
+            how = prom_monitor.runnable(self.orchestrator, "prometheus", ("prometheus",))
+            if how is None:
                 self.note = "no 'prometheus' binary on PATH: server-side metrics are off"
                 logger.warning(self.note)
                 return None
-            self.prometheus = prom_monitor.Prometheus.start(self.orchestrator, self.root, interval_s, retention, binary)
+            self.prometheus = prom_monitor.Prometheus.start(
+                self.orchestrator, self.root, interval_s, retention, how[0], image=how[1]
+            )
         return self.prometheus
 
     def collect(self, recipe: Recipe, run: Run, start: float, end: float) -> dict[str, Any] | None:

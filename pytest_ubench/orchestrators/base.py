@@ -123,6 +123,11 @@ class Orchestrator(Protocol):
         that outlive a run) and, on clusters with project ids in their paths, ``{project}``."""
         ...
 
+    def monitor_image(self, name: str) -> str | None:
+        """The image to run a monitoring part from (``prometheus``, ``node_exporter``) where the placement's
+        nodes have no such binary (a cluster profile's ``monitor_images``); None: the binary on PATH."""
+        ...
+
     def pull(self, image: str) -> Path:
         """The image's ``.sif`` in this placement's image cache (a cluster's: on a filesystem its nodes
         share), pulled here and now unless it is there already."""

@@ -112,6 +112,9 @@ class LocalOrchestrator:
     def image_cache(self) -> Path:
         return apptainer.cache_dir()
 
+    def monitor_image(self, name: str) -> str | None:
+        return None
+
     def pull(self, image: str) -> Path:
         return apptainer.pull(image, self.image_cache())
 

@@ -105,6 +105,14 @@ class ServiceSpec(Strict):
         return v
 
 
+class MonitorImages(Strict):
+    """Images to run monitoring from on a cluster whose nodes have no such binary (MeluXina): Prometheus
+    and the node exporter then run as Apptainer jobs like any service; without one, the binary on PATH."""
+
+    prometheus: Annotated[str, Field(pattern=r"^\S+$")] | None = None  # its executable: prometheus
+    node_exporter: Annotated[str, Field(pattern=r"^\S+$")] | None = None  # its executable: node_exporter
+
+
 class ClusterProfile(Strict):
     """A site's batch conventions (``recipes/clusters/``): kept out of recipes so one recipe runs anywhere."""
 
@@ -138,3 +146,4 @@ class ClusterProfile(Strict):
     # A job the harness started (not 'server start') cancels itself when the harness has not touched
     # its heartbeat file for this long (the harness was killed): nodes are not held until --time. 0: never.
     heartbeat_s: Annotated[float, Field(ge=0)] = 60.0
+    monitor_images: MonitorImages = Field(default_factory=MonitorImages)

@@ -108,14 +108,14 @@ def monitor_start(
     mon: MonitorRecipe, service_ids: list[str], root: Path, orch: Orchestrator | None = None
 ) -> registry.Entry:
     """Prometheus left running, scraping services started with ``server start`` and the recipe's targets."""
-    binary = prom_monitor.find_binary()
-    if binary is None:
+    orch = orch or get_orchestrator("local")
+    how = prom_monitor.runnable(orch, "prometheus", ("prometheus",))
+    if how is None:
         raise prom_monitor.MonitoringError("no 'prometheus' binary on PATH (Debian: apt-get install prometheus)")
     services = [registry.get(i) for i in service_ids]  # KeyError names an unknown id
-    orch = orch or get_orchestrator("local")
     monitor_id = registry.new_id(mon.name)
     prom = prom_monitor.Prometheus.start(
-        orch, root / "monitors" / monitor_id, mon.interval_s, mon.retention, binary, detach=True
+        orch, root / "monitors" / monitor_id, mon.interval_s, mon.retention, how[0], detach=True, image=how[1]
     )
     try:
         added = []

@@ -123,9 +123,17 @@ class BenchmarkRun:
         return self.orchestrator.dry_run(spec, loaded.recipe.name, self.results.service_dir(loaded.recipe.name))
 
     def images(self) -> list[str]:
-        """The container images the run's services start from, each once."""
-        specs = (c.loaded.recipe.service for c in self.cases)
-        return list(dict.fromkeys(s.container.image for s in specs if s is not None and s.container is not None))
+        """The container images the run starts from, each once: its services', and its monitoring's where
+        the cluster profile runs that from images (``monitor_images``)."""
+        found: list[str | None] = []
+        for recipe in (c.loaded.recipe for c in self.cases):
+            if recipe.service is not None and recipe.service.container is not None:
+                found.append(recipe.service.container.image)
+            if recipe.monitor is not None and recipe.monitor.enabled:
+                found.append(self.orchestrator.monitor_image("prometheus"))
+                if "node" in recipe.monitor.query_sets:
+                    found.append(self.orchestrator.monitor_image("node_exporter"))
+        return list(dict.fromkeys(i for i in found if i is not None))
 
     def pull_images(self) -> list[tuple[str, Path]]:
         """Each image pulled (or found) in the placement's image cache, as the deployments would; for

@@ -85,6 +85,10 @@ class TruthServer:
                     await self._send(writer, 200, b'{"status":"ok"}')
                 elif path == b"/truth":
                     await self._send(writer, 200, json.dumps(self.truth).encode())
+                elif path == b"/api/version":  # Ollama's health path
+                    await self._send(writer, 200, b'{"version":"0.0.0-truthserver"}')
+                elif path == b"/api/pull":  # Ollama's model download: nothing to fetch here
+                    await self._send(writer, 200, b'{"status":"success"}')
                 elif path == b"/truth/rejected":
                     await self._send(writer, 200, json.dumps({"rejected": self.rejected}).encode())
                 elif self.authorization is not None and req.authorization != self.authorization:

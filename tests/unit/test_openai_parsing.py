@@ -114,3 +114,37 @@ def test_request_body(protocol):
     assert body["max_tokens"] == 16 and body["stream"] and body["stream_options"] == {"include_usage": True}
     assert body["temperature"] == 0.5
     assert ("messages" in body) == (protocol == "openai-chat")
+
+
+def test_usage_on_every_chunk_gives_the_tokens_each_chunk_carried():
+    """vLLM with stream_options.continuous_usage_stats: cumulative usage on each chunk. A chunk that carries
+    two tokens (vLLM packs them under load) counts twice in the per-token ITL, at half its gap."""
+    from pytest_ubench.metrics.stats import request_values
+
+    def u(n: int) -> dict:
+        return {"prompt_tokens": 5, "completion_tokens": n}
+
+    # one event per body piece: chunks at t = 1, 2, 3, 4 carrying 1, 1, 2 and 1 tokens
+    stream = sse(delta("a", usage=u(1)), delta("b", usage=u(2)), delta("cd", usage=u(4)),
+                 delta("e", "stop", u(5)), b"[DONE]")  # fmt: skip
+    pieces = [p + b"\n\n" for p in stream.split(b"\n\n") if p]
+    rec = Record(0.0)
+    sink = StreamSink(rec)
+    sink.on_status(200, 0.0)
+    for i, p in enumerate(pieces):
+        sink.on_body(p, float(i + 1))
+    sink.finish()
+    rec.start, rec.end = 0.0, 5.0
+    assert rec.ok and rec.chunks == [1.0, 2.0, 3.0, 4.0] and rec.chunk_tokens == [1, 2, 4, 5]
+    values = request_values(rec)
+    assert values["itl_ms"] == [1000.0, 1000.0, 1000.0]  # per chunk
+    assert values["itl_token_ms"] == [1000.0, 500.0, 500.0, 1000.0]  # per token: 4 tokens after the first
+    again = Record.from_row(json.loads(json.dumps(rec.to_row(0.0))))
+    assert again.chunk_tokens == [1, 2, 4, 5] and request_values(again)["itl_token_ms"] == values["itl_token_ms"]
+
+
+def test_usage_only_at_the_end_gives_no_per_token_itl():
+    rec = feed(sse(delta("a"), delta("b"), delta("c", "stop"), {"choices": [], "usage": USAGE}, b"[DONE]"))
+    from pytest_ubench.metrics.stats import request_values
+
+    assert rec.ok and rec.chunk_tokens == [] and request_values(rec)["itl_token_ms"] == []

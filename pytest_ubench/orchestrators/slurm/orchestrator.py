@@ -97,6 +97,10 @@ class SlurmOrchestrator:
     def placeholders(self) -> dict[str, str]:
         return script.site_values(self.profile, os.environ)
 
+    def monitor_image(self, name: str) -> str | None:
+        image: str | None = getattr(self.profile.monitor_images, name)
+        return image
+
     def pull(self, image: str) -> Path:
         """On the submitting node; the profile's ``images`` may name a site's own copy of the image."""
         return apptainer.pull(self.profile.images.get(image, image), script.image_cache(self.profile, os.environ))

@@ -1,0 +1,72 @@
+"""The quantile cross-check's rule, on a histogram whose quantile buckets are worked out by hand: the
+growth of each bucket over the run, the bucket that holds the quantile, and whether the client's quantile
+lies in it (widened by the same margin as a mean's)."""
+
+from __future__ import annotations
+
+from pytest_ubench.metrics.records import Record
+from pytest_ubench.metrics.server_queries import CrossCheck
+from pytest_ubench.monitor.cross_check import cross_checks
+
+
+class Histogram:
+    """A Prometheus that knows one histogram's cumulative buckets (seconds) at the run's start and end."""
+
+    def __init__(self, before: dict[str, float], after: dict[str, float]) -> None:
+        self.at = {0.0: before, 1.0: after}
+
+    def instant_by(self, query: str, at: float, label: str) -> dict[str, float]:
+        assert label == "le" and "_bucket" in query
+        return self.at[0.0 if at < 1.0 else 1.0]
+
+    def instant(self, query: str, at: float) -> float | None:
+        raise AssertionError("quantile checks read buckets only")
+
+
+def requests(ttft_ms: list[float]) -> list[Record]:
+    out = []
+    for ms in ttft_ms:
+        r = Record(0.0)
+        r.start, r.first, r.end = 10.0, 10.0 + ms / 1000, 11.0
+        out.append(r)
+    return out
+
+
+def check(monkeypatch, prom: Histogram, ttft_ms: list[float], q: float) -> dict:
+    import pytest_ubench.monitor.cross_check as cc
+
+    monkeypatch.setitem(cc.CROSS_CHECKS, "h", [CrossCheck("h.p", "h_seconds", "ttft_ms", "quantile", q)])
+    monkeypatch.setattr(cc.time, "time", lambda: 2.0)
+    out, complete = cross_checks(prom, ["h"], "j", requests(ttft_ms), 0.0)  # type: ignore[arg-type]
+    assert complete
+    return out["h.p"]
+
+
+def test_the_bucket_that_holds_the_quantile_of_the_runs_growth(monkeypatch) -> None:
+    # 100 requests before the run (all under 10 ms), then 10 in it: 2 under 10 ms, 6 in (10, 20], 2 in (20, 40]
+    before = {"0.01": 100, "0.02": 100, "0.04": 100, "+Inf": 100}
+    after = {"0.01": 102, "0.02": 108, "0.04": 110, "+Inf": 110}
+    prom = Histogram(before, after)
+    p50 = check(monkeypatch, prom, [5, 6, 12, 13, 14, 15, 16, 18, 30, 35], 0.5)
+    assert p50["server_bucket"] == [10.0, 20.0] and p50["server"] == 20.0 and round(p50["client"], 6) == 14
+    assert p50["agrees"] is True
+    p90 = check(monkeypatch, prom, [5, 6, 12, 13, 14, 15, 16, 18, 30, 35], 0.9)
+    assert p90["server_bucket"] == [20.0, 40.0] and round(p90["client"], 6) == 30 and p90["agrees"] is True
+    # a client whose median lies below the server's bucket: it saw the first token before the server sent it
+    assert check(monkeypatch, prom, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], 0.5)["agrees"] is False
+    # ... or far above it (beyond max(10 ms, 25 %) past the bucket's top)
+    assert check(monkeypatch, prom, [40, 41, 42, 43, 44, 45, 46, 47, 48, 49], 0.5)["agrees"] is False
+
+
+def test_an_open_top_bucket_resolves_nothing(monkeypatch) -> None:
+    prom = Histogram({"0.3": 0, "+Inf": 0}, {"0.3": 1, "+Inf": 10})  # 9 of 10 above the last finite bound
+    got = check(monkeypatch, prom, [400.0] * 10, 0.5)
+    assert got["server"] is None and got["server_bucket"] is None and got["agrees"] is None
+
+
+def test_durations_are_written_as_prometheus_reads_them() -> None:
+    """Prometheus refuses "0.5s" (seen: a recipe with interval_s 0.5 could not start it): milliseconds then."""
+    from pytest_ubench.metrics.server_queries import duration, resolve
+
+    assert [duration(s) for s in (1, 0.5, 4.8, 15.0)] == ["1s", "500ms", "4800ms", "15s"]
+    assert "[4800ms]" in resolve(["vllm"], {}, 1.2, "j")["output_tokens_per_s"]
