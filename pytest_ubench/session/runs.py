@@ -111,8 +111,8 @@ class BenchmarkRun:
         return cases
 
     def recipe_names(self) -> list[str]:
-        """Every recipe on the search path (what runs when none is named)."""
-        return [p.stem for p in loader.available(self.options.recipe_dirs)]
+        """Every benchmark recipe on the search path, as it can be named (the hint when none is)."""
+        return [e.ref for e in loader.available(self.options.recipe_dirs) if e.kind == "benchmark"]
 
     def dry_run(self, loaded: loader.LoadedRecipe) -> str | None:
         """What deploying the recipe's service would run (a command line, a batch script); None when the
