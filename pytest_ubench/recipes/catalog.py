@@ -83,13 +83,16 @@ def entries(dirs: Iterable[Path]) -> list[Entry]:
 
 
 def find(text: str, kind: Kind | None, dirs: list[Path]) -> Path:
-    """The file ``text`` names: a path, else on ``dirs`` by ``folder/stem``, by stem or by ``name:``;
-    among files of ``kind`` (None: of any kind)."""
+    """The file ``text`` names: a path (or one below a directory of ``dirs``), else on ``dirs`` by
+    ``folder/stem``, by stem or by ``name:``; among files of ``kind`` (None: of any kind)."""
     typed = Path(text)
     if typed.is_file():
         return typed
     if typed.suffix in SUFFIXES:
-        raise NotFound(f"{text}: {WHAT[kind or 'benchmark']} file not found")
+        below = next((d / typed for d in dirs if not typed.is_absolute() and (d / typed).is_file()), None)
+        if below is None:
+            raise NotFound(f"{text}: {WHAT[kind or 'benchmark']} file not found")
+        return below
     ref = text.replace(os.sep, "/").strip("/")
     what = WHAT[kind] if kind else "recipe, cluster profile or monitor"
     mine = [e for e in entries(dirs) if kind in (None, e.kind)]

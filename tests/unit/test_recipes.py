@@ -126,6 +126,7 @@ def test_found_as_users_type_them_through_subfolders(tmp_path, monkeypatch):
     assert loader.find("hpc/llm") == mine / "hpc" / "llm.yaml"  # an earlier directory shadows a later one
     assert loader.find("my-llm") == mine / "hpc" / "llm.yaml"  # by name:
     assert loader.find("fio-lustre") == loader.find("lustre") == loader.find("hpc/deep/fio-lustre")
+    assert loader.find("hpc/deep/fio-lustre.yaml") == site / "hpc" / "deep" / "fio-lustre.yaml"  # below a dir
     assert loader.find(str(site / "llm.yaml")) == site / "llm.yaml"
     assert loader.load_cluster("hpc").partition == "gpu"  # a cluster by stem, not the benchmark folder hpc/
     assert loader.load_cluster("other").name == "other"  # kind: cluster outside clusters/
