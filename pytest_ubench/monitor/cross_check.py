@@ -130,31 +130,19 @@ def cross_checks(
             logger.warning("cross-check {} failed: {}", check.name, exc)
             continue
         client = _client(check, ok)
+        entry: dict[str, Any] = {"kind": check.kind, "counter": query, "client_field": check.client_field,
+                                 "client": client, "server": server}  # fmt: skip
         if check.kind == "quantile":
-            out[check.name] = {
-                "kind": "quantile",
-                "q": check.q,
-                "counter": query,
-                "client_field": check.client_field,
-                "client": client,
-                "server": server,
-                "server_bucket": list(bucket) if bucket is not None and server is not None else None,
-                "relative_difference": None,
-                "agrees": _within(client, bucket),
+            resolved = bucket is not None and server is not None  # not the open top bucket
+            entry |= {"q": check.q, "server_bucket": list(bucket) if bucket and resolved else None,
+                      "relative_difference": None, "agrees": _within(client, bucket)}  # fmt: skip
+        else:
+            entry |= {
+                "difference": None if client is None or server is None else client - server,
+                "relative_difference": None if not server or client is None else abs(client - server) / server,
+                "agrees": _agrees(check, client, server),
             }
-            if out[check.name]["agrees"] is False:
-                logger.warning("cross-check {}: client {} outside the server's bucket {}", check.name, client, bucket)
-            continue
-        out[check.name] = {
-            "kind": check.kind,
-            "counter": query,
-            "client_field": check.client_field,
-            "client": client,
-            "server": server,
-            "difference": None if client is None or server is None else client - server,
-            "relative_difference": None if not server or client is None else abs(client - server) / server,
-            "agrees": _agrees(check, client, server),
-        }
-        if out[check.name]["agrees"] is False:
-            logger.warning("cross-check {}: client {} vs server {}", check.name, client, server)
+        out[check.name] = entry
+        if entry["agrees"] is False:
+            logger.warning("cross-check {}: client {} vs server {}", check.name, client, bucket or server)
     return out, complete

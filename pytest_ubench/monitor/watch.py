@@ -72,7 +72,7 @@ class Monitoring:
         elif recipe.service is not None and recipe.service.metrics_path:
             endpoint = dep.endpoint
             targets.append((recipe.name, endpoint.host, endpoint.port, recipe.service.metrics_path, endpoint.scheme))
-        if "node" in mon.query_sets:
+        if "node_exporter" in mon.parts():
             exporter = self._node_exporter(dep)
             if exporter is not None:
                 targets.append((f"node-{exporter.name}", exporter.endpoint.host, exporter.endpoint.port, "/metrics",

@@ -91,22 +91,13 @@ class LocalOrchestrator:
         self.stop_timeout_s = stop_timeout_s
 
     def _command(
-        self,
-        spec: ServiceSpec,
-        argv: list[str],
-        env: dict[str, str],
-        binary: str = "apptainer",
-        values: dict[str, str] | None = None,
+        self, spec: ServiceSpec, argv: list[str], env: dict[str, str], binary: str = "apptainer"
     ) -> tuple[list[str], dict[str, str]]:
-        """Wrap a command and its environment in the recipe's container, if it has one (its binds
-        expanded with ``values``, when given)."""
+        """Wrap a command and its environment in the recipe's container, if it has one."""
         if spec.container is None:
             return argv, env
         sif = apptainer.image_path(spec.container.image, self.image_cache())
-        container = spec.container
-        if values is not None:
-            container = container.model_copy(update={"binds": [expand(b, values) for b in container.binds]})
-        wrapped = apptainer.command(container, sif, spec.resources.gpus, binary=binary)
+        wrapped = apptainer.command(spec.container, sif, spec.resources.gpus, binary=binary)
         return wrapped + argv, apptainer.env(env, binary)
 
     def image_cache(self) -> Path:
@@ -135,19 +126,20 @@ class LocalOrchestrator:
             raise ServiceError(f"{name}: a service on {spec.resources.nodes} nodes needs the slurm orchestrator")
         values = {"host": spec.host, "port": str(port), "python": sys.executable, "run_dir": str(run_dir),
                   "head": socket.gethostname(), "nodes": "1", **self.placeholders()}  # fmt: skip
-        binary = "apptainer"
+        binary, contained = "apptainer", spec  # contained: its binds expanded
         if spec.container is not None:
             binary = apptainer.runtime()
             self.pull(spec.container.image)
-            binds = [expand(b, values) for b in spec.container.binds]
-            for source in apptainer.scratch_sources(binds, values["scratch"]):
+            container = spec.container.model_copy(update={"binds": [expand(b, values) for b in spec.container.binds]})
+            for source in apptainer.scratch_sources(container.binds, values["scratch"]):
                 Path(source).mkdir(parents=True, exist_ok=True)
+            contained = spec.model_copy(update={"container": container})
         command = [expand(a, values) for a in spec.command]
         service_env = {k: expand(v, values) for k, v in spec.env.items()}
         key_file = keys.for_service(spec, name)
         if key_file is not None and spec.api_key_env is not None:
             service_env[spec.api_key_env] = keys.read(key_file)
-        argv, extra_env = self._command(spec, command, service_env, binary, values)
+        argv, extra_env = self._command(contained, command, service_env, binary)
         env = os.environ.copy()
         env.update(extra_env)
         log_path = run_dir / "service.log"

@@ -313,6 +313,10 @@ class Monitor(Strict):
     def query_names(self) -> set[str]:
         return set(queries.named(self.query_sets, self.queries, ".*"))
 
+    def parts(self) -> list[str]:
+        """What this monitoring runs beside the service: Prometheus, and a node exporter for the node set."""
+        return ["prometheus", *(["node_exporter"] if "node" in self.query_sets else [])]
+
 
 class GrafanaServer(Strict):
     """Grafana run by ``ubenchai monitor start`` from its image (Apptainer), provisioned for the monitor."""

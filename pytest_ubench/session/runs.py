@@ -130,9 +130,7 @@ class BenchmarkRun:
             if recipe.service is not None and recipe.service.container is not None:
                 found.append(recipe.service.container.image)
             if recipe.monitor is not None and recipe.monitor.enabled:
-                found.append(self.orchestrator.monitor_image("prometheus"))
-                if "node" in recipe.monitor.query_sets:
-                    found.append(self.orchestrator.monitor_image("node_exporter"))
+                found += [self.orchestrator.monitor_image(part) for part in recipe.monitor.parts()]
         return list(dict.fromkeys(i for i in found if i is not None))
 
     def pull_images(self) -> list[tuple[str, Path]]:

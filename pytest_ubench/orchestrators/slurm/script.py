@@ -17,12 +17,12 @@ from ..._version import __version__
 from ...recipes.deployment import ClusterProfile, Resources, ServiceSpec
 from .. import apptainer
 from ..base import ServiceError
+from ..keys import WILDCARD
 from ..placeholders import expand, shell_word
 from ..ports import PORT_FLOOR
 
 _SBATCH_SAFE = re.compile(r"[A-Za-z0-9_.,:@%+=/-]+")  # whole values only: fullmatch
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_WILDCARD = ("0.0.0.0", "::", "")
 DEFAULT_TIME = "01:00:00"  # a job's --time when neither recipe, profile nor SBATCH_TIMELIMIT says
 STOP_GRACE_S = 3  # SIGTERM to SIGKILL for the service's group; well inside Slurm's KillWait
 
@@ -272,7 +272,7 @@ def render(
     ``key_file``: the service's API key (``service.api_key_env``), read by the job, never written here."""
     assert spec.command is not None
     q = shlex.quote
-    wildcard = spec.host in _WILDCARD
+    wildcard = spec.host in WILDCARD
     lines = _preamble(
         profile,
         directives(spec.resources, job_name, run_dir / "service.log", profile, environ or {}),
