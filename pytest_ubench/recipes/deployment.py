@@ -48,11 +48,20 @@ class Container(Strict):
 
 class MultiNode(Strict):
     """Helpers for a service spanning nodes (Ray, MPI daemons): started before ``command``, which runs on
-    the head node. ``{head}`` is the head node's name and ``{nodes}`` the node count in all three."""
+    the head node. ``{head}`` is the head node's name and ``{nodes}`` the node count in all three;
+    ``{node}`` in ``head`` and ``worker`` the name of the node the helper runs on.
+
+    ``ready: ray`` holds ``command`` back until the Ray cluster the helpers form has every node of the job
+    alive, asked through Ray's own API on the head node (with the service's container, whose ``python3``
+    must import ``ray``, as the vLLM image's does); nodes are told apart by Ray's node name, so the helpers
+    start Ray with ``--node-name={node}``. Past ``ready_timeout_s`` the job ends naming the nodes that never
+    joined. Without ``ready`` the job only waits ``settle_s``."""
 
     head: list[str] | None = None  # on the head node (the batch script's own node)
     worker: list[str]  # on each other node, one ``srun`` task each, after the head helper
     settle_s: Annotated[float, Field(ge=0)] = 0.0  # wait after starting the helpers, before ``command``
+    ready: Literal["ray"] | None = None
+    ready_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class ServiceSpec(Strict):

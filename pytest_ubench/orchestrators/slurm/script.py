@@ -317,8 +317,9 @@ def render(
         prefix = ['"$ctr"'] + [q(w) for w in words[1:-1]] + ['"$sif"']
         env_name = '"${{ctr_env}}{}"'
 
-    def command(argv: list[str]) -> str:
-        return " ".join(prefix + [shell_word(a, fragments) for a in argv])
+    def command(argv: list[str], node: str = '"$head_node"') -> str:
+        """``node``: what ``{node}`` stands for where this command runs (a helper's own node)."""
+        return " ".join(prefix + [shell_word(a, fragments | {"node": node}) for a in argv])
 
     if spec.multinode is not None:
         lines.append(_NODES)
@@ -337,16 +338,21 @@ def render(
         lines.append(f"cd {shell_word(spec.workdir, fragments)} || exit 1")
     mn = spec.multinode
     if mn is not None:
+        worker = command(mn.worker, node='"$node"')  # the loop's variable below
         if mn.head:
             lines += [f"setsid {command(mn.head)} </dev/null &", "helpers+=($!)"]
         lines += [
             'for node in "${nodes[@]:1}"; do',
-            f'  setsid srun --overlap --nodes=1 --ntasks=1 --nodelist="$node" {command(mn.worker)} </dev/null &',
+            f'  setsid srun --overlap --nodes=1 --ntasks=1 --nodelist="$node" {worker} </dev/null &',
             "  helpers+=($!)",
             "done",
         ]
         if mn.settle_s:
             lines.append(f"sleep {mn.settle_s:g}")
+        if mn.ready == "ray":
+            check = (Path(__file__).parent / "ray_ready.py").read_text()
+            nodes = '"$(IFS=,; echo "${nodes[*]}")"'
+            lines.append(f"{' '.join(prefix)} python3 -c {q(check)} {nodes} {mn.ready_timeout_s:g} || exit 1".lstrip())
     scheme = "https" if spec.tls else "http"
     lines.append(_LAUNCH % {"command": command(spec.command), "scheme": scheme})
     return "\n".join(lines)
