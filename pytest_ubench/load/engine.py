@@ -101,6 +101,8 @@ class Run:
 
     # The client's own health, sampled while it ran (one entry per client process).
     client: list[ClientHealth] = field(default_factory=list)
+    # Client tasks on other nodes: each one's clock against the harness's, as the merge corrected it.
+    clocks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def measured(self) -> list[Record]:

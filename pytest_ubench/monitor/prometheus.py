@@ -67,8 +67,10 @@ class Prometheus:
         detach: bool = False,
         image: str | None = None,
     ) -> Prometheus:
-        """Start Prometheus (bound to loopback) with a generated config and an empty target directory;
-        ``image``: from that image (Apptainer), ``binary`` being its executable there."""
+        """Start Prometheus with a generated config and an empty target directory; ``image``: from that
+        image (Apptainer), ``binary`` being its executable there. It binds loopback here; on a cluster
+        every address of its node, since this harness, on the login node, queries it (a workstation
+        reaches it through the ssh tunnel ``monitor start`` prints)."""
         # Absolute: Prometheus resolves relative file_sd paths against the config file's directory.
         config_dir = (root / "prometheus").resolve()
         (config_dir / "targets").mkdir(parents=True, exist_ok=True)
@@ -85,6 +87,7 @@ class Prometheus:
             command=[binary, f"--config.file={config_dir / 'prometheus.yml'}",
                      f"--storage.tsdb.path={config_dir / 'data'}", "--web.listen-address={host}:{port}",
                      f"--storage.tsdb.retention.time={retention}"],
+            host="0.0.0.0" if orchestrator.remote else "127.0.0.1",
             health=HealthCheck(path="/-/ready", timeout_s=30),
             **container(image, config_dir),
         )  # fmt: skip

@@ -6,6 +6,8 @@ about deploying and running cases, and monitoring can be switched off as one pie
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +19,19 @@ from ..load.engine import Observer, Run
 from ..metrics import server_queries as queries
 from ..orchestrators.base import Deployment, Orchestrator
 from ..orchestrators.health import deploy_healthy
-from ..recipes.deployment import HealthCheck, Resources, ServiceSpec
+from ..recipes.deployment import HealthCheck, ServiceSpec, Sidecar
 from ..recipes.schema import Recipe
 from . import client_metrics, grafana
 from . import prometheus as prom_monitor
 from .client_metrics import ClientExporter
 from .cross_check import cross_checks
+
+# The exporters a recipe's monitoring runs on its service's node: each one's executables (Debian's name
+# first, the image's last), how it is told where to listen, and its scrape job's prefix.
+EXPORTERS: dict[str, tuple[tuple[str, ...], list[str], str]] = {
+    "node_exporter": (("prometheus-node-exporter", "node_exporter"), ["--web.listen-address={host}:{port}"], "node"),
+    "dcgm_exporter": (("dcgm-exporter",), ["--address", "{host}:{port}"], "dcgm"),
+}
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class Monitoring:
         self._jobs: dict[str, str] = {}
         self._sections: dict[str, dict[str, str]] = {}  # the dashboard's rows: recipe -> named queries
         self._added: list[tuple[str, str, int]] = []  # targets added to a borrowed Prometheus
-        self._node_exporters: dict[str, Deployment] = {}  # one per node a service runs on
+        self._exporters: dict[str, Deployment] = {}  # exporters started here: one per part and node
         self._missing: set[str] = set()
 
     @property
@@ -72,11 +81,10 @@ class Monitoring:
         elif recipe.service is not None and recipe.service.metrics_path:
             endpoint = dep.endpoint
             targets.append((recipe.name, endpoint.host, endpoint.port, recipe.service.metrics_path, endpoint.scheme))
-        if "node_exporter" in mon.parts():
-            exporter = self._node_exporter(dep)
-            if exporter is not None:
-                targets.append((f"node-{exporter.name}", exporter.endpoint.host, exporter.endpoint.port, "/metrics",
-                                "http"))  # fmt: skip
+        for part in self._exporter_parts(recipe):
+            at = self._exporter_at(dep, part)
+            if at is not None:
+                targets.append((f"{EXPORTERS[part][2]}-{at[0]}", at[1], at[2], "/metrics", "http"))
         for extra in mon.targets:
             extra_host, _, extra_port = extra.rpartition(":")
             targets.append((f"{recipe.name}-{extra}", extra_host, int(extra_port), "/metrics", "http"))
@@ -84,8 +92,11 @@ class Monitoring:
         if self._exporter is None:
             # Our own exporter, always up: waiting for its first scrape absorbs Prometheus' start-up
             # (~6 s to the first scrape, measured), so the recipe's timeout is left for its own targets.
-            self._exporter = ClientExporter()
-            instance = self._add(prom, client_metrics.JOB, self._exporter.host, self._exporter.port)
+            # On a cluster Prometheus runs on a compute node and scrapes this host by its name.
+            remote = self.orchestrator.remote
+            self._exporter = ClientExporter("0.0.0.0" if remote else "127.0.0.1")
+            here = socket.gethostname() if remote else self._exporter.host
+            instance = self._add(prom, client_metrics.JOB, here, self._exporter.port)
             prom.wait_scraped(client_metrics.JOB, instance, 60.0)
         for name, instance in added:
             prom.wait_scraped(name, instance, mon.target_timeout_s)
@@ -108,32 +119,71 @@ class Monitoring:
         if self.prometheus is not None and recipe.service is not None and recipe.service.metrics_path:
             self.prometheus.remove_target(recipe.name, dep.endpoint.host, dep.endpoint.port)
 
-    def _node_exporter(self, dep: Deployment) -> Deployment | None:
-        """A node exporter on the service's node, started by us unless one is already running for it.
+    def _exporter_parts(self, recipe: Recipe) -> list[str]:
+        """The recipe's exporters that can run: the DCGM exporter only beside a service with GPUs, and
+        each only where its binary or image is (said once otherwise)."""
+        parts = []
+        for part in recipe.monitor.parts() if recipe.monitor is not None else []:
+            if part not in EXPORTERS:
+                continue
+            if part == "dcgm_exporter" and (recipe.service is None or recipe.service.resources.gpus == 0):
+                self._say_once(part, f"{recipe.name}: the dcgm query set needs a service with GPUs "
+                                     "(service.resources.gpus): no DCGM exporter")  # fmt: skip
+                continue
+            if prom_monitor.runnable(self.orchestrator, part, EXPORTERS[part][0]) is None:
+                binaries = " or ".join(EXPORTERS[part][0])
+                self._say_once(part, f"no {binaries} on PATH and no image for it in the cluster profile "
+                                     f"(monitor_images.{part}): its metrics are off")  # fmt: skip
+                continue
+            parts.append(part)
+        return parts
 
-        It binds where the service binds (loopback stays loopback); on Slurm it is a job on the
-        service's node. Without the binary, node metrics are off and the run says so once.
-        """
-        key = dep.endpoint.slurm_node or dep.endpoint.node or "local"
-        if key in self._node_exporters:
-            return self._node_exporters[key]
-        how = prom_monitor.runnable(self.orchestrator, "node_exporter", ("prometheus-node-exporter", "node_exporter"))
-        if how is None:
-            if key not in self._missing:
-                self._missing.add(key)
-                logger.warning("no node exporter on PATH (Debian: prometheus-node-exporter): node metrics are off")
-            return None
-        loopback = dep.endpoint.host.startswith(("127.", "::1", "localhost"))
-        spec = ServiceSpec(
-            command=[how[0], "--web.listen-address={host}:{port}"],
-            **prom_monitor.container(how[1]),
-            host=dep.endpoint.host if loopback else "0.0.0.0",
-            health=HealthCheck(path="/metrics", timeout_s=30.0),
-            resources=Resources(sbatch=[f"--nodelist={dep.endpoint.slurm_node}"] if dep.endpoint.slurm_node else []),
-        )
-        exporter = deploy_healthy(self.orchestrator, spec, key, self.root / "node-exporter" / key)
-        self._node_exporters[key] = exporter
-        return exporter
+    def _say_once(self, key: str, text: str) -> None:
+        if key not in self._missing:
+            self._missing.add(key)
+            logger.warning(text)
+
+    def sidecars(self, recipe: Recipe) -> list[Sidecar]:
+        """The exporters to start in the service's own job, where the orchestrator runs them so."""
+        if not self.orchestrator.remote:
+            return []
+        out = []
+        for part in self._exporter_parts(recipe):
+            binaries, args, _ = EXPORTERS[part]
+            how = prom_monitor.runnable(self.orchestrator, part, binaries)
+            assert how is not None  # _exporter_parts kept only those
+            out.append(Sidecar(name=part, command=[how[0], *args], image=how[1]))
+        return out
+
+    def _exporter_at(self, dep: Deployment, part: str) -> tuple[str, str, int] | None:
+        """(node, host, port) of the exporter on the service's node: the sidecar its job started, or (on
+        this machine) one started here unless one is already running for that node. It binds where the
+        service binds (loopback stays loopback)."""
+        if self.orchestrator.remote:
+            written = dep.run_dir / f"{part}.json"
+            if not written.exists():
+                logger.warning("{}: no {} was started in its job (a service started without monitoring)",
+                               dep.name, part)  # fmt: skip
+                return None
+            at = json.loads(written.read_text(encoding="utf-8"))
+            return str(at["node"]), str(at["host"]), int(at["port"])
+        node = dep.endpoint.node or "local"
+        key = f"{part}:{node}"
+        if key not in self._exporters:
+            binaries, args, _ = EXPORTERS[part]
+            how = prom_monitor.runnable(self.orchestrator, part, binaries)
+            assert how is not None
+            loopback = dep.endpoint.host.startswith(("127.", "::1", "localhost"))
+            spec = ServiceSpec(
+                command=[how[0], *args],
+                **prom_monitor.container(how[1]),
+                host=dep.endpoint.host if loopback else "0.0.0.0",
+                health=HealthCheck(path="/metrics", timeout_s=30.0),
+            )
+            where = self.root / part.replace("_", "-") / node
+            self._exporters[key] = deploy_healthy(self.orchestrator, spec, f"{EXPORTERS[part][2]}-{node}", where)
+        exporter = self._exporters[key]
+        return node, exporter.endpoint.host, exporter.endpoint.port
 
     def _ensure_prometheus(self, interval_s: float, retention: str) -> prom_monitor.Prometheus | None:
         if self.prometheus is None and self.note is None:
@@ -177,6 +227,6 @@ class Monitoring:
                 self.orchestrator.stop(prom.deployment)
             for name, host, port in self._added:
                 prom.remove_target(name, host, port)
-        while self._node_exporters:
-            _, node_exporter = self._node_exporters.popitem()
-            self.orchestrator.stop(node_exporter)
+        while self._exporters:
+            _, exporter_dep = self._exporters.popitem()
+            self.orchestrator.stop(exporter_dep)

@@ -109,6 +109,10 @@ def tail(path: Path | None, lines: int = 40) -> str:
 
 class Orchestrator(Protocol):
     name: str
+    # Deployments run on other nodes, in allocations of their own (Slurm), not on this machine: monitoring
+    # exporters then run inside the service's deployment (``ServiceSpec.sidecars``: the node and GPUs are
+    # its allocation's), and Prometheus listens beyond loopback, where this host can query it.
+    remote: bool
 
     def dry_run(self, spec: ServiceSpec, name: str, run_dir: Path) -> str:
         """What ``deploy`` would run (a command line, a batch script), without running it."""

@@ -27,15 +27,21 @@ SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASS", "CREDENTIAL", "AUTH")
 def unguarded(spec: ServiceSpec) -> bool:
     """A service started beyond loopback without a per-deployment key (credentials of the user's own, a
     MinIO password, do not count: they outlive the run, and the server's users may know them)."""
-    return spec.command is not None and spec.host in WILDCARD and spec.api_key_env is None
+    return spec.command is not None and spec.host in WILDCARD and not keyed(spec)
+
+
+def keyed(spec: ServiceSpec) -> bool:
+    """Each deployment gets a key: the server checks it (``api_key_env``) or a front does (``key_front``)."""
+    return spec.api_key_env is not None or spec.key_front
 
 
 def for_service(spec: ServiceSpec, name: str) -> Path | None:
     """A new key file when the recipe asks for a key; a warning when it listens beyond loopback without."""
-    if spec.api_key_env is None:
+    if not keyed(spec):
         if unguarded(spec):
             logger.warning("{}: listens on {} without a per-deployment key: anyone who reaches the node can use "
-                           "it (name the variable its server reads a key from in service.api_key_env)",
+                           "it (name the variable its server reads a key from in service.api_key_env, or set "
+                           "service.key_front for a server without keys)",
                            name, spec.host or "*")  # fmt: skip
         return None
     folder = directory()

@@ -86,6 +86,7 @@ class LocalProcess:
 
 class LocalOrchestrator:
     name = "local"
+    remote = False
 
     def __init__(self, stop_timeout_s: float = 10.0) -> None:
         self.stop_timeout_s = stop_timeout_s
@@ -124,6 +125,9 @@ class LocalOrchestrator:
         assert spec.command is not None
         if spec.multinode is not None:
             raise ServiceError(f"{name}: a service on {spec.resources.nodes} nodes needs the slurm orchestrator")
+        if spec.key_front:
+            raise ServiceError(f"{name}: service.key_front puts a key-checking front in the service's Slurm job: "
+                               "it needs the slurm orchestrator (here, bind the service to loopback)")  # fmt: skip
         values = {"host": spec.host, "port": str(port), "python": sys.executable, "run_dir": str(run_dir),
                   "head": socket.gethostname(), "nodes": "1", **self.placeholders()}  # fmt: skip
         binary, contained = "apptainer", spec  # contained: its binds expanded

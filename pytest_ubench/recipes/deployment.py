@@ -64,6 +64,17 @@ class MultiNode(Strict):
     ready_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
 
+class Sidecar(Strict):
+    """A program run in the service's own job, on its (head) node, beside it: the monitoring exporters on a
+    cluster (node exporter, DCGM exporter), which so see the job's node and GPUs without an allocation of
+    their own, which a GPU node would not grant while the service holds it. Set by the harness from the
+    recipe's monitoring. ``{host}``: where the service binds; ``{port}``: a free port the job picks."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    command: list[str]
+    image: Annotated[str, Field(pattern=r"^\S+$")] | None = None  # run through Apptainer (with --nv for GPUs)
+
+
 class ServiceSpec(Strict):
     """How to start the service under test (or where it already runs, with ``url``)."""
 
@@ -80,7 +91,12 @@ class ServiceSpec(Strict):
     # The variable the server reads an API key from (vLLM: VLLM_API_KEY): each deployment gets a fresh
     # key there, and the load clients send it (Authorization: Bearer). For services beyond loopback.
     api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    # For a server with no key of its own (Ollama, Triton): on a cluster, a front in its job checks each
+    # deployment's key and passes requests on; the server then listens on its node's loopback
+    # (orchestrators/key_front.py). The health and metrics paths stay open.
+    key_front: bool = False
     health: HealthCheck = Field(default_factory=HealthCheck)
+    sidecars: list[Sidecar] = Field(default_factory=list)  # written into a Slurm job (Sidecar), not by recipes
     metrics_path: str | None = None
     workdir: str | None = None
 
@@ -99,6 +115,10 @@ class ServiceSpec(Strict):
             )
         if self.multinode is not None and self.resources.nodes < 2:
             raise ValueError("'multinode' needs 'resources.nodes' of 2 or more")
+        if self.key_front and self.api_key_env is not None:
+            raise ValueError("'key_front' is for a server without a key: with 'api_key_env' it checks its own")
+        if self.key_front and self.health.kind == "tcp":
+            raise ValueError("'key_front' needs an HTTP health check: the front accepts connections at once")
         return self
 
     @field_serializer("url")
@@ -116,10 +136,12 @@ class ServiceSpec(Strict):
 
 class MonitorImages(Strict):
     """Images to run monitoring from on a cluster whose nodes have no such binary (MeluXina): Prometheus
-    and the node exporter then run as Apptainer jobs like any service; without one, the binary on PATH."""
+    then runs as an Apptainer job like any service, the exporters in the service's job (Sidecar); without
+    one, the binary on PATH."""
 
     prometheus: Annotated[str, Field(pattern=r"^\S+$")] | None = None  # its executable: prometheus
     node_exporter: Annotated[str, Field(pattern=r"^\S+$")] | None = None  # its executable: node_exporter
+    dcgm_exporter: Annotated[str, Field(pattern=r"^\S+$")] | None = None  # its executable: dcgm-exporter
 
 
 class ClusterProfile(Strict):

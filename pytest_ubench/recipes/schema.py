@@ -314,8 +314,10 @@ class Monitor(Strict):
         return set(queries.named(self.query_sets, self.queries, ".*"))
 
     def parts(self) -> list[str]:
-        """What this monitoring runs beside the service: Prometheus, and a node exporter for the node set."""
-        return ["prometheus", *(["node_exporter"] if "node" in self.query_sets else [])]
+        """What this monitoring runs beside the service: Prometheus, a node exporter for the node set, the
+        DCGM exporter for the dcgm set (GPU services only: the watcher decides, it knows the service)."""
+        wanted = {"node": "node_exporter", "dcgm": "dcgm_exporter"}
+        return ["prometheus", *(part for name, part in wanted.items() if name in self.query_sets)]
 
 
 class GrafanaServer(Strict):

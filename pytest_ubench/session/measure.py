@@ -86,6 +86,8 @@ def measure(
         summary["phases"] = planned.phases
     extras: dict[str, Any] = {"dataset": planned.dataset}
     extras["client"] = client_check.check(run.client, run.records, plan.mode, run.window_start, run.window_end)
+    if run.clocks:
+        extras["client"]["clocks"] = run.clocks
     if run.aborted != "interrupted":
         extras["steady_state"] = _steady(measured, run, bounds)
     if planned.stages:

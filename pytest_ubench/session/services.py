@@ -181,6 +181,8 @@ class Services:
                     stale.unlink(missing_ok=True)
             endpoint.write(run_dir / "endpoint.json")
             return Deployment(loaded.recipe.name, endpoint, run_dir, None, None)
+        if self.monitoring is not None:  # exporters in the service's own job, where they run so
+            spec = spec.model_copy(update={"sidecars": [*spec.sidecars, *self.monitoring.sidecars(loaded.recipe)]})
         if self.shared:
             return _deploy_shared(self.orchestrator, spec, loaded.recipe.name, run_dir)
         return deploy_healthy(self.orchestrator, spec, loaded.recipe.name, run_dir)

@@ -6,6 +6,7 @@ records, and the clock reference that lets the parent merge every task's records
 The task index and count come from ``SLURM_PROCID``/``SLURM_NTASKS``. Closed loop splits the users
 (the first ``c % n`` tasks take one more), open loop deals out the one schedule (``parallel.task_plan``),
 so the union is the case's load. SIGTERM (``scancel``) ends the run like Ctrl-C: what was measured is kept.
+``--clock HOST:PORT``: the harness's time server, asked before and after the run (:mod:`..load.clock`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..load import engine
+from ..load import clock, engine
 from ..load.parallel import idle, task_plan
 from ..metrics.files import write_json
 from ..metrics.records import write_jsonl
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=0, help="which run of the case (its own prompts)")
     ap.add_argument("--endpoint", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--clock", help="HOST:PORT of the harness's time server")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     index, count = int(os.environ.get("SLURM_PROCID", "0")), int(os.environ.get("SLURM_NTASKS", "1"))
@@ -51,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = task_plan(planned, index, count)
     out = args.out / f"task-{index}"
     out.mkdir(parents=True, exist_ok=True)
+    before = _clock(args.clock)
     if idle(plan):
         run = engine.Run([], 0.0, 0.0, 0.0, 0.0)  # more tasks than users: this one has nothing to do
     else:
         target = engine.Target(endpoint.host, endpoint.port, tls=endpoint.tls)
         run = engine.run(target, plan)
+    after = _clock(args.clock)
     write_jsonl(out / RECORDS, run.records, run.t0)
     write_json(
         out / "run.json",
@@ -69,9 +73,21 @@ def main(argv: list[str] | None = None) -> int:
             "window_end": run.window_end - run.t0,
             "aborted": run.aborted,
             "records": len(run.records),
+            "clock": {"start": before, "end": after},
         },
     )
     return 130 if run.aborted == "interrupted" else 0
+
+
+def _clock(address: str | None) -> dict[str, float] | str | None:
+    """The offset to the harness's clock, or why it is unknown (the merge then trusts this clock)."""
+    if address is None:
+        return None
+    try:
+        found = clock.offset(address)
+    except clock.ClockError as exc:
+        return str(exc)
+    return {"offset_s": found.offset_s, "error_s": found.error_s}
 
 
 if __name__ == "__main__":

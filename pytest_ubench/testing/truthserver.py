@@ -3,9 +3,10 @@
 A measuring instrument needs a reference. This server sleeps a known time before the first token and
 between tokens, stamps each write with ``perf_counter()`` (CLOCK_MONOTONIC, shared by processes on
 one machine), and serves those stamps at ``GET /truth`` so tests and the perf script can compare the
-client's TTFT and ITL with what really happened. It also speaks Ollama's native API (``/api/chat``,
-``/api/generate``: NDJSON with Ollama's counts and durations), as a test double of Ollama, which cannot
-run here. Run it in its own process, so the client's event loop cannot delay it:
+client's TTFT and ITL with what really happened (``GET /truth/clock`` relates them to its wall clock).
+It also speaks Ollama's native API (``/api/chat``, ``/api/generate``: NDJSON with Ollama's counts and
+durations), as a test double of Ollama, which cannot run here. Run it in its own process, so the
+client's event loop cannot delay it:
 
     python -m pytest_ubench.testing.truthserver --port 8011 --ttft-ms 40 --itl-ms 8
 """
@@ -19,7 +20,7 @@ import os
 import signal
 import ssl
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, time
 from typing import Any
 
 import httptools
@@ -85,6 +86,8 @@ class TruthServer:
                     await self._send(writer, 200, b'{"status":"ok"}')
                 elif path == b"/truth":
                     await self._send(writer, 200, json.dumps(self.truth).encode())
+                elif path == b"/truth/clock":  # to put the stamps on this machine's wall clock
+                    await self._send(writer, 200, json.dumps({"perf_counter": perf_counter(), "time": time()}).encode())
                 elif path == b"/api/version":  # Ollama's health path
                     await self._send(writer, 200, b'{"version":"0.0.0-truthserver"}')
                 elif path == b"/api/pull":  # Ollama's model download: nothing to fetch here

@@ -3,8 +3,9 @@
 The cluster is ci/slurm's, with MeluXina's shape: `cpu` and `gpu` partitions whose jobs Slurm itself
 refuses without a project account and a QOS (job_submit/lua), 4 GPUs per node counted by Slurm (no
 devices: no GPU is here), `module load` through Lmod (module files that are named test doubles), and
-scratch under the project id. The profile is the shipped MeluXina profile with what cannot be the same
-here swapped, and nothing else: scratch and image cache under the test's directory, and each image mapped
+scratch under the project id. The harness runs as on a login node of its own (a UTS namespace
+named login1). The profile is the shipped MeluXina profile with what cannot be the same here swapped, and
+nothing else: scratch and image cache under the test's directory, and each image mapped
 (`images:`) to a stand-in the Apptainer test double runs (Apptainer cannot be installed here). The recipe
 files are used as shipped; only durations are shortened.
 """
@@ -20,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -40,6 +42,7 @@ STAND_INS = {
     # monitoring, from the images the MeluXina profile names (its nodes have no Prometheus)
     "docker://prom/prometheus:v2.54.1": ("prometheus", []),
     "docker://prom/node-exporter:v1.8.2": ("node_exporter", []),
+    "docker://nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04": ("dcgm_exporter", []),
 }
 
 
@@ -89,6 +92,13 @@ def meluxina_here(tmp_path: Path, ray_tmp: Path | None = None) -> tuple[Path, di
     return path, env
 
 
+def on_login_node(argv: list[str]) -> list[str]:
+    """``argv`` run as on a login node of its own: in a UTS namespace named ``login1`` (root: CI is), so the
+    harness's host is not the compute nodes' (here all ``vm``), and a service or Prometheus reachable
+    only from its own node fails as it would on MeluXina."""
+    return ["unshare", "--uts", "sh", "-c", 'hostname login1 && exec "$@"', "sh", *argv]
+
+
 def run_as_shipped(
     recipe: str, tmp_path: Path, seconds: float, sizes: dict[str, object] | None = None,
     secrets: dict[str, str] | None = None, ray_tmp: Path | None = None,
@@ -103,10 +113,10 @@ def run_as_shipped(
     out = tmp_path / "out"
     shortened = [f"--ubench-set={path}={json.dumps(value)}" for path, value in (sizes or {}).items()]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", f"--ubench-recipe={recipe}",
-         f"--ubench-cluster={profile}", f"--ubench-set=workload.duration_s={seconds}",
-         "--ubench-set=workload.warmup_s=0", *shortened, f"--ubench-output={out}",
-         f"--ubench-report={tmp_path / 'report.html'}"],
+        on_login_node([sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider",
+                       f"--ubench-recipe={recipe}", f"--ubench-cluster={profile}",
+                       f"--ubench-set=workload.duration_s={seconds}", "--ubench-set=workload.warmup_s=0", *shortened,
+                       f"--ubench-output={out}", f"--ubench-report={tmp_path / 'report.html'}"]),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert done.returncode in (0, 1), done.stdout[-4000:] + done.stderr[-3000:]
@@ -222,29 +232,38 @@ def test_triton_meluxina_as_shipped(tmp_path: Path) -> None:
         assert r["throughput"]["items_per_s"] == pytest.approx(8 * r["throughput"]["requests_per_s"], rel=1e-6)
 
 
-def test_node_metrics_from_the_exporters_image(tmp_path: Path, write_recipe) -> None:
-    """A recipe that asks for the node set, on MeluXina: the node exporter runs from the profile's image as
-    a job on the service's node (so does Prometheus), and its series reach the results."""
+def test_node_and_gpu_exporters_run_in_the_services_job_on_a_gpu_node(tmp_path: Path, write_recipe) -> None:
+    """A GPU service asking for the node and dcgm sets, on MeluXina: both exporters run from the profile's
+    images inside the service's own job on its gpu node (a job of their own would need the GPUs the
+    service holds), the DCGM one with --nv; Prometheus scrapes both. Oracle for the dcgm set: the DCGM
+    exporter double serves DCGM's own metric names with figures the test knows (4 GPUs at 10/20/30/40 %,
+    1000..4000 MiB used, 100.5/110/120/130 W), so the query set's names, sums, means and units are checked."""
     from helpers import truth_recipe
 
-    data = truth_recipe("nodes", duration_s=2.0)
-    data["monitor"] = {"query_sets": ["node"], "interval_s": 0.5}
-    path = write_recipe(data, "nodes")
+    data = truth_recipe("gpus", duration_s=2.0)
+    data["service"] |= {"resources": {"gpus": 4}, "host": "0.0.0.0"}  # reached from the login node
+    data["monitor"] = {"query_sets": ["node", "dcgm"], "interval_s": 0.5}
+    path = write_recipe(data, "gpus")
     profile, env = meluxina_here(tmp_path)
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", f"--ubench-recipe={path}",
-         f"--ubench-cluster={profile}", f"--ubench-output={out}"],
+        on_login_node([sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider",
+                       f"--ubench-recipe={path}", f"--ubench-cluster={profile}", f"--ubench-output={out}"]),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    (result,) = [json.loads(p.read_text()) for p in out.glob("nodes-*/results.json")]
-    assert result["server_metrics"]["cpu_busy"]["max"] > 0
-    calls = [json.loads(line)["argv"] for line in Path(env["APPTAINER_DOUBLE_LOG"]).read_text().splitlines()]
-    execs = [a for a in calls if a[0] == "exec"]
-    assert any("node_exporter" in a for a in execs) and any("prometheus" in a for a in execs)
-    scripts = [p.read_text() for p in (out / "node-exporter").rglob("job.sbatch")]
-    assert len(scripts) == 1 and "#SBATCH --partition=cpu" in scripts[0] and "--account=p200001" in scripts[0]
+    (result,) = [json.loads(p.read_text()) for p in out.glob("gpus-*/results.json")]
+    metrics = result["server_metrics"]
+    assert metrics["cpu_busy"]["max"] > 0
+    assert metrics["gpu_utilization"]["mean"] == pytest.approx(25.0)
+    assert metrics["gpu_memory_used_bytes"]["mean"] == pytest.approx(10_000 * 2**20)
+    assert metrics["gpu_power_watts"]["mean"] == pytest.approx(460.5)
+    script = (out / "services" / "gpus" / "job.sbatch").read_text()
+    assert "#SBATCH --partition=gpu" in script and "#SBATCH --gres=gpu:4" in script
+    assert '--nv "$sif_dcgm_exporter" dcgm-exporter --address "$bind_host":"$port_dcgm_exporter"' in script
+    assert '"$sif_node_exporter" node_exporter --web.listen-address=' in script
+    jobs = [p.name for p in out.rglob("job.sbatch")]
+    assert sorted(jobs) == ["job.sbatch", "job.sbatch"]  # the service's and Prometheus's: no exporter job
 
 
 def test_image_pull_fetches_monitoring_images_too(tmp_path: Path) -> None:
@@ -351,3 +370,37 @@ def test_every_meluxina_recipe_runs_here() -> None:
     tests = {name for name in globals() if name.startswith("test_") and name.endswith("_meluxina_as_shipped")}
     ran = {name.removeprefix("test_").removesuffix("_meluxina_as_shipped").replace("_", "-") for name in tests}
     assert ran == {p.stem for p in (REPO / "recipes" / "meluxina").glob("*.yaml")}
+
+
+def test_a_server_without_keys_is_reached_only_through_its_key_front(tmp_path: Path) -> None:
+    """meluxina/ollama kept up as a user would (``ubenchai server start``): Ollama has no API key, so the
+    recipe's key_front puts a front in its job. The server (the Ollama double) listens on its node's
+    loopback, the front on the node's addresses; without the run's key the front answers 401, with it
+    Ollama answers; the health path stays open; the key is in no written file and goes with the service."""
+    profile, env = meluxina_here(tmp_path)
+
+    def ubenchai(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(on_login_node([sys.executable, "-m", "pytest_ubench", *args]), cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+    out = tmp_path / "out"
+    started = ubenchai("server", "start", "--recipe", "ollama-meluxina", "--cluster", str(profile), "--output",
+                       str(out))  # fmt: skip
+    assert started.returncode == 0, started.stderr[-3000:]
+    service_id, url = started.stdout.split()[:2]
+    try:
+        (key_file,) = (tmp_path / "state" / "keys").iterdir()
+        key = key_file.read_text().strip()
+        chat = {"model": "llama3.2:3b", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+        assert httpx.post(url + "/api/chat", json=chat, timeout=10).status_code == 401
+        answer = httpx.post(url + "/api/chat", json=chat, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert answer.status_code == 200 and answer.json()["done"] is True
+        assert httpx.get(url + "/api/version", timeout=10).status_code == 200  # the health path
+        script = (out / "services" / service_id / "job.sbatch").read_text()
+        assert 'export "${ctr_env}OLLAMA_HOST"=127.0.0.1:"$port_backend"' in script
+        assert '--listen "$bind_host":"$port" --to 127.0.0.1:"$port_backend"' in script
+        never_written(key, out, tmp_path / "logs")
+    finally:
+        stopped = ubenchai("server", "stop", service_id)
+    assert stopped.returncode == 0, stopped.stderr
+    assert list((tmp_path / "state" / "keys").iterdir()) == []

@@ -236,6 +236,27 @@ def test_the_trap_takes_the_whole_service_group_down_on_sigterm(tmp_path: Path) 
     assert not any(pid_alive(p) for p in group)
 
 
+def test_a_sidecar_runs_beside_the_service_without_its_environment_and_goes_with_it(tmp_path: Path) -> None:
+    """An exporter started in the service's job: on a port of its own (never the service's), its address
+    written for the harness, none of the service's environment (a key the service gets stays the
+    service's), and taken down by the job's end like any helper."""
+    from pytest_ubench.recipes.deployment import Sidecar
+
+    keep = "import json,os,sys,time; json.dump({'argv': sys.argv[1:], 'env': dict(os.environ)}, open(sys.argv[1], 'w')); time.sleep(300)"  # noqa: E501
+    sidecar = Sidecar(name="node_exporter", command=[sys.executable, "-c", keep, str(tmp_path / "sc.json"),
+                                                     "--web.listen-address={host}:{port}"])  # fmt: skip
+    spec = ServiceSpec(command=["{python}", "-c", "import time; time.sleep(1)"], env={"SERVICE_ONLY": "x"},
+                       sidecars=[sidecar])  # fmt: skip
+    done = _run(_render(spec, tmp_path), tmp_path)
+    assert done.returncode == 0, done.stderr
+    where = json.loads((tmp_path / "node_exporter.json").read_text())
+    seen = json.loads((tmp_path / "sc.json").read_text())
+    service_port = json.loads((tmp_path / "endpoint.json").read_text())["port"]
+    assert seen["argv"][1] == f"--web.listen-address=127.0.0.1:{where['port']}" and where["port"] != service_port
+    assert "SERVICE_ONLY" not in seen["env"]
+    assert not any("time.sleep(300)" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+
+
 def _group_members(pgid: int) -> list[int]:
     members = []
     for proc in psutil.process_iter():

@@ -83,6 +83,7 @@ class Backoff:
 
 class SlurmOrchestrator:
     name = "slurm"
+    remote = True
 
     def __init__(
         self,
@@ -110,7 +111,7 @@ class SlurmOrchestrator:
     ) -> str:
         """The batch script; one the harness watches (not ``detach``) stops when its heartbeat stops.
         Without ``key_file`` (a dry run), a key file's name stands for the one a deployment would make."""
-        if spec.api_key_env is not None and key_file is None:
+        if keys.keyed(spec) and key_file is None:
             key_file = keys.directory() / f"{name}-<made per deployment>.key"
         return script.render(
             spec,

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..._version import __version__
-from ...recipes.deployment import ClusterProfile, Resources, ServiceSpec
-from .. import apptainer
+from ...recipes.deployment import ClusterProfile, Container, Resources, ServiceSpec
+from .. import apptainer, keys
 from ..base import ServiceError
 from ..keys import WILDCARD
 from ..placeholders import expand, shell_word
@@ -51,31 +51,43 @@ trap 'exit 130' INT
 
 # Below the node's ephemeral range, for the reason given at ``local.free_port``.
 _PICK_PORT = """\
-port=
+%(var)s=
 read -r eph_floor _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_floor=32768
 span=$((eph_floor - %(floor)d)); [ "$span" -ge 1000 ] || span=30000
 for _ in $(seq 1 200); do
   candidate=$((%(floor)d + RANDOM %% span))
-  if ! (exec 3<>"/dev/tcp/%(probe)s/$candidate") 2>/dev/null; then port=$candidate; break; fi
+  case " ${taken:-} " in *" $candidate "*) continue ;; esac  # picked already, not bound yet
+  if ! (exec 3<>"/dev/tcp/%(probe)s/$candidate") 2>/dev/null; then %(var)s=$candidate; break; fi
 done
-[ -n "$port" ] || { echo "ubench: no free port found on $(hostname)" >&2; exit 1; }
+[ -n "$%(var)s" ] || { echo "ubench: no free port found on $(hostname)" >&2; exit 1; }
+taken="${taken:-} $%(var)s"
 """
 
 # The image was pulled on the submitting node (``apptainer.pull``); the job only runs it, with whichever
 # of apptainer and singularity the node has once the profile's modules are loaded.
-_CONTAINER = """\
+_RUNTIME = """\
 if command -v apptainer >/dev/null 2>&1; then ctr=apptainer; ctr_env=APPTAINERENV_
 elif command -v singularity >/dev/null 2>&1; then ctr=singularity; ctr_env=SINGULARITYENV_
 else
   echo "ubench: neither apptainer nor singularity on $(hostname) (load its module in the cluster profile)" >&2
   exit 1
 fi
-sif=%(sif)s
-if [ ! -f "$sif" ]; then
-  printf 'ubench: image %%s not on %%s: pull it on the login node (ubenchai image pull) ' "$sif" "$(hostname)" >&2
+"""
+_IMAGE = """\
+%(var)s=%(sif)s
+if [ ! -f "$%(var)s" ]; then
+  printf 'ubench: image %%s not on %%s: pull it on the login node (ubenchai image pull) ' "$%(var)s" "$(hostname)" >&2
   echo "into an image cache the nodes share" >&2
   exit 1
 fi
+"""
+
+# A sidecar: started on the head node before the service, its address written for the harness to scrape.
+_SIDECAR = """\
+setsid %(command)s </dev/null >>"$run_dir/%(name)s.log" 2>&1 &
+helpers+=($!)
+printf '{"host": "%%s", "port": %%s, "node": "%%s"}\\n' "$endpoint_host" "$%(port)s" "$(hostname)" \\
+  >"$run_dir/%(name)s.json.tmp" && mv -f "$run_dir/%(name)s.json.tmp" "$run_dir/%(name)s.json"
 """
 
 _NODES = """\
@@ -285,10 +297,13 @@ def render(
     lines.append(_FINISH % {"ticks": STOP_GRACE_S * 10})
     if heartbeat_s:
         lines.append(heartbeat('"$run_dir/heartbeat"', heartbeat_s))
+    probe = "127.0.0.1" if wildcard else "$bind_host"
     if spec.port == "auto":
-        lines.append(_PICK_PORT % {"probe": "127.0.0.1" if wildcard else "$bind_host", "floor": PORT_FLOOR})
+        lines.append(_PICK_PORT % {"var": "port", "probe": probe, "floor": PORT_FLOOR})
     else:
-        lines.append(f"port={int(spec.port)}")
+        lines.append(f"port={int(spec.port)}; taken=$port")
+    if spec.key_front:  # the server on its node's loopback, the front on the service's address and port
+        lines.append(_PICK_PORT % {"var": "port_backend", "probe": "127.0.0.1", "floor": PORT_FLOOR})
     if wildcard:
         lines += ["endpoint_host=$(hostname)", 'url_host="$endpoint_host"']
     else:
@@ -296,8 +311,8 @@ def render(
 
     site = site_values(profile, environ or {})
     fragments = {
-        "host": '"$bind_host"',
-        "port": '"$port"',
+        "host": "127.0.0.1" if spec.key_front else '"$bind_host"',
+        "port": '"$port_backend"' if spec.key_front else '"$port"',
         "python": q(python),
         "run_dir": '"$run_dir"',
         "head": '"$head_node"',
@@ -306,10 +321,24 @@ def render(
     }
     prefix: list[str] = []
     env_name = "{}"  # how an exported variable is named: as is, or with the runtime's prefix
+
+    def sif_of(image: str) -> Path:
+        return apptainer.image_path(profile.images.get(image, image), image_cache(profile, environ or {}))
+
+    if spec.container is not None or any(sc.image for sc in spec.sidecars):
+        lines.append(_RUNTIME.rstrip("\n"))
+    # sidecars first: they must not inherit the service's environment (its API key)
+    for sc in spec.sidecars:
+        lines.append(_PICK_PORT % {"var": f"port_{sc.name}", "probe": probe, "floor": PORT_FLOOR})
+        words = [shell_word(a, {"host": '"$bind_host"', "port": f'"$port_{sc.name}"'}) for a in sc.command]
+        if sc.image is not None:
+            lines.append(_IMAGE % {"var": f"sif_{sc.name}", "sif": q(str(sif_of(sc.image)))})
+            run = apptainer.command(Container(image=sc.image), Path("-"), spec.resources.gpus)
+            words = ['"$ctr"', *(q(w) for w in run[1:-1]), f'"$sif_{sc.name}"', *words]
+        lines.append(_SIDECAR % {"command": " ".join(words), "name": sc.name, "port": f"port_{sc.name}"})
     if spec.container is not None:
-        image = profile.images.get(spec.container.image, spec.container.image)
-        sif = apptainer.image_path(image, image_cache(profile, environ or {}))
-        lines.append(_CONTAINER % {"sif": q(str(sif))})
+        sif = sif_of(spec.container.image)
+        lines.append(_IMAGE % {"var": "sif", "sif": q(str(sif))})
         binds = [_site_path(profile, "bind", b, site) for b in profile.binds]
         container = spec.container.model_copy(update={"binds": [expand(b, site) for b in spec.container.binds]})
         words = apptainer.command(container, sif, spec.resources.gpus, binds)
@@ -329,9 +358,15 @@ def render(
         if not _ENV_NAME.fullmatch(key):
             raise ServiceError(f"service env: {key!r} is not a valid environment variable name")
         lines.append(f"export {env_name.format(key)}={shell_word(value, fragments)}")
+    if keys.keyed(spec) and key_file is None:
+        raise ServiceError("service.api_key_env/key_front: no key file was made for this deployment")
+    if spec.key_front:
+        assert key_file is not None
+        opened = [a for path in (spec.health.path, spec.metrics_path) if path for a in ("--open", path)]
+        front = [python, "-m", "pytest_ubench.orchestrators.key_front", "--key-file", str(key_file), *opened]
+        lines += [f'setsid {shlex.join(front)} --listen "$bind_host":"$port" --to 127.0.0.1:"$port_backend" '
+                  '</dev/null >>"$run_dir/key-front.log" 2>&1 &', "helpers+=($!)"]  # fmt: skip
     if spec.api_key_env is not None:
-        if key_file is None:
-            raise ServiceError("service.api_key_env: no key file was made for this deployment")
         lines += [f'api_key=$(cat {q(str(key_file))}) || exit 1',
                   f'export {env_name.format(spec.api_key_env)}="$api_key"', "unset api_key"]  # fmt: skip
     if spec.workdir:
