@@ -26,16 +26,26 @@ from ..metrics.server_queries import duration
 from ..orchestrators.base import Deployment, Orchestrator, ServiceError, ServiceState
 from ..orchestrators.health import deploy_healthy
 from ..recipes.deployment import Container, HealthCheck, ServiceSpec
+from ..recipes.schema import Monitor
 
 
 class MonitoringError(ServiceError):
     """Prometheus could not be started, or a target never became scrapeable."""
 
 
-def runnable(orchestrator: Orchestrator, name: str, binaries: tuple[str, ...]) -> tuple[str, str | None] | None:
-    """How a monitoring part runs under this placement: (executable, image) from the cluster profile's
-    ``monitor_images`` (nodes without the binary, MeluXina), else (binary on PATH, None); None: neither."""
-    image = orchestrator.monitor_image(name)
+def image_for(orchestrator: Orchestrator, monitor: Monitor | None, name: str) -> str | None:
+    """The image a monitoring part runs from: the recipe's (``monitor.images``), else the cluster
+    profile's (``monitor_images``); None: its binary on PATH."""
+    given: str | None = getattr(monitor.images, name) if monitor is not None else None
+    return given or orchestrator.monitor_image(name)
+
+
+def runnable(
+    orchestrator: Orchestrator, name: str, binaries: tuple[str, ...], monitor: Monitor | None = None
+) -> tuple[str, str | None] | None:
+    """How a monitoring part runs under this placement: (executable, image) from its image (nodes without
+    the binary, MeluXina: :func:`image_for`), else (binary on PATH, None); None: neither."""
+    image = image_for(orchestrator, monitor, name)
     if image is not None:
         return binaries[-1], image
     found = next((b for b in map(shutil.which, binaries) if b), None)

@@ -20,7 +20,7 @@ from ..metrics import server_queries as queries
 from ..orchestrators.base import Deployment, Orchestrator
 from ..orchestrators.health import deploy_healthy
 from ..recipes.deployment import HealthCheck, ServiceSpec, Sidecar
-from ..recipes.schema import Recipe
+from ..recipes.schema import Monitor, Recipe
 from . import client_metrics, grafana
 from . import prometheus as prom_monitor
 from .client_metrics import ClientExporter
@@ -71,7 +71,7 @@ class Monitoring:
         mon = recipe.monitor
         if mon is None or not mon.enabled:
             return
-        prom = self._ensure_prometheus(mon.interval_s, mon.retention)
+        prom = self._ensure_prometheus(mon)
         if prom is None:
             return
         targets: list[tuple[str, str, int, str, str]] = []
@@ -82,9 +82,9 @@ class Monitoring:
             endpoint = dep.endpoint
             targets.append((recipe.name, endpoint.host, endpoint.port, recipe.service.metrics_path, endpoint.scheme))
         for part in self._exporter_parts(recipe):
-            at = self._exporter_at(dep, part)
-            if at is not None:
-                targets.append((f"{EXPORTERS[part][2]}-{at[0]}", at[1], at[2], "/metrics", "http"))
+            nodes = recipe.service.resources.nodes if recipe.service is not None else 1
+            for node, host, port in self._exporters_at(dep, part, mon, nodes):
+                targets.append((f"{EXPORTERS[part][2]}-{node}", host, port, "/metrics", "http"))
         for extra in mon.targets:
             extra_host, _, extra_port = extra.rpartition(":")
             targets.append((f"{recipe.name}-{extra}", extra_host, int(extra_port), "/metrics", "http"))
@@ -130,7 +130,7 @@ class Monitoring:
                 self._say_once(part, f"{recipe.name}: the dcgm query set needs a service with GPUs "
                                      "(service.resources.gpus): no DCGM exporter")  # fmt: skip
                 continue
-            if prom_monitor.runnable(self.orchestrator, part, EXPORTERS[part][0]) is None:
+            if prom_monitor.runnable(self.orchestrator, part, EXPORTERS[part][0], recipe.monitor) is None:
                 binaries = " or ".join(EXPORTERS[part][0])
                 self._say_once(part, f"no {binaries} on PATH and no image for it in the cluster profile "
                                      f"(monitor_images.{part}): its metrics are off")  # fmt: skip
@@ -150,28 +150,37 @@ class Monitoring:
         out = []
         for part in self._exporter_parts(recipe):
             binaries, args, _ = EXPORTERS[part]
-            how = prom_monitor.runnable(self.orchestrator, part, binaries)
+            how = prom_monitor.runnable(self.orchestrator, part, binaries, recipe.monitor)
             assert how is not None  # _exporter_parts kept only those
             out.append(Sidecar(name=part, command=[how[0], *args], image=how[1]))
         return out
 
-    def _exporter_at(self, dep: Deployment, part: str) -> tuple[str, str, int] | None:
-        """(node, host, port) of the exporter on the service's node: the sidecar its job started, or (on
-        this machine) one started here unless one is already running for that node. It binds where the
-        service binds (loopback stays loopback)."""
+    def _exporters_at(self, dep: Deployment, part: str, mon: Monitor, nodes: int) -> list[tuple[str, str, int]]:
+        """(node, host, port) of the exporter on each of the service's ``nodes``: the sidecars its job
+        started (those on other nodes may write their address a moment after the service is healthy), or
+        (on this machine) one started here unless one is already running. It binds where the service
+        binds (loopback stays loopback)."""
         if self.orchestrator.remote:
-            written = dep.run_dir / f"{part}.json"
-            if not written.exists():
+            if not (dep.run_dir / f"{part}.json").exists():  # the head's, written before the service started
                 logger.warning("{}: no {} was started in its job (a service started without monitoring)",
                                dep.name, part)  # fmt: skip
-                return None
-            at = json.loads(written.read_text(encoding="utf-8"))
-            return str(at["node"]), str(at["host"]), int(at["port"])
+                return []
+            deadline = time.monotonic() + mon.target_timeout_s
+            while True:
+                written = sorted(dep.run_dir.glob(f"{part}.json")) + sorted(dep.run_dir.glob(f"{part}-*.json"))
+                if len(written) >= nodes or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            if len(written) < nodes:
+                logger.warning("{}: {} of {} nodes wrote where their {} listens (see its log on the others)",
+                               dep.name, len(written), nodes, part)  # fmt: skip
+            found = [json.loads(path.read_text(encoding="utf-8")) for path in written]
+            return [(str(at["node"]), str(at["host"]), int(at["port"])) for at in found]
         node = dep.endpoint.node or "local"
         key = f"{part}:{node}"
         if key not in self._exporters:
             binaries, args, _ = EXPORTERS[part]
-            how = prom_monitor.runnable(self.orchestrator, part, binaries)
+            how = prom_monitor.runnable(self.orchestrator, part, binaries, mon)
             assert how is not None
             loopback = dep.endpoint.host.startswith(("127.", "::1", "localhost"))
             spec = ServiceSpec(
@@ -183,17 +192,18 @@ class Monitoring:
             where = self.root / part.replace("_", "-") / node
             self._exporters[key] = deploy_healthy(self.orchestrator, spec, f"{EXPORTERS[part][2]}-{node}", where)
         exporter = self._exporters[key]
-        return node, exporter.endpoint.host, exporter.endpoint.port
+        return [(node, exporter.endpoint.host, exporter.endpoint.port)]
 
-    def _ensure_prometheus(self, interval_s: float, retention: str) -> prom_monitor.Prometheus | None:
+    def _ensure_prometheus(self, mon: Monitor) -> prom_monitor.Prometheus | None:
+        """The session's one Prometheus, started for the first recipe that monitors (its settings)."""
         if self.prometheus is None and self.note is None:
-            how = prom_monitor.runnable(self.orchestrator, "prometheus", ("prometheus",))
+            how = prom_monitor.runnable(self.orchestrator, "prometheus", ("prometheus",), mon)
             if how is None:
                 self.note = "no 'prometheus' binary on PATH: server-side metrics are off"
                 logger.warning(self.note)
                 return None
             self.prometheus = prom_monitor.Prometheus.start(
-                self.orchestrator, self.root, interval_s, retention, how[0], image=how[1]
+                self.orchestrator, self.root, mon.interval_s, mon.retention, how[0], image=how[1]
             )
         return self.prometheus
 

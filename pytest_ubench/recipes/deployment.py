@@ -65,7 +65,7 @@ class MultiNode(Strict):
 
 
 class Sidecar(Strict):
-    """A program run in the service's own job, on its (head) node, beside it: the monitoring exporters on a
+    """A program run in the service's own job, on each of its nodes, beside it: the monitoring exporters on a
     cluster (node exporter, DCGM exporter), which so see the job's node and GPUs without an allocation of
     their own, which a GPU node would not grant while the service holds it. Set by the harness from the
     recipe's monitoring. ``{host}``: where the service binds; ``{port}``: a free port the job picks."""

@@ -27,7 +27,7 @@ from ..metrics import compare
 from ..metrics import server_queries as queries
 from ..metrics import slo as slo_expr
 from . import registry
-from .deployment import Resources, ServiceSpec
+from .deployment import MonitorImages, Resources, ServiceSpec
 from .fields import (
     ByteSize,
     Name,
@@ -309,6 +309,9 @@ class Monitor(Strict):
     queries: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], str] = Field(default_factory=dict)
     targets: list[Annotated[str, Field(pattern=r"^[^\s/:]+:\d+$")]] = Field(default_factory=list)
     target_timeout_s: PositiveFloat = 30.0
+    # Images for the monitoring parts, over the cluster profile's monitor_images (a newer exporter, a
+    # site's mirror); where given, that part runs from its image (Apptainer) wherever the recipe runs.
+    images: MonitorImages = Field(default_factory=MonitorImages)
 
     def query_names(self) -> set[str]:
         return set(queries.named(self.query_sets, self.queries, ".*"))

@@ -109,7 +109,7 @@ def monitor_start(
 ) -> registry.Entry:
     """Prometheus left running, scraping services started with ``server start`` and the recipe's targets."""
     orch = orch or get_orchestrator("local")
-    how = prom_monitor.runnable(orch, "prometheus", ("prometheus",))
+    how = prom_monitor.runnable(orch, "prometheus", ("prometheus",), mon)
     if how is None:
         raise prom_monitor.MonitoringError("no 'prometheus' binary on PATH (Debian: apt-get install prometheus)")
     services = [registry.get(i) for i in service_ids]  # KeyError names an unknown id

@@ -15,6 +15,7 @@ from loguru import logger
 from ..load import engine
 from ..metrics import baselines, capacity, compare
 from ..metrics.results import CaseResult, ResultsDir, default_output_root
+from ..monitor.prometheus import image_for
 from ..orchestrators import backends, registry
 from ..orchestrators.base import Orchestrator
 from ..recipes import loader
@@ -124,13 +125,13 @@ class BenchmarkRun:
 
     def images(self) -> list[str]:
         """The container images the run starts from, each once: its services', and its monitoring's where
-        the cluster profile runs that from images (``monitor_images``)."""
+        the recipe or the cluster profile runs that from images (``monitor.images``, ``monitor_images``)."""
         found: list[str | None] = []
         for recipe in (c.loaded.recipe for c in self.cases):
             if recipe.service is not None and recipe.service.container is not None:
                 found.append(recipe.service.container.image)
             if recipe.monitor is not None and recipe.monitor.enabled:
-                found += [self.orchestrator.monitor_image(part) for part in recipe.monitor.parts()]
+                found += [image_for(self.orchestrator, recipe.monitor, part) for part in recipe.monitor.parts()]
         return list(dict.fromkeys(i for i in found if i is not None))
 
     def pull_images(self) -> list[tuple[str, Path]]:

@@ -33,6 +33,18 @@ def test_concurrent_runs_pull_an_image_once(tmp_path: Path, apptainer_double: Pa
     assert not list((tmp_path / "c").glob("*.tmp"))
 
 
+def test_every_kind_of_image_reference_is_pulled_to_a_file_of_its_own(tmp_path: Path, apptainer_double: Path) -> None:
+    """docker://, oras:// and library:// references go to Apptainer as given, each into its own .sif in the
+    cache; a local .sif is used in place and nothing is pulled for it."""
+    refs = ["docker://vllm/vllm-openai:v0.6.3", "oras://ghcr.io/site/vllm:v0.6.3", "library://site/default/vllm:0.6.3"]
+    got = [apptainer.pull(ref, tmp_path / "c") for ref in refs]
+    assert len(set(got)) == 3 and all(p.parent == tmp_path / "c" and p.suffix == ".sif" for p in got)
+    assert [c["argv"][-1] for c in calls(apptainer_double)] == refs
+    local = tmp_path / "mine.sif"
+    local.write_text("an image of the site's own")
+    assert apptainer.pull(str(local), tmp_path / "c") == local and len(calls(apptainer_double)) == 3
+
+
 def test_a_failed_pull_names_the_image_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -232,19 +232,32 @@ def test_triton_meluxina_as_shipped(tmp_path: Path) -> None:
         assert r["throughput"]["items_per_s"] == pytest.approx(8 * r["throughput"]["requests_per_s"], rel=1e-6)
 
 
-def test_node_and_gpu_exporters_run_in_the_services_job_on_a_gpu_node(tmp_path: Path, write_recipe) -> None:
-    """A GPU service asking for the node and dcgm sets, on MeluXina: both exporters run from the profile's
-    images inside the service's own job on its gpu node (a job of their own would need the GPUs the
-    service holds), the DCGM one with --nv; Prometheus scrapes both. Oracle for the dcgm set: the DCGM
-    exporter double serves DCGM's own metric names with figures the test knows (4 GPUs at 10/20/30/40 %,
-    1000..4000 MiB used, 100.5/110/120/130 W), so the query set's names, sums, means and units are checked."""
+def test_node_and_gpu_exporters_run_in_the_services_job_on_each_gpu_node(tmp_path: Path, write_recipe) -> None:
+    """A GPU service on two gpu nodes asking for the node and dcgm sets, on MeluXina: both exporters run from
+    the profile's images inside the service's own job, on each of its nodes (a job of their own would need
+    the GPUs the service holds), the DCGM one with --nv; Prometheus scrapes all four. Oracle for the dcgm
+    set: the DCGM exporter double serves DCGM's own metric names with figures the test knows (4 GPUs at
+    10/20/30/40 %, 1000..4000 MiB used, 100.5/110/120/130 W, on each node), so the query set's names, sums,
+    means and units are checked, and that both nodes count. The recipe names its own DCGM exporter image,
+    which wins over the profile's."""
     from helpers import truth_recipe
 
     data = truth_recipe("gpus", duration_s=2.0)
-    data["service"] |= {"resources": {"gpus": 4}, "host": "0.0.0.0"}  # reached from the login node
-    data["monitor"] = {"query_sets": ["node", "dcgm"], "interval_s": 0.5}
+    data["service"] |= {
+        "resources": {"nodes": 2, "gpus": 4},
+        "host": "0.0.0.0",  # reached from the login node
+        "multinode": {"worker": ["sleep", "3600"]},
+    }  # the second node only holds its GPUs here
+    # the recipe's own DCGM exporter image over the profile's (a site's newer build, say)
+    custom = "docker://registry.example.org/site/dcgm-exporter:4.1.0"
+    data["monitor"] = {"query_sets": ["node", "dcgm"], "interval_s": 0.5, "images": {"dcgm_exporter": custom}}
     path = write_recipe(data, "gpus")
     profile, env = meluxina_here(tmp_path)
+    site = tmp_path / "site-images"
+    shutil.copy(site / "dcgm_exporter.sif", site / "dcgm-custom.sif")
+    shown = yaml.safe_load(profile.read_text())
+    shown["images"][custom] = str(site / "dcgm-custom.sif")  # the site's copy of it, here a stand-in
+    profile.write_text(yaml.safe_dump(shown))
     out = tmp_path / "out"
     done = subprocess.run(
         on_login_node([sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider",
@@ -255,12 +268,15 @@ def test_node_and_gpu_exporters_run_in_the_services_job_on_a_gpu_node(tmp_path: 
     (result,) = [json.loads(p.read_text()) for p in out.glob("gpus-*/results.json")]
     metrics = result["server_metrics"]
     assert metrics["cpu_busy"]["max"] > 0
-    assert metrics["gpu_utilization"]["mean"] == pytest.approx(25.0)
-    assert metrics["gpu_memory_used_bytes"]["mean"] == pytest.approx(10_000 * 2**20)
-    assert metrics["gpu_power_watts"]["mean"] == pytest.approx(460.5)
+    assert metrics["gpu_utilization"]["mean"] == pytest.approx(25.0)  # over the 8 GPUs of both nodes
+    assert metrics["gpu_memory_used_bytes"]["mean"] == pytest.approx(2 * 10_000 * 2**20)
+    assert metrics["gpu_power_watts"]["mean"] == pytest.approx(2 * 460.5)
+    written = sorted(p.name for p in (out / "services" / "gpus").glob("*exporter*.json"))
+    assert written == ["dcgm_exporter-n2.json", "dcgm_exporter.json", "node_exporter-n2.json", "node_exporter.json"]
     script = (out / "services" / "gpus" / "job.sbatch").read_text()
     assert "#SBATCH --partition=gpu" in script and "#SBATCH --gres=gpu:4" in script
     assert '--nv "$sif_dcgm_exporter" dcgm-exporter --address "$bind_host":"$port_dcgm_exporter"' in script
+    assert f"sif_dcgm_exporter={site / 'dcgm-custom.sif'}" in script  # the recipe's image, not the profile's
     assert '"$sif_node_exporter" node_exporter --web.listen-address=' in script
     jobs = [p.name for p in out.rglob("job.sbatch")]
     assert sorted(jobs) == ["job.sbatch", "job.sbatch"]  # the service's and Prometheus's: no exporter job

@@ -86,9 +86,25 @@ fi
 _SIDECAR = """\
 setsid %(command)s </dev/null >>"$run_dir/%(name)s.log" 2>&1 &
 helpers+=($!)
-printf '{"host": "%%s", "port": %%s, "node": "%%s"}\\n' "$endpoint_host" "$%(port)s" "$(hostname)" \\
+printf '{"host": "%%s", "port": %%s, "node": "%%s"}\\n' "$endpoint_host" "$%(port)s" "$head_node" \\
   >"$run_dir/%(name)s.json.tmp" && mv -f "$run_dir/%(name)s.json.tmp" "$run_dir/%(name)s.json"
 """
+# ... and on every other node of a multi-node service, by an srun step there that picks its port on
+# that node, writes <name>-<node>.json and becomes the sidecar.
+_REMOTE_SIDECAR = """\
+for node in "${nodes[@]:1}"; do
+  setsid srun --overlap --nodes=1 --ntasks=1 --nodelist="$node" bash -c %(inner)s </dev/null \\
+    >>"$run_dir/%(name)s-$node.log" 2>&1 &
+  helpers+=($!)
+done
+"""
+_REMOTE_INNER = """\
+set -u
+node=${SLURMD_NODENAME:-$(hostname)}
+%(pick)s%(endpoint)s
+printf '{"host": "%%s", "port": %%s, "node": "%%s"}\\n' "$endpoint_host" "$%(port)s" "$node" \\
+  >"$run_dir/%(name)s-$node.json.tmp" && mv -f "$run_dir/%(name)s-$node.json.tmp" "$run_dir/%(name)s-$node.json"
+exec %(command)s"""
 
 _NODES = """\
 mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
@@ -327,15 +343,28 @@ def render(
 
     if spec.container is not None or any(sc.image for sc in spec.sidecars):
         lines.append(_RUNTIME.rstrip("\n"))
+    if spec.multinode is not None:
+        lines.append(_NODES)
+    else:
+        lines += ["head_node=$(hostname)", "nnodes=1"]
+    if spec.multinode is not None and spec.sidecars:  # what the srun steps of remote sidecars read
+        lines.append("export ctr ctr_env run_dir bind_host")
     # sidecars first: they must not inherit the service's environment (its API key)
     for sc in spec.sidecars:
-        lines.append(_PICK_PORT % {"var": f"port_{sc.name}", "probe": probe, "floor": PORT_FLOOR})
-        words = [shell_word(a, {"host": '"$bind_host"', "port": f'"$port_{sc.name}"'}) for a in sc.command]
+        var = f"port_{sc.name}"
+        lines.append(_PICK_PORT % {"var": var, "probe": probe, "floor": PORT_FLOOR})
+        words = [shell_word(a, {"host": '"$bind_host"', "port": f'"${var}"'}) for a in sc.command]
         if sc.image is not None:
-            lines.append(_IMAGE % {"var": f"sif_{sc.name}", "sif": q(str(sif_of(sc.image)))})
+            lines += [_IMAGE % {"var": f"sif_{sc.name}", "sif": q(str(sif_of(sc.image)))}, f"export sif_{sc.name}"]
             run = apptainer.command(Container(image=sc.image), Path("-"), spec.resources.gpus)
             words = ['"$ctr"', *(q(w) for w in run[1:-1]), f'"$sif_{sc.name}"', *words]
-        lines.append(_SIDECAR % {"command": " ".join(words), "name": sc.name, "port": f"port_{sc.name}"})
+        lines.append(_SIDECAR % {"command": " ".join(words), "name": sc.name, "port": var})
+        if spec.multinode is not None:
+            endpoint = "endpoint_host=$(hostname)" if wildcard else 'endpoint_host="$bind_host"'
+            pick = _PICK_PORT % {"var": var, "probe": probe, "floor": PORT_FLOOR}
+            inner = _REMOTE_INNER % {"pick": pick, "endpoint": endpoint, "port": var, "name": sc.name,
+                                     "command": " ".join(words)}  # fmt: skip
+            lines.append(_REMOTE_SIDECAR % {"inner": q(inner), "name": sc.name})
     if spec.container is not None:
         sif = sif_of(spec.container.image)
         lines.append(_IMAGE % {"var": "sif", "sif": q(str(sif))})
@@ -350,10 +379,6 @@ def render(
         """``node``: what ``{node}`` stands for where this command runs (a helper's own node)."""
         return " ".join(prefix + [shell_word(a, fragments | {"node": node}) for a in argv])
 
-    if spec.multinode is not None:
-        lines.append(_NODES)
-    else:
-        lines += ["head_node=$(hostname)", "nnodes=1"]
     for key, value in spec.env.items():
         if not _ENV_NAME.fullmatch(key):
             raise ServiceError(f"service env: {key!r} is not a valid environment variable name")
