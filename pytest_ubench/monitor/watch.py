@@ -81,10 +81,10 @@ class Monitoring:
         elif recipe.service is not None and recipe.service.metrics_path:
             endpoint = dep.endpoint
             targets.append((recipe.name, endpoint.host, endpoint.port, recipe.service.metrics_path, endpoint.scheme))
-        for part in self._exporter_parts(recipe):
-            nodes = recipe.service.resources.nodes if recipe.service is not None else 1
-            for node, host, port in self._exporters_at(dep, part, mon, nodes):
-                targets.append((f"{EXPORTERS[part][2]}-{node}", host, port, "/metrics", "http"))
+        nodes = recipe.service.resources.nodes if recipe.service is not None else 1
+        for exporter in self._exporters_of(recipe):
+            for node, host, port in self._exporters_at(dep, exporter, mon, nodes):
+                targets.append((f"{EXPORTERS[exporter.name][2]}-{node}", host, port, "/metrics", "http"))
         for extra in mon.targets:
             extra_host, _, extra_port = extra.rpartition(":")
             targets.append((f"{recipe.name}-{extra}", extra_host, int(extra_port), "/metrics", "http"))
@@ -119,24 +119,28 @@ class Monitoring:
         if self.prometheus is not None and recipe.service is not None and recipe.service.metrics_path:
             self.prometheus.remove_target(recipe.name, dep.endpoint.host, dep.endpoint.port)
 
-    def _exporter_parts(self, recipe: Recipe) -> list[str]:
-        """The recipe's exporters that can run: the DCGM exporter only beside a service with GPUs, and
-        each only where its binary or image is (said once otherwise)."""
-        parts = []
-        for part in recipe.monitor.parts() if recipe.monitor is not None else []:
+    def _exporters_of(self, recipe: Recipe) -> list[Sidecar]:
+        """The recipe's exporters that can run (:meth:`Monitor.parts`), each as it runs (its executable and
+        listen options, from its image or the binary on PATH), and only where one of those is (said once
+        otherwise)."""
+        if recipe.monitor is None:
+            return []
+        gpus = recipe.service.resources.gpus if recipe.service is not None else 0
+        if "dcgm" in recipe.monitor.query_sets and not gpus:
+            self._say_once("dcgm_exporter", f"{recipe.name}: the dcgm query set needs a service with GPUs "
+                                            "(service.resources.gpus): no DCGM exporter")  # fmt: skip
+        found = []
+        for part in recipe.monitor.parts(gpus):
             if part not in EXPORTERS:
                 continue
-            if part == "dcgm_exporter" and (recipe.service is None or recipe.service.resources.gpus == 0):
-                self._say_once(part, f"{recipe.name}: the dcgm query set needs a service with GPUs "
-                                     "(service.resources.gpus): no DCGM exporter")  # fmt: skip
+            binaries, args, _ = EXPORTERS[part]
+            how = prom_monitor.runnable(self.orchestrator, part, binaries, recipe.monitor)
+            if how is None:
+                self._say_once(part, f"no {' or '.join(binaries)} on PATH and no image for it in the cluster "
+                                     f"profile (monitor_images.{part}): its metrics are off")  # fmt: skip
                 continue
-            if prom_monitor.runnable(self.orchestrator, part, EXPORTERS[part][0], recipe.monitor) is None:
-                binaries = " or ".join(EXPORTERS[part][0])
-                self._say_once(part, f"no {binaries} on PATH and no image for it in the cluster profile "
-                                     f"(monitor_images.{part}): its metrics are off")  # fmt: skip
-                continue
-            parts.append(part)
-        return parts
+            found.append(Sidecar(name=part, command=[how[0], *args], image=how[1]))
+        return found
 
     def _say_once(self, key: str, text: str) -> None:
         if key not in self._missing:
@@ -145,21 +149,14 @@ class Monitoring:
 
     def sidecars(self, recipe: Recipe) -> list[Sidecar]:
         """The exporters to start in the service's own job, where the orchestrator runs them so."""
-        if not self.orchestrator.remote:
-            return []
-        out = []
-        for part in self._exporter_parts(recipe):
-            binaries, args, _ = EXPORTERS[part]
-            how = prom_monitor.runnable(self.orchestrator, part, binaries, recipe.monitor)
-            assert how is not None  # _exporter_parts kept only those
-            out.append(Sidecar(name=part, command=[how[0], *args], image=how[1]))
-        return out
+        return self._exporters_of(recipe) if self.orchestrator.remote else []
 
-    def _exporters_at(self, dep: Deployment, part: str, mon: Monitor, nodes: int) -> list[tuple[str, str, int]]:
+    def _exporters_at(self, dep: Deployment, exporter: Sidecar, mon: Monitor, nodes: int) -> list[tuple[str, str, int]]:
         """(node, host, port) of the exporter on each of the service's ``nodes``: the sidecars its job
         started (those on other nodes may write their address a moment after the service is healthy), or
         (on this machine) one started here unless one is already running. It binds where the service
         binds (loopback stays loopback)."""
+        part = exporter.name
         if self.orchestrator.remote:
             if not (dep.run_dir / f"{part}.json").exists():  # the head's, written before the service started
                 logger.warning("{}: no {} was started in its job (a service started without monitoring)",
@@ -179,20 +176,17 @@ class Monitoring:
         node = dep.endpoint.node or "local"
         key = f"{part}:{node}"
         if key not in self._exporters:
-            binaries, args, _ = EXPORTERS[part]
-            how = prom_monitor.runnable(self.orchestrator, part, binaries, mon)
-            assert how is not None
             loopback = dep.endpoint.host.startswith(("127.", "::1", "localhost"))
             spec = ServiceSpec(
-                command=[how[0], *args],
-                **prom_monitor.container(how[1]),
+                command=exporter.command,
+                **prom_monitor.container(exporter.image),
                 host=dep.endpoint.host if loopback else "0.0.0.0",
                 health=HealthCheck(path="/metrics", timeout_s=30.0),
             )
             where = self.root / part.replace("_", "-") / node
             self._exporters[key] = deploy_healthy(self.orchestrator, spec, f"{EXPORTERS[part][2]}-{node}", where)
-        exporter = self._exporters[key]
-        return [(node, exporter.endpoint.host, exporter.endpoint.port)]
+        here = self._exporters[key]
+        return [(node, here.endpoint.host, here.endpoint.port)]
 
     def _ensure_prometheus(self, mon: Monitor) -> prom_monitor.Prometheus | None:
         """The session's one Prometheus, started for the first recipe that monitors (its settings)."""

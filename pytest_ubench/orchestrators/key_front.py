@@ -18,8 +18,9 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import signal
 from pathlib import Path
+
+from ..interrupts import stopped
 
 HEAD_LIMIT = 64 * 1024
 _UNAUTHORIZED = (b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 25\r\n"
@@ -123,12 +124,8 @@ def _address(text: str) -> tuple[str, int]:
 
 async def serve(listen: tuple[str, int], front: Front) -> None:
     server = await asyncio.start_server(front.handle, *listen, limit=HEAD_LIMIT, reuse_address=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     async with server:
-        await stop.wait()
+        await stopped()
 
 
 def main(argv: list[str] | None = None) -> None:

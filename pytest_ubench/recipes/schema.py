@@ -316,11 +316,11 @@ class Monitor(Strict):
     def query_names(self) -> set[str]:
         return set(queries.named(self.query_sets, self.queries, ".*"))
 
-    def parts(self) -> list[str]:
-        """What this monitoring runs beside the service: Prometheus, a node exporter for the node set, the
-        DCGM exporter for the dcgm set (GPU services only: the watcher decides, it knows the service)."""
-        wanted = {"node": "node_exporter", "dcgm": "dcgm_exporter"}
-        return ["prometheus", *(part for name, part in wanted.items() if name in self.query_sets)]
+    def parts(self, gpus: int) -> list[str]:
+        """What this monitoring runs beside a service with ``gpus`` GPUs per node: Prometheus, a node
+        exporter for the node set, the DCGM exporter for the dcgm set (with GPUs only)."""
+        wanted = {"node": "node_exporter", "dcgm": "dcgm_exporter" if gpus else None}
+        return ["prometheus", *(part for name, part in wanted.items() if part and name in self.query_sets)]
 
 
 class GrafanaServer(Strict):

@@ -131,7 +131,8 @@ class BenchmarkRun:
             if recipe.service is not None and recipe.service.container is not None:
                 found.append(recipe.service.container.image)
             if recipe.monitor is not None and recipe.monitor.enabled:
-                found += [image_for(self.orchestrator, recipe.monitor, part) for part in recipe.monitor.parts()]
+                gpus = recipe.service.resources.gpus if recipe.service is not None else 0
+                found += [image_for(self.orchestrator, recipe.monitor, part) for part in recipe.monitor.parts(gpus)]
         return list(dict.fromkeys(i for i in found if i is not None))
 
     def pull_images(self) -> list[tuple[str, Path]]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from pathlib import Path
 from typing import Any
+
+from ..interrupts import stopped
 
 PROTO = Path(__file__).with_name("echo.proto")
 SERVICE = "ubench.test.Echo"
@@ -53,11 +54,7 @@ async def serve(host: str, port: int, reflection: bool) -> None:
         refl.enable_server_reflection([SERVICE, refl.SERVICE_NAME], server, pool=pool)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stopped()
     await server.stop(grace=1.0)
 
 

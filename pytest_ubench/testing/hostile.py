@@ -20,12 +20,13 @@ import argparse
 import asyncio
 import itertools
 import json
-import signal
 import socket
 import struct
 from pathlib import Path
 
 import httptools
+
+from ..interrupts import stopped
 
 LATIN = "latin-1"
 
@@ -134,12 +135,8 @@ class Hostile:
 
 async def _serve(args: argparse.Namespace) -> None:
     server = await asyncio.start_server(Hostile(args).handle, args.host, args.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     async with server:
-        await stop.wait()
+        await stopped()
 
 
 def main(argv: list[str] | None = None) -> None:

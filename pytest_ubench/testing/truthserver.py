@@ -17,13 +17,14 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import ssl
 from pathlib import Path
 from time import perf_counter, time
 from typing import Any
 
 import httptools
+
+from ..interrupts import stopped
 
 
 class _Request:
@@ -210,13 +211,9 @@ def _chunked(data: bytes) -> bytes:
 
 async def serve(host: str, port: int, server: TruthServer, tls: ssl.SSLContext | None = None) -> None:
     srv = await asyncio.start_server(server.handle, host, port, backlog=1024, ssl=tls)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     print(f"truthserver listening on {host}:{port}", flush=True)
     async with srv:
-        await stop.wait()
+        await stopped()
 
 
 def main(argv: list[str] | None = None) -> None:
