@@ -14,7 +14,8 @@ from loguru import logger as _logger
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .load.engine import LoadPlan, Run, Target
+    from .load.engine import LoadPlan, Run
+    from .load.routing import Target
     from .metrics.results import CaseResult
     from .metrics.slo import SLO, Verdict
     from .orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceError, ServiceState
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 _logger.disable("pytest_ubench")  # a library is silent until the CLI or plugin configures logging
 
 _WHERE = {
-    "LoadPlan": "load.engine", "Run": "load.engine", "Target": "load.engine",
+    "LoadPlan": "load.engine", "Run": "load.engine", "Target": "load.routing",
     "CaseResult": "metrics.results", "SLO": "metrics.slo", "Verdict": "metrics.slo",
     "Deployment": "orchestrators.base", "Endpoint": "orchestrators.base", "Orchestrator": "orchestrators.base",
     "ServiceError": "orchestrators.base", "ServiceState": "orchestrators.base",

@@ -48,7 +48,7 @@ class Ubench:
         with self._allure.step("verdict: SLOs and baseline"):
             regressed = run.gate(case, result, self._services, _progress(self._item.config, case)).regressed
         if self._allure.active:
-            dep = self._services.get(case.loaded) if case.recipe.service is not None else None
+            dep = self._services.get(case) if case.recipe.service is not None else None
             log_tail = self._services.orchestrator.logs(dep) if dep is not None and dep.handle else ""
             self._allure.attach(result.run_dir, dep.run_dir if dep else None, log_tail, figure(self._item))
         if fail_on_slo and not result.passed:

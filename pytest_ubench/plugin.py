@@ -159,7 +159,7 @@ def ubench(request: pytest.FixtureRequest, ubench_services: Services) -> Ubench:
         problem = None
         try:
             with allure(request.config).step(f"deploy {case.recipe.name} ({ubench_services.orchestrator.name})"):
-                ubench_services.get(case.loaded)
+                ubench_services.get(case)
         except ServiceError as exc:
             problem = str(exc)
         if problem is not None:

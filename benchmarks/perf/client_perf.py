@@ -35,8 +35,9 @@ from pathlib import Path
 
 from pytest_ubench.load import parallel
 from pytest_ubench.load.dataset import Prompt
-from pytest_ubench.load.engine import LoadPlan, Target, run
+from pytest_ubench.load.engine import LoadPlan, run
 from pytest_ubench.load.http import build_request
+from pytest_ubench.load.routing import Target
 from pytest_ubench.metrics import client_check
 from pytest_ubench.metrics.stats import summary
 from pytest_ubench.orchestrators.ports import free_port
@@ -112,7 +113,8 @@ def pinned(code: str, seconds: int, env: dict[str, str] | None = None) -> dict:
 
 OURS = """
 import json, sys
-from pytest_ubench.load.engine import LoadPlan, Target, run
+from pytest_ubench.load.engine import LoadPlan, run
+from pytest_ubench.load.routing import Target
 from pytest_ubench.load.http import build_request
 port, path, method, stream, conns, secs = {port}, {path!r}, {method!r}, {stream}, {conns}, float(sys.argv[1])
 req = build_request(method, "127.0.0.1", port, path, b"{{}}" if method == "POST" else b"", {{}})

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from pytest_ubench.load import engine, parallel
+from pytest_ubench.load import engine, parallel, routing
 from pytest_ubench.metrics.stats import summary
 from pytest_ubench.orchestrators.ports import free_port
 from pytest_ubench.protocols.grpc import GrpcCall
@@ -54,7 +54,7 @@ def ours(adapter: object, conns: int, secs: float, workers: int = 1) -> tuple[fl
 
 def ours_full(adapter: object, conns: int, secs: float, workers: int = 1) -> tuple[float, float, dict]:
     plan = engine.LoadPlan([], False, "closed", concurrency=conns, duration_s=secs, warmup_s=0.5, adapter=adapter)  # type: ignore[arg-type]
-    r = parallel.run(engine.Target("127.0.0.1", 0), plan, workers)
+    r = parallel.run(routing.Target("127.0.0.1", 0), plan, workers)
     s = summary(r.measured, r.window_start, r.window_end)
     return s["throughput"]["requests_per_s"], s["metrics"]["e2e_ms"]["p50"], s
 

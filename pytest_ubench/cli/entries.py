@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 from ..orchestrators import backends, registry
-from ..orchestrators.base import Orchestrator, ServiceState
+from ..orchestrators.base import ServiceState
+from ..orchestrators.replicas import Replicated
 from ..recipes import loader
 from ..session import manager
 from .console import EXIT_OK, err
@@ -42,7 +43,7 @@ def placement_options(p: argparse.ArgumentParser, dry_run: bool = False) -> None
         p.add_argument("--dry-run", action="store_true", help="print the command or batch script; start nothing")
 
 
-def placement(args: argparse.Namespace) -> Orchestrator:
+def placement(args: argparse.Namespace) -> Replicated:
     return backends.placement(args.orchestrator, args.cluster, queue_timeout_s=args.queue_timeout)
 
 

@@ -23,16 +23,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     entries.placement_options(start, dry_run=True)
     json_option(ssub.add_parser("list", help="services started by 'server start' and their state"))
     for verb, text in (
-        ("status", "state, health and log tail of a service"),
+        ("status", "state, health and log tail of a service (each replica's state)"),
         ("logs", "the last lines of a service's log"),
         ("stop", "stop a service"),
+        ("scale", "run a service as N replicas: more started (each healthy), or the last ones stopped"),
+        ("restart", "stop a service and start it again (as many replicas, same id)"),
     ):
         p = ssub.add_parser(verb, help=text)
         p.add_argument("service_id", metavar="ID", help="as 'ubenchai server list' shows it")
         if verb == "logs":
             p.add_argument("-n", "--lines", type=int, default=40, help="how many of the last lines (default 40)")
+            p.add_argument("--replica", type=int, metavar="K", help="replica K's log (default: each one's last lines)")
         if verb == "status":
             json_option(p)
+        if verb == "scale":
+            p.add_argument("replicas", type=int, metavar="N", help="how many replicas to run")
+        if verb in ("scale", "restart"):
+            entries.placement_options(p)
     server.set_defaults(handler=handle)
 
 
@@ -58,8 +65,14 @@ def handle(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.action == "stop":
         return entries.stop(entry)
+    if args.action in ("scale", "restart"):
+        return _change(entry, args)
     if args.action == "logs":
-        print(manager.logs(entry, args.lines), end="")
+        try:
+            print(manager.logs(entry, args.lines, args.replica), end="")
+        except ServiceError as exc:
+            err(str(exc))
+            return EXIT_USAGE
         return EXIT_OK
     st = manager.status(entry)
     if args.json:
@@ -72,14 +85,39 @@ def handle(args: argparse.Namespace) -> int:
                     "state": st.state.value,
                     "health": "ok" if st.health is None else st.health,
                     "started": entry.started,
+                    "replicas": [
+                        {"replica": m.index, "url": m.url, "state": m.state.value, "exit_code": m.exit_code}
+                        for m in manager.members(entry)
+                    ],
                 },
                 indent=2,
             )
         )
     else:
         print(f"{entry.id}: {st.state.value}, health {'ok' if st.health is None else st.health}, {entry.endpoint.url}")
+        if len(entry.endpoint.urls) > 1:
+            for m in manager.members(entry):
+                code = f" (exit code {m.exit_code})" if m.exit_code is not None else ""
+                print(f"  replica {m.index}: {m.state.value}{code}, {m.url}")
         print(manager.logs(entry, 20), end="")
     return EXIT_OK if st.state.value == "running" and st.health is None else EXIT_TARGET
+
+
+def _change(entry: registry.Entry, args: argparse.Namespace) -> int:
+    """``scale`` and ``restart``: the service's new endpoints, one per line; a replica that will not start
+    names itself, and the service keeps the replicas it had."""
+    if entry.elsewhere:
+        err(f"{entry.id} runs on {entry.elsewhere}: run 'ubenchai server {args.action} {entry.id}' there")
+        return EXIT_USAGE
+    orch = entries.placement(args) if args.orchestrator or args.cluster else None
+    try:
+        changed = manager.scale(entry, args.replicas, orch) if args.action == "scale" else manager.restart(entry, orch)
+    except ServiceError as exc:
+        err(str(exc))
+        return EXIT_USAGE if isinstance(exc, MissingVariable) else EXIT_TARGET
+    for k, url in enumerate(changed.endpoint.urls):
+        print(f"{changed.id} replica {k} {url}")
+    return EXIT_OK
 
 
 def _start(args: argparse.Namespace) -> int:

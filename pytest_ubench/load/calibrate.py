@@ -31,7 +31,7 @@ from ..metrics import client_check
 from ..metrics.stats import summary
 from ..orchestrators import watchdog
 from ..orchestrators.ports import free_port
-from . import engine, parallel
+from . import engine, parallel, routing
 from .http import build_request
 
 BODY = b'{"choices":[{"index":0,"message":{"content":"x"}}],"usage":{"completion_tokens":1}}'
@@ -157,7 +157,7 @@ def calibrate(
             request_timeout_s=5.0,
             drain_timeout_s=2.0,
         )
-        run = parallel.run(engine.Target("127.0.0.1", port), plan, workers)
+        run = parallel.run(routing.Target("127.0.0.1", port), plan, workers)
         s = summary(run.measured, run.window_start, run.window_end)
         check = client_check.check(run.client, run.records, "open", run.window_start, run.window_end)
         if s["requests"]["failed"]:

@@ -23,17 +23,11 @@ from loguru import logger
 
 from ..metrics.client_check import ClientHealth
 from ..metrics.records import Record
-from ..orchestrators.base import ServiceError, tls_context
-from .http import BodySink, Connection, Pool, RequestFailed
+from ..orchestrators.base import ServiceError
+from .http import BodySink, Connection, RequestFailed
 from .responses import set_frame_limit, sink_for
+from .routing import Router, Target, Targets
 from .schedule import Schedule, arrivals, build
-
-
-@dataclass(frozen=True)
-class Target:
-    host: str
-    port: int
-    tls: bool = False  # HTTPS, verified against the system's CA store (SSL_CERT_FILE is honoured)
 
 
 @dataclass(frozen=True)
@@ -63,6 +57,9 @@ class LoadPlan:
     drain_timeout_s: float | None = None  # default: request_timeout_s
     max_frame_bytes: int = 4 << 20  # a streamed frame or JSON body beyond it is given up (memory stays bounded)
     setup_timeout_s: float = 600.0  # an adapter's connect and preload, before the clock starts
+    # Over several targets (a service's replicas): the one with fewest requests outstanding here (ties in
+    # turn), each in turn, or one drawn at random (seeded).
+    routing: str = "least-outstanding"
 
 
 class Adapter(Protocol):
@@ -103,6 +100,9 @@ class Run:
     client: list[ClientHealth] = field(default_factory=list)
     # Client tasks on other nodes: each one's clock against the harness's, as the merge corrected it.
     clocks: list[dict[str, Any]] = field(default_factory=list)
+    # Replicas found dead (a refused connection): index -> seconds after ``t0``. Their requests went to the
+    # others from then on; those in flight on them failed as ``replica_lost``.
+    lost: dict[int, float] = field(default_factory=dict)
 
     @property
     def measured(self) -> list[Record]:
@@ -152,9 +152,9 @@ UNREACHABLE_AFTER = 50
 
 
 class _Engine:
-    def __init__(self, target: Target, plan: LoadPlan) -> None:
+    def __init__(self, targets: Sequence[Target], plan: LoadPlan) -> None:
         self.plan = plan
-        self.pool = Pool(target.host, target.port, plan.connect_timeout_s, tls_context() if target.tls else None)
+        self.router = Router(targets, plan.routing, plan.seed, plan.connect_timeout_s)
         self.records: list[Record] = []
         self.counter = itertools.count()  # closed loop: the next request's index
         self.adapter: Adapter | None = None
@@ -213,32 +213,46 @@ class _Engine:
         rec.end = perf_counter()
 
     async def _exchange(self, rec: Record, sink: Sink, payload: bytes) -> None:
-        """Send once; resend once if a reused keep-alive connection was closed under us.
+        """Send once; resend once if a reused keep-alive connection was closed under us; over replicas, go
+        to another one when this one refuses the connection (it has died).
 
         Servers (llama.cpp's among them) may close an idle keep-alive connection just as it is
         reused; no byte of the response has arrived then, so the request was never served.
         """
-        for attempt in (0, 1):
-            conn = self.pool.take() or await self.pool.connect()
+        router = self.router
+        k = router.route()
+        resent = False
+        while True:
+            pool = router.pools[k]
+            rec.replica = k
+            try:
+                conn = pool.take() or await pool.connect()
+            except RequestFailed as exc:
+                if (k := router.failover(k, str(exc))) >= 0:
+                    continue
+                raise
             reused = conn.served > 0
-            if attempt == 0:
+            if rec.start != rec.start:  # NaN: the first send
                 rec.start = perf_counter()
             done = conn.send(payload, sink)
             self.in_flight[conn] = rec.start
+            router.outstanding[k] += 1
             try:
                 rec.end = await done
+                router.served(k)
                 return
             except RequestFailed as exc:
-                if not (
-                    exc.kind in ("disconnected", "connection_closed") and reused and rec.status == 0 and attempt == 0
-                ):
-                    raise
-                if self.pool.reuse:
-                    self.pool.reuse = False
-                    logger.info("server closed a reused keep-alive connection: one connection per request from now on")
+                if exc.kind in ("disconnected", "connection_closed") and reused and rec.status == 0 and not resent:
+                    resent = True
+                    if pool.reuse:
+                        pool.reuse = False
+                        logger.info("server closed a reused keep-alive connection: one connection per request now")
+                    continue
+                raise router.broken(k, rec, exc) from None
             finally:
                 del self.in_flight[conn]
-                self.pool.release(conn)
+                router.outstanding[k] -= 1
+                pool.release(conn)
 
     async def enforce_timeouts(self) -> None:
         """One sweeper instead of a timer per request: timers cost ~12 % of the hot path."""
@@ -355,7 +369,7 @@ class _Engine:
 
 
 async def run_async(
-    target: Target,
+    target: Targets,
     plan: LoadPlan,
     progress: Progress | None = None,
     observer: Observer | None = None,
@@ -363,7 +377,7 @@ async def run_async(
 ) -> Run:
     """``start_at``: a ``perf_counter`` time to start at, so client processes on one host (one
     monotonic clock) share a start and their records merge exactly."""
-    engine = _Engine(target, plan)
+    engine = _Engine([target] if isinstance(target, Target) else list(target), plan)
     set_frame_limit(plan.max_frame_bytes)
     if plan.adapter is not None:  # connect and prepare before the clock starts: setup is not load
         engine.adapter = plan.adapter()
@@ -428,7 +442,8 @@ async def run_async(
             observer.detach()
         if ticker is not None:
             ticker.cancel()
-        engine.pool.close()
+        engine.router.close()
+        run.lost = {k: at - t0 for k, at in engine.router.lost.items()}
         if engine.adapter is not None:
             await engine.adapter.close()
         gc.set_threshold(*thresholds)
@@ -439,7 +454,7 @@ async def run_async(
 
 
 def run(
-    target: Target,
+    target: Targets,
     plan: LoadPlan,
     progress: Progress | None = None,
     observer: Observer | None = None,

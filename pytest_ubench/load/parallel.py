@@ -22,7 +22,7 @@ from loguru import logger
 
 from ..orchestrators import watchdog
 from ..orchestrators.base import ServiceError
-from . import engine
+from . import engine, routing
 
 
 def share(total: int, index: int, count: int) -> int:
@@ -56,7 +56,7 @@ STARTUP_TIMEOUT_S = 60.0
 
 
 def run(
-    target: engine.Target, plan: engine.LoadPlan, workers: int, progress: engine.Progress | None = None
+    target: routing.Targets, plan: engine.LoadPlan, workers: int, progress: engine.Progress | None = None
 ) -> engine.Run:
     """Run ``plan`` on ``workers`` processes and merge their records."""
     if workers <= 1:
@@ -133,7 +133,7 @@ def _interrupt(procs: list[Any]) -> None:
             os.kill(p.pid, signal.SIGINT)
 
 
-def _child(index: int, target: engine.Target, plan: engine.LoadPlan, conn: Connection, queue: Any) -> None:
+def _child(index: int, target: routing.Targets, plan: engine.LoadPlan, conn: Connection, queue: Any) -> None:
     queue.put(("ready", index, None))
     start_at = conn.recv()
     if idle(plan):
@@ -162,9 +162,19 @@ def merge(runs: list[engine.Run], plan: engine.LoadPlan) -> engine.Run:
         wall_t1=max(r.wall_t1 for r in active),
         aborted=aborted,
         client=[h for r in runs for h in r.client],
+        lost=lost_replicas(runs),
     )
     logger.debug("merged {} client processes: {} records", len(runs), len(records))
     return merged
+
+
+def lost_replicas(runs: list[engine.Run]) -> dict[int, float]:
+    """Each replica any client process found dead, when the first one did (seconds after the shared start)."""
+    lost: dict[int, float] = {}
+    for r in runs:
+        for k, at in r.lost.items():
+            lost[k] = min(at, lost.get(k, at))
+    return dict(sorted(lost.items()))
 
 
 def _combine(snaps: list[engine.Snapshot]) -> engine.Snapshot:

@@ -133,6 +133,7 @@ def load_plan(
         max_frame_bytes=parse_bytes(w.max_frame_bytes),
         sink=sink,
         adapter=adapter,
+        routing=case.recipe.service.routing if case.recipe.service is not None else "least-outstanding",
     )
 
 

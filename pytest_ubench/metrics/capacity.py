@@ -95,6 +95,36 @@ def tradeoff(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return {"recipe": scored[0]["recipe"]["name"], "axes": swept, "points": points, "pareto": front}
 
 
+def scaling(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Over a replica sweep: at each point of the other axes, throughput, latency, speedup and efficiency
+    per replica count (each case's ``scaling`` part, against the smallest count's)."""
+    scaled = sorted((r for r in results if r.get("scaling")), key=lambda r: r["scaling"]["replicas"])
+    if len({r["scaling"]["replicas"] for r in scaled}) < 2:
+        return None
+    points = [
+        {"case_id": r["case_id"], **{k: r["scaling"][k] for k in ("replicas", "reference_case", "throughput",
+                                                                  "speedup", "efficiency")},
+         "ttft_p50_ms": r["metrics"]["ttft_ms"]["p50"],
+         "e2e_p50_ms": r["metrics"]["e2e_ms"]["p50"], "e2e_p99_ms": r["metrics"]["e2e_ms"]["p99"],
+         "lost": (r.get("replicas") or {}).get("lost", 0), "passed": r["passed"]}
+        for r in scaled
+    ]  # fmt: skip
+    return {"recipe": scaled[0]["recipe"]["name"], "of": scaled[0]["scaling"]["of"], "points": points,
+            "rule": "efficiency = throughput(N) / (N / N0 * throughput(N0)), N0 the smallest count"}  # fmt: skip
+
+
+def describe_scaling(s: dict[str, Any]) -> str:
+    """One line: each count's efficiency and throughput."""
+    unit = "tok/s" if s["of"] == "output_tokens_per_s" else "req/s"
+    shown = ", ".join(
+        f"x{p['replicas']} {p['throughput']:.0f} {unit} (efficiency {p['efficiency']:.2f})"
+        if p["efficiency"] is not None
+        else f"x{p['replicas']} no throughput"
+        for p in s["points"]
+    )
+    return f"replica scaling: {shown}"
+
+
 @dataclass(frozen=True)
 class Summary:
     """A recipe's sweep summary as written: the knee over a load axis, or recall against throughput."""
@@ -104,17 +134,20 @@ class Summary:
 
     @property
     def kind(self) -> str:
-        return "recall" if "pareto" in self.data else "sweep"
+        return "recall" if "pareto" in self.data else "scale" if "of" in self.data else "sweep"
 
     def describe(self) -> str:
         if "pareto" in self.data:
             return f"{self.data['recipe']}: {describe_tradeoff(self.data)}"
+        if self.kind == "scale":
+            return f"{self.data['recipe']}: {describe_scaling(self.data)}"
         knee, axis = self.data["knee"], self.data["axis"]
         return f"{self.data['recipe']}: " + (f"knee at {axis} = {knee[axis]:g}" if knee else "no knee within the sweep")
 
 
 def summaries(root: Path, results: Sequence[dict[str, Any]]) -> list[Summary]:
-    """``sweeps/<recipe>.json`` (and ``<recipe>-recall.json``) for every recipe with two or more points."""
+    """``sweeps/<recipe>.json`` (and ``<recipe>-recall.json``, ``<recipe>-scaling.json``) for every recipe
+    with two or more points."""
     by_recipe: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_recipe.setdefault(r["recipe"]["name"], []).append(r)
@@ -124,6 +157,7 @@ def summaries(root: Path, results: Sequence[dict[str, Any]]) -> list[Summary]:
         for summary, path in (
             (sweep(group), sweeps / f"{name}.json"),
             (tradeoff(group), sweeps / f"{name}-recall.json"),
+            (scaling(group), sweeps / f"{name}-scaling.json"),
         ):
             if summary is not None:
                 write_json(path, summary)

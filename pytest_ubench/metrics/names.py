@@ -22,6 +22,10 @@ QUALITY_STATS: tuple[str, ...] = ("count", "mean", "min", "p50", "p90", "max")
 # The server's own figures set beside the client's (Ollama reports its decode time per request).
 SERVER_REPORTED: tuple[str, ...] = ("decode_tokens_per_s", "client_decode_tokens_per_s", "client_vs_server")
 # Once-per-case setup phases before the load (vector collections) and their figures.
+# A service run as several replicas: how many were lost during the load; over a replica sweep, the
+# throughput against the smallest count's (speedup) and per replica (efficiency: 1 is linear scaling).
+REPLICAS: tuple[str, ...] = ("count", "lost")
+SCALING: tuple[str, ...] = ("speedup", "efficiency")
 PHASES: dict[str, tuple[str, ...]] = {"create": ("seconds",), "insert": ("seconds", "vectors_per_s"),
                                       "index": ("seconds",), "truth": ("seconds",)}  # fmt: skip
 
@@ -34,6 +38,7 @@ def known_paths() -> set[str]:
     paths |= {f"{q}.{s}" for q in QUALITY for s in QUALITY_STATS}
     paths |= {f"phases.{p}.{f}" for p, fields in PHASES.items() for f in fields}
     paths |= {f"server_reported.{f}" for f in SERVER_REPORTED}
+    paths |= {f"replicas.{f}" for f in REPLICAS} | {f"scaling.{f}" for f in SCALING}
     paths.add("error_rate")
     return paths
 

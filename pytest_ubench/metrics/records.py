@@ -33,6 +33,7 @@ class Record:
         "output_tokens",
         "prompt_tokens",
         "recall",
+        "replica",
         "server_decode_s",
         "start",
         "status",
@@ -60,6 +61,7 @@ class Record:
         self.op = ""  # the operation class (get/set, a statement's name) where a protocol has several
         self.recall = NAN  # vector search: share of the exact top-k found
         self.server_decode_s = NAN  # the server's own time generating the output (Ollama's eval_duration)
+        self.replica = 0  # which of the service's replicas served it (or was last tried)
 
     @property
     def ok(self) -> bool:
@@ -90,6 +92,8 @@ class Record:
             row["recall"] = round(self.recall, 6)
         if not math.isnan(self.server_decode_s):
             row["server_decode_ms"] = round(self.server_decode_s * 1000.0, 4)
+        if self.replica:
+            row["replica"] = self.replica
         return row
 
     @classmethod
@@ -108,6 +112,7 @@ class Record:
         rec.items, rec.nbytes, rec.op = row.get("items", 0), row.get("bytes", 0), row.get("op", "")
         rec.recall = row.get("recall", NAN)
         rec.server_decode_s = row["server_decode_ms"] / 1000.0 if "server_decode_ms" in row else NAN
+        rec.replica = row.get("replica", 0)
         return rec
 
 

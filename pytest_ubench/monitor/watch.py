@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -19,6 +20,7 @@ from ..load.engine import Observer, Run
 from ..metrics import server_queries as queries
 from ..orchestrators.base import Deployment, Orchestrator
 from ..orchestrators.health import deploy_healthy
+from ..orchestrators.replicas import member_dir
 from ..recipes.deployment import HealthCheck, ServiceSpec, Sidecar
 from ..recipes.schema import Monitor, Recipe
 from . import client_metrics, grafana
@@ -79,8 +81,8 @@ class Monitoring:
         if self.watching is not None:
             job = self.watching.job  # scraped there already, under its id
         elif recipe.service is not None and recipe.service.metrics_path:
-            endpoint = dep.endpoint
-            targets.append((recipe.name, endpoint.host, endpoint.port, recipe.service.metrics_path, endpoint.scheme))
+            for host, port in _replicas(dep):  # every replica, one instance each, under the recipe's job
+                targets.append((recipe.name, host, port, recipe.service.metrics_path, dep.endpoint.scheme))
         nodes = recipe.service.resources.nodes if recipe.service is not None else 1
         for exporter in self._exporters_of(recipe):
             for node, host, port in self._exporters_at(dep, exporter, mon, nodes):
@@ -117,7 +119,8 @@ class Monitoring:
     def unwatch(self, recipe: Recipe, dep: Deployment) -> None:
         """Stop scraping a deployment of the recipe's service that is being replaced (its node stays)."""
         if self.prometheus is not None and recipe.service is not None and recipe.service.metrics_path:
-            self.prometheus.remove_target(recipe.name, dep.endpoint.host, dep.endpoint.port)
+            for host, port in _replicas(dep):
+                self.prometheus.remove_target(recipe.name, host, port)
 
     def _exporters_of(self, recipe: Recipe) -> list[Sidecar]:
         """The recipe's exporters that can run (:meth:`Monitor.parts`), each as it runs (its executable and
@@ -162,17 +165,12 @@ class Monitoring:
                 logger.warning("{}: no {} was started in its job (a service started without monitoring)",
                                dep.name, part)  # fmt: skip
                 return []
-            deadline = time.monotonic() + mon.target_timeout_s
-            while True:
-                written = sorted(dep.run_dir.glob(f"{part}.json")) + sorted(dep.run_dir.glob(f"{part}-*.json"))
-                if len(written) >= nodes or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            if len(written) < nodes:
-                logger.warning("{}: {} of {} nodes wrote where their {} listens (see its log on the others)",
-                               dep.name, len(written), nodes, part)  # fmt: skip
-            found = [json.loads(path.read_text(encoding="utf-8")) for path in written]
-            return [(str(at["node"]), str(at["host"]), int(at["port"])) for at in found]
+            # Each replica's job runs its own; two replicas on one node: that node's figures once.
+            at_node: dict[str, tuple[str, str, int]] = {}
+            for index in range(len(dep.endpoint.urls)):
+                for at in self._sidecars_written(member_dir(dep.run_dir, index), dep.name, part, nodes, mon):
+                    at_node.setdefault(at[0], at)
+            return list(at_node.values())
         node = dep.endpoint.node or "local"
         key = f"{part}:{node}"
         if key not in self._exporters:
@@ -187,6 +185,22 @@ class Monitoring:
             self._exporters[key] = deploy_healthy(self.orchestrator, spec, f"{EXPORTERS[part][2]}-{node}", where)
         here = self._exporters[key]
         return [(node, here.endpoint.host, here.endpoint.port)]
+
+    @staticmethod
+    def _sidecars_written(job_dir: Path, name: str, part: str, nodes: int, mon: Monitor) -> list[tuple[str, str, int]]:
+        """(node, host, port) of the exporters one job's sidecars wrote: the head's before the service
+        started, those on other nodes maybe a moment after it is healthy."""
+        deadline = time.monotonic() + mon.target_timeout_s
+        while True:
+            written = sorted(job_dir.glob(f"{part}.json")) + sorted(job_dir.glob(f"{part}-*.json"))
+            if len(written) >= nodes or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if len(written) < nodes:
+            logger.warning("{}: {} of {} nodes wrote where their {} listens (see its log on the others)",
+                           name, len(written), nodes, part)  # fmt: skip
+        found = [json.loads(path.read_text(encoding="utf-8")) for path in written]
+        return [(str(at["node"]), str(at["host"]), int(at["port"])) for at in found]
 
     def _ensure_prometheus(self, mon: Monitor) -> prom_monitor.Prometheus | None:
         """The session's one Prometheus, started for the first recipe that monitors (its settings)."""
@@ -234,3 +248,13 @@ class Monitoring:
         while self._exporters:
             _, exporter_dep = self._exporters.popitem()
             self.orchestrator.stop(exporter_dep)
+
+
+def _replicas(dep: Deployment) -> list[tuple[str, int]]:
+    """Host and port of each of the deployment's replicas (one, or several: ``Endpoint.replicas``)."""
+    out = []
+    for url in dep.endpoint.urls:
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        out.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+    return out

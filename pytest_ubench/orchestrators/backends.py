@@ -9,6 +9,7 @@ from ..recipes import loader
 from ..recipes.deployment import ClusterProfile
 from .base import Orchestrator
 from .local import LocalOrchestrator
+from .replicas import Replicated
 from .slurm import SlurmOrchestrator
 
 _BACKENDS: dict[str, Callable[[ClusterProfile | None], Orchestrator]] = {
@@ -21,17 +22,18 @@ def names() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def get_orchestrator(name: str, profile: ClusterProfile | None = None) -> Orchestrator:
+def get_orchestrator(name: str, profile: ClusterProfile | None = None) -> Replicated:
+    """The backend, able to deploy a service as several replicas."""
     try:
         factory = _BACKENDS[name]
     except KeyError:
         raise ValueError(f"unknown orchestrator {name!r}; available: {', '.join(names())}") from None
-    return factory(profile)
+    return Replicated(factory(profile))
 
 
 def placement(
     orchestrator: str | None, cluster: str | None, extra_dirs: Iterable[Path] = (), queue_timeout_s: float | None = None
-) -> Orchestrator:
+) -> Replicated:
     """Where services go: the explicit choice wins, then the cluster profile's, then local processes;
     ``queue_timeout_s`` (an option) over the profile's."""
     profile = loader.load_cluster(cluster, extra_dirs) if cluster else None

@@ -51,6 +51,14 @@ class Endpoint:
     node: str | None = None  # the host name the service runs on
     slurm_node: str | None = None  # its Slurm node name (differs where several slurmd share a host)
     key_file: str | None = None  # where the service's per-deployment API key is (orchestrators.keys)
+    # Every replica's URL, replica 0's first, when the service runs as several (orchestrators/replicas.py);
+    # empty for one instance, whose URL is ``url``.
+    replicas: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Where the service answers: each replica's URL, or the one."""
+        return self.replicas or (self.url,)
 
     @property
     def tls(self) -> bool:
@@ -65,7 +73,12 @@ class Endpoint:
 
     @classmethod
     def read(cls, path: Path) -> Endpoint:
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        return cls.of(json.loads(path.read_text(encoding="utf-8")))
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Endpoint:
+        """From its JSON form (``asdict``), where the replicas' tuple became a list."""
+        return cls(**(data | {"replicas": tuple(data.get("replicas", ()))}))
 
 
 @dataclass
@@ -95,7 +108,7 @@ def to_record(orch: Orchestrator, dep: Deployment) -> dict[str, Any]:
 
 def from_record(orch: Orchestrator, name: str, data: dict[str, Any]) -> Deployment:
     log = Path(data["log_path"]) if data["log_path"] else None
-    dep = Deployment(name, Endpoint(**data["endpoint"]), Path(data["run_dir"]), log, data["command"])
+    dep = Deployment(name, Endpoint.of(data["endpoint"]), Path(data["run_dir"]), log, data["command"])
     return orch.attach(dep, data["handle"])
 
 

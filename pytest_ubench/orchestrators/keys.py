@@ -36,7 +36,10 @@ def keyed(spec: ServiceSpec) -> bool:
 
 
 def for_service(spec: ServiceSpec, name: str) -> Path | None:
-    """A new key file when the recipe asks for a key; a warning when it listens beyond loopback without."""
+    """A new key file when the recipe asks for a key (one replica of several: the key they share); a warning
+    when it listens beyond loopback without."""
+    if keyed(spec) and spec.replica is not None and spec.replica.key_file is not None:
+        return Path(spec.replica.key_file)
     if not keyed(spec):
         if unguarded(spec):
             logger.warning("{}: listens on {} without a per-deployment key: anyone who reaches the node can use "

@@ -44,6 +44,21 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _in_child(die_with_parent: bool, cpus: list[int]) -> Callable[[], None] | None:
+    """What the child does before it runs the service: ask to die with us, and keep to its replica's cores
+    (set before exec, so every thread the server starts inherits them)."""
+    if not die_with_parent and not cpus:
+        return None
+
+    def prepare() -> None:
+        if die_with_parent:
+            _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return prepare
+
+
 @dataclass
 class LocalProcess:
     """The service's process-group leader: our child, or a pid recorded by an earlier command."""
@@ -128,8 +143,10 @@ class LocalOrchestrator:
         if spec.key_front:
             raise ServiceError(f"{name}: service.key_front puts a key-checking front in the service's Slurm job: "
                                "it needs the slurm orchestrator (here, bind the service to loopback)")  # fmt: skip
+        slot = spec.replica
         values = {"host": spec.host, "port": str(port), "python": sys.executable, "run_dir": str(run_dir),
-                  "head": socket.gethostname(), "nodes": "1", **self.placeholders()}  # fmt: skip
+                  "head": socket.gethostname(), "nodes": "1", "replica": str(slot.index if slot else 0),
+                  **self.placeholders()}  # fmt: skip
         binary, contained = "apptainer", spec  # contained: its binds expanded
         if spec.container is not None:
             binary = apptainer.runtime()
@@ -164,7 +181,7 @@ class LocalOrchestrator:
                     # times in 20 s on 2 cores (none in the harness's session; docs/vllm.md).
                     start_new_session=detach,
                     process_group=None if detach else 0,
-                    preexec_fn=None if detach else _die_with_parent,
+                    preexec_fn=_in_child(not detach, slot.cpus if slot else []),
                 )
             except OSError as exc:
                 keys.remove(key_file)

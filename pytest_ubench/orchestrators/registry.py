@@ -79,7 +79,7 @@ def get(service_id: str) -> Entry:
 
 
 def _entry(data: dict[str, Any]) -> Entry:
-    data["endpoint"] = Endpoint(**data["endpoint"])
+    data["endpoint"] = Endpoint.of(data["endpoint"])
     return Entry(**data)
 
 

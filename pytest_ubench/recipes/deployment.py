@@ -75,6 +75,19 @@ class Sidecar(Strict):
     image: Annotated[str, Field(pattern=r"^\S+$")] | None = None  # run through Apptainer (with --nv for GPUs)
 
 
+class ReplicaSlot(Strict):
+    """Which replica of several one deployment is, set by the harness (``orchestrators/replicas.py``), never
+    by a recipe: its index (``{replica}`` in the command), the cores it is pinned to on this machine, and
+    the key file every replica shares (the clients send one key to all of them)."""
+
+    index: Annotated[int, Field(ge=0)]
+    cpus: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    key_file: str | None = None
+
+
+Routing = Literal["least-outstanding", "round-robin", "random"]
+
+
 class ServiceSpec(Strict):
     """How to start the service under test (or where it already runs, with ``url``)."""
 
@@ -99,6 +112,15 @@ class ServiceSpec(Strict):
     sidecars: list[Sidecar] = Field(default_factory=list)  # written into a Slurm job (Sidecar), not by recipes
     metrics_path: str | None = None
     workdir: str | None = None
+    # Instances of the service, each on its own port (a fixed ``port`` p gives p, p+1, ...) or Slurm job; a
+    # list is a sweep axis like concurrency (a case per count, the deployment scaled between them). The
+    # clients spread requests over them by ``routing``.
+    replicas: PositiveInt | list[PositiveInt] = 1
+    routing: Routing = "least-outstanding"
+    # Cores per replica: locally each replica is pinned to cores of its own (replica k to the k-th group
+    # of the cores this process may use); under Slurm, each replica's job asks for them (--cpus-per-task).
+    cpus_per_replica: PositiveInt | None = None
+    replica: ReplicaSlot | None = None  # set by the harness for one replica of several
 
     @model_validator(mode="after")
     def _one_of_command_or_url(self) -> ServiceSpec:
@@ -119,7 +141,17 @@ class ServiceSpec(Strict):
             raise ValueError("'key_front' is for a server without a key: with 'api_key_env' it checks its own")
         if self.key_front and self.health.kind == "tcp":
             raise ValueError("'key_front' needs an HTTP health check: the front accepts connections at once")
+        counts = self.replicas if isinstance(self.replicas, list) else [self.replicas]
+        if not counts or len(set(counts)) != len(counts):
+            raise ValueError(f"'replicas' lists each count once, got {self.replicas}")
+        if self.url is not None and counts != [1]:
+            raise ValueError("'replicas' starts instances of a 'command'; a running service's 'url' is one")
         return self
+
+    @property
+    def replica_counts(self) -> list[int]:
+        """The replica counts to run: one, or the sweep's."""
+        return self.replicas if isinstance(self.replicas, list) else [self.replicas]
 
     @field_serializer("url")
     def _url_shown(self, url: str | None) -> str | None:

@@ -42,6 +42,12 @@ class Case:
         return self.load.concurrency or 1
 
     @property
+    def replicas(self) -> int:
+        """Instances of the service this case runs against (``service.replicas``, swept or not)."""
+        service = self.recipe.service
+        return int(self.point.get("replicas", service.replica_counts[0] if service is not None else 1))
+
+    @property
     def id(self) -> str:
         """Readable and stable, used as the pytest id and the run-directory name."""
         parts = [self.recipe.name] + [f"{k}={_fmt(v)}" for k, v in self.point.items()]
@@ -63,8 +69,11 @@ def _fmt(value: Any) -> str:
 
 def expand(loaded: LoadedRecipe) -> list[Case]:
     load = loaded.recipe.workload.load
+    service = loaded.recipe.service
+    # Replicas first (the outermost loop): the deployment is scaled once per count, not once per case.
+    axes: dict[str, Any] = {"replicas": service.replicas} if service is not None and service.replicas != 1 else {}
     # A ramp is one case (its steps are reported inside it), not a sweep axis.
-    axes: dict[str, Any] = {name: v for name in SWEEPABLE if isinstance(v := getattr(load, name), int | float | list)}
+    axes |= {name: v for name in SWEEPABLE if isinstance(v := getattr(load, name), int | float | list)}
     w = loaded.recipe.workload
     axes |= registry.find(w.protocol).sweep_axes(w.part)  # a protocol's own (vector search parameters)
     names = list(axes)

@@ -10,7 +10,7 @@ import functools
 import io
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -72,6 +72,15 @@ def over_time(
     return svg(fig)
 
 
+def _latency(ax: Any, xs: Sequence[float], latencies: Mapping[str, Sequence[float]], against: str) -> None:
+    """The right-hand panel of a sweep: each latency figure against what was swept."""
+    for name, values in latencies.items():
+        ax.plot(xs, values, marker="o", label=name)
+    ax.set_title(f"latency vs {against}")
+    ax.set_ylabel("ms")
+    ax.legend()
+
+
 def sweep(loads: Sequence[float], axis: str, throughput: Sequence[float], latencies: Mapping[str, Sequence[float]],
           knee: int | None) -> str:  # fmt: skip
     """Throughput and latency against the swept load, the knee marked."""
@@ -79,11 +88,7 @@ def sweep(loads: Sequence[float], axis: str, throughput: Sequence[float], latenc
     a.plot(loads, throughput, marker="o")
     a.set_title("throughput vs load")
     a.set_ylabel("requests/s")
-    for name, values in latencies.items():
-        b.plot(loads, values, marker="o", label=name)
-    b.set_title("latency vs load")
-    b.set_ylabel("ms")
-    b.legend()
+    _latency(b, loads, latencies, "load")
     for ax in (a, b):
         ax.set_xlabel(axis)
         if knee is not None:
@@ -92,6 +97,23 @@ def sweep(loads: Sequence[float], axis: str, throughput: Sequence[float], latenc
         a.annotate(
             "knee", (loads[knee], throughput[knee]), textcoords="offset points", xytext=(5, -12), color="tab:red"
         )
+    return svg(fig)
+
+
+def scaling(replicas: Sequence[int], throughput: Sequence[float], unit: str, latencies: Mapping[str, Sequence[float]]
+            ) -> str:  # fmt: skip
+    """Throughput against the replica count beside linear scaling from the smallest count, and latency."""
+    fig, (a, b) = _pyplot().subplots(1, 2, figsize=(8, 2.8), layout="constrained")
+    ideal = [throughput[0] * n / replicas[0] for n in replicas]
+    a.plot(replicas, throughput, marker="o", label="measured")
+    a.plot(replicas, ideal, ls="--", color="tab:gray", label="linear")
+    a.set_title("throughput vs replicas")
+    a.set_ylabel(unit)
+    a.legend()
+    _latency(b, replicas, latencies, "replicas")
+    for ax in (a, b):
+        ax.set_xlabel("replicas")
+        ax.set_xticks(list(replicas))
     return svg(fig)
 
 

@@ -86,6 +86,22 @@ def _tradeoff_html(name: str, group: list[dict[str, Any]]) -> str:
     return f"<h3>{html.escape(name)}: recall against throughput</h3>" + _table(header, rows)
 
 
+def _scaling_html(name: str, group: list[dict[str, Any]]) -> str:
+    s = capacity.scaling(group)
+    if s is None:
+        return ""
+    unit = "tok/s" if s["of"] == "output_tokens_per_s" else "req/s"
+    header = ["case", "replicas", unit, "speedup", "efficiency", "TTFT p50 ms", "E2E p50 ms", "E2E p99 ms", "lost"]
+    rows = [[p["case_id"], p["replicas"], p["throughput"], p["speedup"], p["efficiency"], p["ttft_p50_ms"],
+             p["e2e_p50_ms"], p["e2e_p99_ms"], p["lost"]] for p in s["points"]]  # fmt: skip
+    points = s["points"]
+    figure = plots.scaling([p["replicas"] for p in points], [p["throughput"] for p in points], unit,
+                           {"TTFT p50": [p["ttft_p50_ms"] or 0.0 for p in points],
+                            "E2E p99": [p["e2e_p99_ms"] or 0.0 for p in points]})  # fmt: skip
+    return (f"<h3>{html.escape(name)}: scaling over replicas</h3><p>{html.escape(s['rule'])}</p>"
+            + _table(header, rows) + figure)  # fmt: skip
+
+
 def sweeps_html(cases: list[CaseResult]) -> str:
     by_recipe: dict[str, list[dict[str, Any]]] = {}
     for c in cases:
@@ -93,6 +109,7 @@ def sweeps_html(cases: list[CaseResult]) -> str:
     out = []
     for name, group in by_recipe.items():
         out.append(_tradeoff_html(name, group))
+        out.append(_scaling_html(name, group))
         sweep = capacity.sweep(group)
         if sweep is None:
             continue
@@ -117,6 +134,10 @@ def _case(c: CaseResult) -> str:
         parts.append("<h3>SLOs</h3>" + _table(["SLO", "measured", "allowed", "verdict"], rows,
                                                ["pass" if s["passed"] else "fail" for s in r["slo"]]))  # fmt: skip
     parts.append(_operations(r))
+    if r.get("replicas"):
+        header, rows = replica_rows(r["replicas"])
+        routing = html.escape(r["replicas"]["routing"])
+        parts.append(f"<h3>Replicas ({r['replicas']['count']}, {routing})</h3>" + _table(header, rows))
     stats = ["count", "mean", "p50", "p90", "p99", "max"]
     rows = [[k, *(v.get(s) for s in stats)] for k, v in r["metrics"].items() if v.get("count")]
     if rows:
@@ -153,6 +174,16 @@ def operation_rows(ops: dict[str, dict[str, Any]]) -> tuple[list[str], list[list
              o["latency_ms"].get("p95"), o["latency_ms"].get("p99"), o["error_rate"]]
             + ([o.get("recall")] if recall else []) for name, o in ops.items()]  # fmt: skip
     return header + (["recall@k"] if recall else []), rows
+
+
+def replica_rows(part: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """A service's replicas, one row each: what each served and how fast, and whether it was lost."""
+    header = ["replica", "url", "ok", "failed", "req/s", "tok/s", "TTFT p50 ms", "TTFT p99 ms", "E2E p50 ms",
+              "E2E p99 ms", "lost at s", "state"]  # fmt: skip
+    rows = [[p["replica"], p["url"], p["requests"]["ok"], p["requests"]["failed"], p["throughput"]["requests_per_s"],
+             p["throughput"]["output_tokens_per_s"], p["ttft_ms"]["p50"], p["ttft_ms"]["p99"], p["e2e_ms"]["p50"],
+             p["e2e_ms"]["p99"], p["lost_at_s"], p.get("state", "")] for p in part["per_replica"]]  # fmt: skip
+    return header, rows
 
 
 def _operations(r: dict[str, Any]) -> str:

@@ -6,11 +6,20 @@ from html import escape
 from typing import Any
 
 from ..metrics.results import CaseResult
-from .standalone import operation_rows
+from .standalone import operation_rows, replica_rows
 
 
 def _num(v: Any) -> str:
     return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr><th>{escape(str(row[0]))}</th>" + "".join(f"<td>{escape(_num(c))}</td>" for c in row[1:]) + "</tr>"
+        for row in rows
+    )
+    return f"<table border='1'><tr>{head}</tr>{body}</table>"
 
 
 def summary_html(result: CaseResult, figure: str = "") -> str:
@@ -24,13 +33,9 @@ def summary_html(result: CaseResult, figure: str = "") -> str:
         rows.append(f"<tr><th>{escape(name)}</th><td>{stats['count']}</td>{cells}</tr>")
     op_table = ""
     if ops := result.result.get("ops"):
-        header, op_rows = operation_rows(ops)
-        head = "".join(f"<th>{escape(h)}</th>" for h in header)
-        body = "".join(
-            f"<tr><th>{escape(str(row[0]))}</th>" + "".join(f"<td>{_num(c)}</td>" for c in row[1:]) + "</tr>"
-            for row in op_rows
-        )
-        op_table = f"<table border='1'><tr>{head}</tr>{body}</table>"
+        op_table = _table(*operation_rows(ops))
+    if part := result.result.get("replicas"):
+        op_table += _table(*replica_rows(part))
     verdicts = "".join(
         f"<li style='color:{'green' if v.passed else 'red'}'>{escape(v.describe())}</li>" for v in result.verdicts
     )

@@ -14,7 +14,7 @@ from loguru import logger
 from .. import protocols
 from .._version import __version__
 from ..load import engine
-from ..metrics import repeats, slo, stats
+from ..metrics import repeats, scaling, slo, stats
 from ..metrics.compare import run_figures
 from ..metrics.results import RECORDS, SCHEMA_VERSION, CaseResult, ResultsDir, ResultsError, provenance
 from ..orchestrators.base import Deployment
@@ -24,6 +24,9 @@ from .measure import Measured, judge, measure
 from .plans import plan_for
 from .search import run_search
 from .services import Services
+
+# Parts of a run's summary that pooling repeats does not recompute: the last run's stand.
+_KEPT_FROM_LAST = ("server_metrics", "phases", "replicas")
 
 
 def _iso(epoch: float) -> str:
@@ -42,7 +45,7 @@ def run_case(
     the one between sessions: measured on the main job at concurrency 4, 0.7 req/s between runs on one
     server, 1.8 between fresh ones); ``into``: another results root than the session's (a gate's
     confirmation run)."""
-    dep = services.get(case.loaded) if case.recipe.service is not None else None
+    dep = services.get(case) if case.recipe.service is not None else None
     run_dir = (ResultsDir(into) if into is not None else services.results).case_dir(case.id)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,7 @@ def _measure_case(
             if i:
                 logger.info("{}: {} {}/{}", case.id, "baseline run" if fresh else "repeat", i + 1, repeat)
             if i and fresh and dep is not None:
-                dep = services.redeploy(case.loaded)
+                dep = services.redeploy(case)
                 endpoint = dep.endpoint
                 phases = services.prepare(case, dep)
             run_of = replace(case, repeat=case.repeat + i)  # its own prompts: not the ones the server cached
@@ -101,10 +104,29 @@ def _measure_case(
             summary = stats.pooled([m.summary for m in runs], [r for m in runs for r in m.run.measured], bounds)
             main = replace(
                 main, run=runs[0].run,
-                summary=summary | {k: v for k, v in main.summary.items() if k in ("server_metrics", "phases")},
+                summary=summary | {k: v for k, v in main.summary.items() if k in _KEPT_FROM_LAST},
             )  # fmt: skip
+        if (scaled := _scaling(case, main.summary, services.results)) is not None:
+            main.summary["scaling"] = scaled
         verdicts = judge(case, main, case.recipe.slo)
     return main, runs, verdicts, extra
+
+
+def _scaling(case: Case, summary: dict[str, Any], results: ResultsDir) -> dict[str, Any] | None:
+    """Over a replica sweep, this count's throughput against the smallest count's at the same point (its
+    case ran first: replicas are the outermost axis); None where there is no sweep or no such result."""
+    spec = case.recipe.service
+    if spec is None or not isinstance(spec.replicas, list) or not summary["requests"]["ok"]:
+        return None
+    smallest = min(spec.replicas)
+    reference = replace(case, point=case.point | {"replicas": smallest}, repeat=0)
+    if case.replicas == smallest:
+        return scaling.efficiency(case.replicas, summary, smallest, summary, reference.id)
+    if not results.has(reference.id):
+        logger.warning("{}: no result of {} in {}: no scaling figures", case.id, reference.id, results.root)
+        return None
+    ref = CaseResult.read(results.case_dir(reference.id)).result
+    return scaling.efficiency(case.replicas, summary, smallest, ref, reference.id)
 
 
 def _repeats(runs: list[Measured]) -> dict[str, Any]:

@@ -61,16 +61,20 @@ def merge(out_dir: Path) -> engine.Run:
     base = min(m["wall_t0"] + fix for _, m, fix, _ in started)
     records: list[Record] = []
     starts, ends = [], []
+    lost: dict[int, float] = {}
     for task_dir, meta, fix, _ in started:
         offset = meta["wall_t0"] + fix - base
         records += (_shift(r, offset) for r in read_jsonl(task_dir / RECORDS))
         starts.append(meta["window_start"] + offset)
         ends.append(meta["window_end"] + offset)
+        for k, at in meta.get("lost", {}).items():
+            lost[int(k)] = min(at + offset, lost.get(int(k), math.inf))
     records.sort(key=lambda r: r.intended if not math.isnan(r.intended) else math.inf)
     aborted = next((m["aborted"] for _, m in metas if m["aborted"]), None)
     wall_t1 = max(m["wall_t1"] + fix for _, m, fix, _ in started)
     clocks = [said for *_, said in started]
-    return engine.Run(records, 0.0, base, min(starts), max(ends), wall_t1=wall_t1, aborted=aborted, clocks=clocks)
+    return engine.Run(records, 0.0, base, min(starts), max(ends), wall_t1=wall_t1, aborted=aborted, clocks=clocks,
+                      lost=dict(sorted(lost.items())))  # fmt: skip
 
 
 def run(

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from ..load.routing import Target
 from ..metrics import server_queries as queries
 from ..metrics.results import ResultsDir
 from ..monitor import grafana_server
@@ -24,9 +25,19 @@ from ..monitor import prometheus as prom_monitor
 from ..monitor.watch import Watching
 from ..orchestrators import registry
 from ..orchestrators.backends import get_orchestrator
-from ..orchestrators.base import Deployment, Endpoint, Orchestrator, ServiceState, from_record, to_record
+from ..orchestrators.base import (
+    Deployment,
+    Endpoint,
+    Orchestrator,
+    ServiceError,
+    ServiceState,
+    from_record,
+    to_record,
+)
 from ..orchestrators.health import deploy_healthy, probe
 from ..orchestrators.local import LocalProcess
+from ..orchestrators.replicas import Member, Replicated, replicated
+from ..recipes.deployment import ServiceSpec
 from ..recipes.loader import LoadedRecipe
 from ..recipes.schema import MonitorRecipe
 
@@ -42,11 +53,60 @@ def start(loaded: LoadedRecipe, root: Path, orch: Orchestrator | None = None) ->
     spec = loaded.recipe.service
     if spec is None or spec.command is None:
         raise ValueError(f"{loaded.recipe.name}: the recipe starts no service (a url, or fio): nothing to start")
-    orch = orch or get_orchestrator("local")
+    if isinstance(spec.replicas, list):
+        raise ValueError(f"{loaded.recipe.name}: service.replicas is a sweep ({spec.replicas}); a running service has "
+                         "one count: --set service.replicas=N, and 'server scale ID N' later")  # fmt: skip
+    orch = replicated(orch or get_orchestrator("local"))
     service_id = registry.new_id(loaded.recipe.name)
     dep = deploy_healthy(orch, spec, loaded.recipe.name, ResultsDir(root).service_dir(service_id), detach=True)
     return _register(service_id, loaded.recipe.name, orch, dep, health_path=spec.health.path,
-                     metrics_path=spec.metrics_path)  # fmt: skip
+                     metrics_path=spec.metrics_path, extra={"spec": _spec_record(spec)})  # fmt: skip
+
+
+def _spec_record(spec: ServiceSpec) -> dict[str, Any]:
+    """The service as started, kept to start more replicas of it (``scale``) or it again (``restart``)."""
+    return spec.model_dump(mode="json", exclude_defaults=True)
+
+
+def _started_spec(entry: registry.Entry) -> ServiceSpec:
+    if "spec" not in entry.extra:
+        raise ServiceError(f"{entry.id}: started by an earlier version of ubenchai, which kept no record of its "
+                           "service to start again; stop it and start it anew")  # fmt: skip
+    return ServiceSpec.model_validate(entry.extra["spec"])
+
+
+def scale(entry: registry.Entry, count: int, orch: Replicated | None = None) -> registry.Entry:
+    """A running service with ``count`` replicas (more started, each healthy; or the last ones stopped).
+    ``orch``: where the new ones go (a cluster profile's placement), else the entry's orchestrator."""
+    orch = orch or get_orchestrator(entry.orchestrator)
+    dep = orch.attach(entry.deployment(), entry.handle)
+    scaled = orch.scale(dep, count, _started_spec(entry).model_copy(update={"replicas": 1}), detach=True)
+    return _save(entry, orch, scaled)
+
+
+def restart(entry: registry.Entry, orch: Replicated | None = None) -> registry.Entry:
+    """The service stopped and started again with as many replicas, under the same id and directory."""
+    orch = orch or get_orchestrator(entry.orchestrator)
+    dep = orch.attach(entry.deployment(), entry.handle)
+    count = len(entry.endpoint.urls)
+    orch.stop(dep)
+    spec = _started_spec(entry).model_copy(update={"replicas": count})
+    fresh = deploy_healthy(orch, spec, entry.recipe, Path(entry.run_dir), detach=True)
+    return _save(entry, orch, fresh)
+
+
+def _save(entry: registry.Entry, orch: Orchestrator, dep: Deployment) -> registry.Entry:
+    """The entry of a service whose deployment changed (scaled, restarted)."""
+    log = str(dep.log_path) if dep.log_path else None
+    updated = replace(entry, endpoint=dep.endpoint, log_path=log, command=dep.command, handle=orch.describe(dep))
+    registry.save(updated)
+    return updated
+
+
+def members(entry: registry.Entry) -> list[Member]:
+    """Each replica of a running service, with its state."""
+    orch = get_orchestrator(entry.orchestrator)
+    return orch.members(orch.attach(entry.deployment(), entry.handle))
 
 
 def _register(entry_id: str, recipe: str, orch: Orchestrator, dep: Deployment, **fields: Any) -> registry.Entry:
@@ -99,9 +159,10 @@ def grafana_deployment(entry: registry.Entry) -> Deployment | None:
     return from_record(get_orchestrator(entry.orchestrator), "grafana", g) if g else None
 
 
-def logs(entry: registry.Entry, lines: int = 40) -> str:
+def logs(entry: registry.Entry, lines: int = 40, replica: int | None = None) -> str:
+    """The service's log (``replica``: that replica's; several without: each one's last lines)."""
     orch = get_orchestrator(entry.orchestrator)
-    return orch.logs(orch.attach(entry.deployment(), entry.handle), lines)
+    return orch.logs(orch.attach(entry.deployment(), entry.handle), lines, replica)
 
 
 def monitor_start(
@@ -121,9 +182,9 @@ def monitor_start(
         added = []
         for svc in services:
             path = svc.metrics_path or "/metrics"
-            added.append(
-                (svc.id, prom.add_target(svc.id, svc.endpoint.host, svc.endpoint.port, path, svc.endpoint.scheme))
-            )
+            for url in svc.endpoint.urls:  # each replica, under the service's id
+                target = Target.of_url(url)
+                added.append((svc.id, prom.add_target(svc.id, target.host, target.port, path, svc.endpoint.scheme)))
         for extra in mon.targets:
             host, _, port = extra.rpartition(":")
             added.append((extra, prom.add_target(extra, host, int(port))))

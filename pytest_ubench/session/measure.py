@@ -10,11 +10,11 @@ from typing import Any
 
 from loguru import logger
 
-from ..load import engine, parallel
+from ..load import engine, parallel, routing
 from ..load.planning import Planned, Tool, ToolContext
-from ..metrics import client_check, slo, stats, steady
+from ..metrics import client_check, scaling, slo, stats, steady
 from ..metrics.records import Record
-from ..orchestrators.base import Deployment
+from ..orchestrators.base import Deployment, ServiceState
 from ..recipes.sweep import Case
 from . import clients as slurm_clients
 from .services import Services
@@ -46,7 +46,7 @@ def _load_run(
         orch = services.orchestrator
         clients = run_dir / ("clients" if not case.repeat else f"clients-run{case.repeat + 1}")
         return slurm_clients.run(case, dep.run_dir / "endpoint.json", clients, orch, progress)
-    target = engine.Target(dep.endpoint.host, dep.endpoint.port, tls=dep.endpoint.tls)
+    target = [routing.Target.of_url(url) for url in dep.endpoint.urls]
     workers = parallel.worker_count(case.load.workers)
     watch = services.monitoring
     if workers > 1:
@@ -82,6 +82,8 @@ def measure(
         service_failure = f"{dep.endpoint.url}: {run.aborted}; the run was stopped early"
     bounds = slo.bounds(case.recipe.slo)
     summary = stats.summary(measured, run.window_start, run.window_end, bounds)
+    if case.recipe.service is not None and case.recipe.service.replicas != 1:
+        summary["replicas"] = _replicas(case, services, dep, run)
     if planned.phases is not None:
         summary["phases"] = planned.phases
     extras: dict[str, Any] = {"dataset": planned.dataset}
@@ -104,6 +106,21 @@ def measure(
         note = watch.note if watch is not None else None
         monitoring = {"note": note or "server-side metrics were not collected"}
     return Measured(run, summary, extras, monitoring, service_failure, dep.endpoint.url, dep.command)
+
+
+def _replicas(case: Case, services: Services, dep: Deployment, run: engine.Run) -> dict[str, Any]:
+    """Each replica's figures, and those lost: found dead by a client (when), or ended by the orchestrator's
+    account though no client noticed."""
+    lost: dict[int, float | None] = dict(run.lost)
+    members = services.members(dep)
+    for m in members:
+        if m.state in (ServiceState.FAILED, ServiceState.STOPPED):
+            lost.setdefault(m.index, None)
+    routing = case.recipe.service.routing if case.recipe.service is not None else ""
+    part = scaling.per_replica(run.measured, run.window_start, run.window_end, dep.endpoint.urls, lost, routing)
+    for each, m in zip(part["per_replica"], members, strict=False):
+        each |= {"state": str(m.state), "exit_code": m.exit_code}
+    return part
 
 
 def _tool_run(case: Case, services: Services, tool: Tool, run_dir: Path, progress: engine.Progress | None) -> Measured:
@@ -154,7 +171,22 @@ def _client_verdict(client: dict[str, Any], strict: bool) -> list[slo.Verdict]:
     return [slo.Verdict("client is not the bottleneck", client.get("cpu_busy_max"), "cpu <= 0.8", not strict, note)]
 
 
+def _lost_verdict(part: dict[str, Any] | None, slos: list[slo.SLO]) -> list[slo.Verdict]:
+    """A replica lost during the load fails the case, unless the recipe says how many it may lose (an SLO on
+    ``replicas.lost``, for a run that kills one on purpose)."""
+    if not part or not part["lost"] or any(s.path == "replicas.lost" for s in slos):
+        return []
+    said = []
+    for each in part["per_replica"]:
+        if each["lost_at_s"] is not None or each.get("state") in ("failed", "stopped"):
+            when = f"{each['lost_at_s']:.1f} s into the load" if each["lost_at_s"] is not None else "during the run"
+            code = f", exit code {each['exit_code']}" if each.get("exit_code") is not None else ""
+            said.append(f"replica {each['replica']} ({each['url']}) lost {when}{code}")
+    return [slo.Verdict("every replica served to the end", part["lost"], "0 lost", False, "; ".join(said))]
+
+
 def judge(case: Case, m: Measured, slos: list[slo.SLO]) -> list[slo.Verdict]:
     verdicts = slo.judge(slos, m.summary, case.recipe.strict_samples)
+    verdicts += _lost_verdict(m.summary.get("replicas"), slos)
     verdicts += _client_verdict(m.extras.get("client") or {}, case.recipe.strict_client)
     return verdicts + [slo.Verdict(check, None, "no error", False, why) for check, why in m.failed_checks.items()]

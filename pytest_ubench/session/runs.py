@@ -199,7 +199,7 @@ class BenchmarkRun:
             logger.info("{}: flagged against the baseline; measuring it again on a fresh deployment ({}/{})",
                         case.id, i + 1, rules.confirm)  # fmt: skip
             if case.recipe.service is not None:
-                services.redeploy(case.loaded)
+                services.redeploy(case)
             fresh = replace(case, repeat=CONFIRM_PROMPTS + i)  # prompts no baseline run or repeat sent
             again = run_case(fresh, services, progress, into=result.run_dir / "confirm" / f"run{i + 1}")
             gated = baselines.gate(again.run_dir, baseline, rules.thresholds(), rules.alpha, rules.floors())

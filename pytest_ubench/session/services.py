@@ -31,6 +31,7 @@ from ..orchestrators.base import (
     to_record,
 )
 from ..orchestrators.health import deploy_healthy, probe, tcp_probe
+from ..orchestrators.replicas import Member, replicated
 from ..recipes.deployment import ServiceSpec
 from ..recipes.fields import without_credentials
 from ..recipes.loader import LoadedRecipe
@@ -65,7 +66,9 @@ class Services:
         self.root = root
         self.results = ResultsDir(root)
         self.shared = shared
-        self.orchestrator = get_orchestrator(orchestrator) if isinstance(orchestrator, str) else orchestrator
+        self.orchestrator = replicated(
+            get_orchestrator(orchestrator) if isinstance(orchestrator, str) else orchestrator
+        )
         self.target_url = target_url
         self.target_key_file = target_key_file  # the API key of a service started by 'server start'
         # Each sharing process watches with its own Prometheus, in its own directory.
@@ -74,14 +77,16 @@ class Services:
         self._deployed: dict[str, Deployment] = {}
         self._failed: dict[str, ServiceError] = {}
 
-    def get(self, loaded: LoadedRecipe) -> Deployment:
-        """The recipe's deployment, started on first use; a failed start is not retried per case."""
-        key = loaded.recipe.name
+    def get(self, case: Case) -> Deployment:
+        """The case's deployment, started on first use and scaled to the case's replicas; a failed start is
+        not retried per case."""
+        loaded = case.loaded
+        key = self._key(case)
         if key in self._failed:
             raise self._failed[key]
         if key not in self._deployed:
             try:
-                dep = self._deploy(loaded)
+                dep = self._deploy(loaded, case.replicas, key)
             except ServiceError as exc:
                 self._failed[key] = exc
                 raise
@@ -92,21 +97,51 @@ class Services:
             except ServiceError as exc:
                 self._failed[key] = exc
                 raise
-        return self._deployed[key]
+        dep = self._deployed[key]
+        if dep.handle is not None and len(dep.endpoint.urls) != case.replicas:
+            dep = self._scale(case, dep)
+        return dep
 
-    def redeploy(self, loaded: LoadedRecipe) -> Deployment:
-        """The recipe's service started afresh: a baseline's next run meets what a rerun in a new session
+    def _key(self, case: Case) -> str:
+        """One deployment per recipe, scaled between replica counts; pytest-xdist workers share theirs, which
+        none may scale under another's load: one per count there."""
+        spec = case.recipe.service
+        swept = spec is not None and isinstance(spec.replicas, list)
+        return f"{case.recipe.name}-replicas={case.replicas}" if self.shared and swept else case.recipe.name
+
+    def _scale(self, case: Case, dep: Deployment) -> Deployment:
+        key = self._key(case)
+        spec = self._spec(case.loaded)
+        logger.info("{}: scaling from {} to {} replica(s)", dep.name, len(dep.endpoint.urls), case.replicas)
+        if self.monitoring is not None:
+            self.monitoring.unwatch(case.recipe, dep)
+        try:
+            dep = self.orchestrator.scale(dep, case.replicas, spec.model_copy(update={"replicas": 1}))
+        except ServiceError as exc:
+            self._failed[key] = exc
+            raise
+        self._deployed[key] = dep
+        if self.monitoring is not None:
+            self.monitoring.watch(case.recipe, dep)
+        return dep
+
+    def members(self, dep: Deployment) -> list[Member]:
+        """Each replica's state."""
+        return self.orchestrator.members(dep)
+
+    def redeploy(self, case: Case) -> Deployment:
+        """The case's service started afresh: a baseline's next run meets what a rerun in a new session
         meets (a new server process or job, with whatever state its start gives it). A target URL, or a
         deployment shared with pytest-xdist workers, is not ours to restart: the same one again."""
-        key = loaded.recipe.name
+        key = self._key(case)
         old = self._deployed.get(key)
         if old is None or old.handle is None or self.shared:
-            return self.get(loaded)
+            return self.get(case)
         del self._deployed[key]
         if self.monitoring is not None:
-            self.monitoring.unwatch(loaded.recipe, old)
+            self.monitoring.unwatch(case.recipe, old)
         self.orchestrator.stop(old)
-        return self.get(loaded)
+        return self.get(case)
 
     def prepare(self, case: Case, dep: Deployment) -> dict[str, Any] | None:
         """A protocol's setup before load (a vector collection built, its exact answers computed), done
@@ -153,11 +188,18 @@ class Services:
         """The session's Prometheus, once a monitored recipe has been deployed."""
         return self.monitoring.prometheus if self.monitoring else None
 
-    def _deploy(self, loaded: LoadedRecipe) -> Deployment:
+    def _spec(self, loaded: LoadedRecipe) -> ServiceSpec:
+        """The recipe's service as deployed here: with the monitoring exporters its job runs."""
         spec = loaded.recipe.service
         if spec is None:
             raise ServiceError(f"{loaded.recipe.name}: the recipe has no service to deploy")
-        run_dir = self.results.service_dir(loaded.recipe.name)
+        if self.monitoring is not None and spec.command is not None:  # exporters in the service's own job
+            spec = spec.model_copy(update={"sidecars": [*spec.sidecars, *self.monitoring.sidecars(loaded.recipe)]})
+        return spec
+
+    def _deploy(self, loaded: LoadedRecipe, replicas: int, key: str) -> Deployment:
+        spec = self._spec(loaded)
+        run_dir = self.results.service_dir(key)
         url = self.target_url or spec.url
         if url is not None:
             if without_credentials(url) != url:
@@ -181,8 +223,7 @@ class Services:
                     stale.unlink(missing_ok=True)
             endpoint.write(run_dir / "endpoint.json")
             return Deployment(loaded.recipe.name, endpoint, run_dir, None, None)
-        if self.monitoring is not None:  # exporters in the service's own job, where they run so
-            spec = spec.model_copy(update={"sidecars": [*spec.sidecars, *self.monitoring.sidecars(loaded.recipe)]})
+        spec = spec.model_copy(update={"replicas": replicas})
         if self.shared:
             return _deploy_shared(self.orchestrator, spec, loaded.recipe.name, run_dir)
         return deploy_healthy(self.orchestrator, spec, loaded.recipe.name, run_dir)

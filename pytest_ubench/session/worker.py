@@ -19,7 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..load import clock, engine
+from ..load import clock, engine, routing
 from ..load.parallel import idle, task_plan
 from ..metrics.files import write_json
 from ..metrics.records import write_jsonl
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if idle(plan):
         run = engine.Run([], 0.0, 0.0, 0.0, 0.0)  # more tasks than users: this one has nothing to do
     else:
-        target = engine.Target(endpoint.host, endpoint.port, tls=endpoint.tls)
-        run = engine.run(target, plan)
+        run = engine.run([routing.Target.of_url(url) for url in endpoint.urls], plan)
     after = _clock(args.clock)
     write_jsonl(out / RECORDS, run.records, run.t0)
     write_json(
@@ -73,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             "window_end": run.window_end - run.t0,
             "aborted": run.aborted,
             "records": len(run.records),
+            "lost": {str(k): at for k, at in run.lost.items()},
             "clock": {"start": before, "end": after},
         },
     )

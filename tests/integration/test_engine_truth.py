@@ -10,8 +10,9 @@ import urllib.request
 import pytest
 
 from pytest_ubench.load.dataset import Prompt
-from pytest_ubench.load.engine import LoadPlan, Target, run
+from pytest_ubench.load.engine import LoadPlan, run
 from pytest_ubench.load.http import build_request
+from pytest_ubench.load.routing import Target
 from pytest_ubench.metrics.stats import summary
 from pytest_ubench.protocols.openai import request_body
 

@@ -14,7 +14,7 @@ from helpers import truth_recipe
 
 from pytest_ubench import Services, expand, run_case
 from pytest_ubench import load_recipe as load
-from pytest_ubench.load import engine, parallel
+from pytest_ubench.load import engine, parallel, routing
 from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.http import build_request
 from pytest_ubench.metrics import stats
@@ -48,7 +48,7 @@ def _run(write_recipe, tmp_path: Path, recipe: dict):
 def test_worker_processes_send_the_one_schedule_and_merge_exactly(truth_server):
     dep = truth_server("--ttft-ms", "2", "--itl-ms", "0")
     plan = _plan(dep.endpoint.port, mode="open", rate=300.0, duration_s=2.0, seed=3)
-    run = parallel.run(engine.Target("127.0.0.1", dep.endpoint.port), plan, workers=2)
+    run = parallel.run(routing.Target("127.0.0.1", dep.endpoint.port), plan, workers=2)
     whole = engine.schedule_of(plan)
     assert len(run.records) == len(whole) == len(_truth(dep))  # every arrival sent once, none lost in merging
     sent = np.array(sorted(r.intended for r in run.records)) - run.t0
@@ -62,7 +62,7 @@ def test_worker_processes_send_the_one_schedule_and_merge_exactly(truth_server):
 def test_max_in_flight_drops_and_counts_what_could_not_start(truth_server):
     dep = truth_server("--ttft-ms", "100", "--itl-ms", "0", "--slots", "1")
     plan = _plan(dep.endpoint.port, mode="open", rate=50.0, arrival="constant", duration_s=1.0, max_in_flight=3)
-    run = engine.run(engine.Target("127.0.0.1", dep.endpoint.port), plan)
+    run = engine.run(routing.Target("127.0.0.1", dep.endpoint.port), plan)
     s = stats.summary(run.measured, run.window_start, run.window_end)
     assert s["requests"]["dropped"] > 20  # 50 scheduled, a serial 100 ms server takes ~10 in a second
     assert s["requests"]["dropped"] + s["requests"]["total"] == 50

@@ -35,7 +35,7 @@ def test_ollama_chat_stream_timed_against_the_servers_clock(write_recipe, tmp_pa
     (case,) = expand(load(write_recipe(_recipe("ollama-chat", True))))
     with Services(tmp_path / "out", monitoring=False) as services:
         res = run_case(case, services)
-        url = services.get(case.loaded).endpoint.url
+        url = services.get(case).endpoint.url
         truth = json.load(urllib.request.urlopen(url + "/truth"))
     jsonschema.validate(res.result, SCHEMA)
     r = res.result

@@ -162,7 +162,7 @@ def test_postgres_tpcb_default_commits_every_transaction(write_recipe, tmp_path)
     (case,) = expand(load(write_recipe(recipe)))
     with Services(tmp_path / "out", monitoring=False) as services:
         res = run_case(case, services)
-        ep = services.get(case.loaded).endpoint
+        ep = services.get(case).endpoint
         with psycopg.connect(host=ep.host, port=ep.port, dbname="postgres", user="postgres") as conn:
             (history,) = conn.execute("SELECT count(*) FROM pgbench_history").fetchone()
     jsonschema.validate(res.result, SCHEMA)

@@ -22,7 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = ["embeddings", "fio", "grpc", "http-endpoint", "kserve-v2", "llm-capacity", "llm-inference", "postgres",
            "redis", "s3", "vector-chroma", "vector-milvus"]  # fmt: skip
 # Run as shipped by a test of their own, with a stronger oracle than "it runs".
-ELSEWHERE = {"vllm": "test_vllm.py: one vLLM start, its counters and histograms against the client's"}
+ELSEWHERE = {
+    "vllm": "test_vllm.py: one vLLM start, its counters and histograms against the client's",
+    "llm-replicas": "test_replicas.py: each replica's counters against the client's, pinning",
+}
 SHORT = ["--set", "workload.duration_s=1.5", "--set", "workload.warmup_s=0.5"]
 # Other durations, where a recipe has them: a capacity search's probe at each rate.
 MORE = {"llm-capacity": ["--set", "workload.load.probe_s=1.5"]}

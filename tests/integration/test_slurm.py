@@ -367,7 +367,7 @@ def test_load_clients_on_two_nodes_merge_exactly(tmp_path: Path, write_recipe) -
     (case,) = expand(loader.load(write_recipe(recipe, "slurmclients")))
     with Services(tmp_path / "o", orch(), monitoring=False) as services:
         result = run_case(case, services)
-        dep = services.get(case.loaded)
+        dep = services.get(case)
         truth = httpx.get(dep.endpoint.url + "/truth", timeout=10).json()
     metas = [json.loads(p.read_text()) for p in sorted((result.run_dir / "clients").glob("task-*/run.json"))]
     assert sorted((m["task"], m["node"]) for m in metas) == [(0, "n1"), (1, "n1"), (2, "n2"), (3, "n2")]
@@ -402,7 +402,7 @@ def test_client_tasks_on_skewed_clocks_merge_on_the_harness_clock(
     (case,) = expand(loader.load(write_recipe(recipe, "skewed")))
     with Services(tmp_path / "o", orch(), monitoring=False) as services:
         result = run_case(case, services)
-        url = services.get(case.loaded).endpoint.url
+        url = services.get(case).endpoint.url
         truth = httpx.get(url + "/truth", timeout=10).json()
         server_clock = httpx.get(url + "/truth/clock", timeout=10).json()
     clocks = result.result["client"]["clocks"]
@@ -546,3 +546,30 @@ def test_fio_from_every_client_task_merges_their_figures(tmp_path: Path, write_r
     assert list((result.run_dir / "fio").iterdir()) == []  # both tasks' files removed
     assert result.passed, result.failure_message()
     assert wait_gone("ubench-clients-slurmfio") == []
+
+
+def test_replicas_as_jobs_of_their_own_each_scraped_by_prometheus(tmp_path: Path) -> None:
+    """recipes/llm-replicas.yaml (durations shortened) through the main job's command on the cluster: one
+    replica's job, then a second job added for the next case; Prometheus (a job too) scrapes both, so its
+    sum of llama.cpp's token counters equals the client's count; every job gone at the end."""
+    out = tmp_path / "o"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", "--ubench-recipe=llm-replicas",
+         "--ubench-set=workload.duration_s=3", "--ubench-set=workload.warmup_s=1", "--ubench-cluster=ci-slurm",
+         f"--ubench-output={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    # The efficiency SLO judges this machine (the client shares its two cores): either verdict is a result.
+    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
+    two = json.loads((out / "llm-replicas-replicas=2-concurrency=8" / "results.json").read_text())
+    service = out / "services" / "llm-replicas"
+    jobs = [json.loads((d / "endpoint.json").read_text())["job_id"] for d in (service, service / "replica-1")]
+    assert all(jobs) and jobs[0] != jobs[1]
+    assert "#SBATCH --cpus-per-task=1" in (service / "replica-1" / "job.sbatch").read_text()
+    per = two["replicas"]["per_replica"]
+    assert two["replicas"]["lost"] == 0 and all(p["requests"]["ok"] > 0 for p in per), per
+    assert [v["passed"] for v in two["slo"] if v["expression"] == "error_rate < 0.01"] == [True]
+    check = two["monitoring"]["cross_check"]["llamacpp"]
+    assert check["client"] > 0 and check["relative_difference"] <= 0.01, check
+    for name in ("ubench-llm-replicas", "ubench-llm-replicas-replica-1", "ubench-prometheus"):
+        assert wait_gone(name) == [], name

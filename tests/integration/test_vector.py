@@ -180,14 +180,14 @@ def test_qdrant_backend_through_qdrant_clients_local_mode(tmp_path):
     """qdrant-client's local mode is an emulator (exact search in Python), named as one: the Qdrant server
     does not install here. It checks the backend's create/insert/filter/query path, not Qdrant's speed."""
     pytest.importorskip("qdrant_client")
-    from pytest_ubench.load import engine
+    from pytest_ubench.load import engine, routing
 
     spec = VectorSearch("qdrant", f"local:{tmp_path / 'q'}", "emulated", dim=8, count=400, queries=30, index="flat",
                         filtered_share=0.5, groups=4)  # fmt: skip
     phases = spec.prepare()
     assert phases["insert"]["vectors"] == 400 and phases["create"]["created"] is True
     plan = engine.LoadPlan([], stream=False, mode="closed", concurrency=1, duration_s=30, max_requests=30, adapter=spec)
-    run = engine.run(engine.Target("127.0.0.1", 9), plan)
+    run = engine.run(routing.Target("127.0.0.1", 9), plan)
     ok = [r for r in run.records if r.ok]
     assert len(ok) == 30 and {r.op for r in ok} == {"query", "filtered_query"}
     assert all(r.recall == 1.0 for r in ok)  # exact search, filter obeyed

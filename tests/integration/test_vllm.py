@@ -42,7 +42,7 @@ def test_the_vllm_recipe_as_shipped_agrees_with_the_servers_own_account(tmp_path
         prom = services.prometheus
         assert prom is not None
         # service.api_key_env: vLLM read this deployment's key from VLLM_API_KEY, so without it: 401
-        dep = services.get(cases[0].loaded)
+        dep = services.get(cases[0])
         assert dep.endpoint.key_file is not None
         chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
         assert httpx.post(dep.endpoint.url + "/v1/chat/completions", json=chat, timeout=30).status_code == 401

@@ -6,8 +6,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 
-from pytest_ubench.load.engine import LoadPlan, Target, run
+from pytest_ubench.load.engine import LoadPlan, run
 from pytest_ubench.load.http import build_request
+from pytest_ubench.load.routing import Target
 from pytest_ubench.metrics.client_check import ClientHealth, check
 
 

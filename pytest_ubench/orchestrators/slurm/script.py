@@ -333,6 +333,7 @@ def render(
         "run_dir": '"$run_dir"',
         "head": '"$head_node"',
         "nodes": '"$nnodes"',
+        "replica": q(str(spec.replica.index if spec.replica else 0)),
         **{k: q(v) for k, v in site.items()},
     }
     prefix: list[str] = []

@@ -1,0 +1,215 @@
+"""A service run as replicas of the real llama.cpp server: load spread over them, each replica's figures
+against its own server's counters, pinning seen by the kernel, scaling between counts, a replica killed
+mid-run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+from helpers import LLAMA, SCHEMA, pid_alive
+
+from pytest_ubench import Services, expand, run_case
+from pytest_ubench import load_recipe as load
+from pytest_ubench.orchestrators.replicas import Group
+from pytest_ubench.recipes.loader import setting
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def llama_replicas(name: str, replicas: object, **service: object) -> dict:
+    return {
+        "name": name,
+        "service": {
+            "command": [*LLAMA, "--host", "{host}", "--parallel", "8"],
+            "replicas": replicas,
+            "health": {"path": "/health", "timeout_s": 120},
+            "metrics_path": "/metrics",
+            **service,
+        },
+        "workload": {
+            "protocol": "openai-chat",
+            "model": "tiny",
+            "stream": True,
+            "dataset": {"prompt_tokens": 32, "output_tokens": 32, "prompts": 64},
+            "load": {"mode": "closed", "concurrency": 8},
+            "duration_s": 6.0,
+            "warmup_s": 1.0,
+        },
+        "slo": ["ttft_ms.p50 < 60000"],
+    }
+
+
+def predicted(url: str) -> float:
+    """The replica's own count of tokens it generated (llama.cpp's /metrics)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return float(re.search(r"^llamacpp:tokens_predicted_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+
+
+def members(services: Services, case) -> list:
+    dep = services.get(case)
+    return dep.handle.members if isinstance(dep.handle, Group) else [dep]
+
+
+def cpus_allowed(pid: int) -> set[str]:
+    """What the kernel lets each of the process's threads run on."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        status = (task / "status").read_text()
+        found.add(re.search(r"^Cpus_allowed_list:\s*(\S+)$", status, re.M).group(1))  # type: ignore[union-attr]
+    return found
+
+
+def test_shipped_replicas_recipe_each_replica_counts_what_its_server_served_and_scaling_is_reported(tmp_path):
+    """recipes/llm-replicas.yaml as shipped (durations shortened): x1, then x2 pinned a core each. Oracles:
+    each replica's own token counter against the client's records of that replica; the kernel's affinity of
+    every server thread; Prometheus' sum over both replicas against the client's total."""
+    shipped = REPO / "recipes" / "llm-replicas.yaml"
+    short = [setting(s, "--set") for s in ("workload.duration_s=5", "workload.warmup_s=1")]
+    cases = expand(load(shipped, settings=short))
+    assert [c.id for c in cases] == ["llm-replicas-replicas=1-concurrency=8", "llm-replicas-replicas=2-concurrency=8"]
+    cores = sorted(os.sched_getaffinity(0))
+    results = []
+    with Services(tmp_path / "out") as services:
+        for case in cases:
+            reps = members(services, case)
+            assert len(reps) == case.replicas
+            for k, rep in enumerate(reps):  # pinned before exec: every thread of the server keeps to its core
+                assert cpus_allowed(rep.endpoint.pid) == {str(cores[k])}
+            before = [predicted(rep.endpoint.url) for rep in reps]
+            res = run_case(case, services)
+            after = [predicted(rep.endpoint.url) for rep in reps]
+            jsonschema.validate(res.result, SCHEMA)
+            records = res.records()
+            assert records and all(r.ok for r in records)
+            for k in range(case.replicas):  # the client's tokens per replica = that server's own count
+                assert sum(r.output_tokens or 0 for r in records if r.replica == k) == after[k] - before[k]
+            # Prometheus scraped every replica: its sum over them agrees with the client's count.
+            check = res.result["monitoring"]["cross_check"]["llamacpp"]
+            assert check["client"] == sum(after) - sum(before) and check["relative_difference"] <= 0.01, check
+            results.append(res.result)
+    one, two = results
+    assert one["load"]["replicas"] == 1 and two["load"]["replicas"] == 2
+    part = two["replicas"]
+    assert part["count"] == 2 and part["lost"] == 0 and part["routing"] == "least-outstanding"
+    per = part["per_replica"]
+    assert per[0]["url"] == two["endpoint"] and len({p["url"] for p in per}) == 2
+    assert sum(p["requests"]["ok"] for p in per) == two["requests"]["ok"]
+    # least-outstanding over two equal servers: neither gets most of the load
+    assert all(p["requests"]["ok"] >= 0.3 * two["requests"]["ok"] for p in per), per
+    scaled = two["scaling"]
+    assert scaled["reference_case"] == "llm-replicas-replicas=1-concurrency=8" and scaled["of"] == "output_tokens_per_s"
+    expect = two["throughput"]["output_tokens_per_s"] / (2 * one["throughput"]["output_tokens_per_s"])
+    assert scaled["efficiency"] == pytest.approx(expect) and one["scaling"]["efficiency"] == pytest.approx(1.0)
+    verdict = next(v for v in two["slo"] if v["expression"] == "scaling.efficiency > 0.8")
+    assert verdict["measured"] == pytest.approx(expect) and verdict["passed"] == (expect > 0.8)
+    print(
+        f"\nllama.cpp x1 -> x2, one core and one thread each: efficiency {scaled['efficiency']:.3f} "
+        f"({one['throughput']['output_tokens_per_s']:.0f} -> {two['throughput']['output_tokens_per_s']:.0f} tok/s)"
+    )
+
+
+def test_a_replica_killed_mid_run_loses_only_its_requests_in_flight(write_recipe, tmp_path):
+    recipe = llama_replicas("kill", 2)
+    recipe["workload"]["dataset"]["output_tokens"] = 96  # long streams: some are in flight when it dies
+    (case,) = expand(load(write_recipe(recipe)))
+    assert case.id == "kill-replicas=2-concurrency=8"
+    with Services(tmp_path / "out", monitoring=False) as services:
+        reps = members(services, case)
+        victim = reps[1].endpoint.pid
+        before = predicted(reps[0].endpoint.url)
+        killed_at: list[float] = []
+
+        def kill() -> None:
+            time.sleep(3.5)
+            killed_at.append(time.time())
+            os.killpg(victim, signal.SIGKILL)
+
+        threading.Thread(target=kill, daemon=True).start()
+        res = run_case(case, services)
+        served = predicted(reps[0].endpoint.url) - before
+        assert [m.state for m in services.members(services.get(case))] == ["running", "failed"]
+    jsonschema.validate(res.result, SCHEMA)
+    assert not pid_alive(victim)
+    part = res.result["replicas"]
+    assert part["lost"] == 1
+    lost = part["per_replica"][1]
+    assert lost["state"] == "failed" and lost["exit_code"] == -9
+    # found dead at the first request after the kill (times: seconds after the load started)
+    started = datetime.fromisoformat(res.result["provenance"]["started"]).timestamp()
+    assert killed_at[0] - started - 0.01 <= lost["lost_at_s"] < killed_at[0] - started + 5.0
+    records = res.records()
+    failed = [r for r in records if not r.ok]
+    assert failed and {r.error for r in failed} == {"replica_lost"}, {r.error for r in failed}
+    assert all(r.replica == 1 for r in failed)
+    assert len(failed) <= 8  # at most what was in flight: the closed loop's users
+    # every later request went to the survivor, and it served each token the client counted
+    assert all(r.replica == 0 and r.ok for r in records if r.start > lost["lost_at_s"])
+    ok = [r for r in records if r.ok]
+    assert sum(r.output_tokens or 0 for r in ok if r.replica == 0) == served
+    # the verdict names the replica and when; without an SLO on replicas.lost the case fails
+    verdict = next(v for v in res.result["slo"] if v["expression"] == "every replica served to the end")
+    assert not verdict["passed"] and "replica 1" in verdict["note"] and "exit code -9" in verdict["note"]
+    assert not res.result["passed"] and res.result["service_failure"] is None
+
+
+def test_server_scale_restart_and_logs_of_a_running_service(tmp_path):
+    """The seed's scale, restart and logs: each replica a real llama.cpp server, checked by its process and
+    its health path, not by what the command printed."""
+    import json
+    import subprocess
+    import sys
+
+    env = os.environ | {"UBENCHAI_STATE_DIR": str(tmp_path / "state")}
+
+    def ubenchai(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pytest_ubench", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+
+    def replicas(service_id: str) -> list[dict]:
+        done = ubenchai("server", "status", service_id, "--json")
+        return json.loads(done.stdout)["replicas"]
+
+    def pids(service_id: str) -> list[int]:
+        entry = json.loads((tmp_path / "state" / "services" / f"{service_id}.json").read_text())
+        handle = entry["handle"]
+        return [r["handle"]["pid"] for r in handle["replicas"]] if "replicas" in handle else [handle["pid"]]
+
+    out = str(tmp_path / "o")
+    started = ubenchai("server", "start", "--recipe", "llm-inference", "--set", "service.replicas=2", "--output", out)
+    assert started.returncode == 0, started.stderr
+    service_id = started.stdout.split()[0]
+    try:
+        assert [r["state"] for r in replicas(service_id)] == ["running", "running"]
+        scaled = ubenchai("server", "scale", service_id, "3")
+        assert scaled.returncode == 0, scaled.stderr
+        urls = [line.split()[-1] for line in scaled.stdout.splitlines()]
+        assert len(urls) == 3 and len(set(urls)) == 3
+        assert all(httpx.get(f"{u}/health", timeout=5).status_code == 200 for u in urls)
+        three = pids(service_id)
+        logs = ubenchai("server", "logs", service_id, "--replica", "2")
+        assert logs.returncode == 0 and "llama" in logs.stdout.lower(), logs.stdout[-500:]
+        assert ubenchai("server", "logs", service_id, "--replica", "5").returncode == 2
+        down = ubenchai("server", "scale", service_id, "1")
+        assert down.returncode == 0, down.stderr
+        assert pid_alive(three[0]) and not any(pid_alive(p) for p in three[1:])  # the last two stopped
+        assert len(replicas(service_id)) == 1
+        restarted = ubenchai("server", "restart", service_id)
+        assert restarted.returncode == 0, restarted.stderr
+        (fresh,) = pids(service_id)
+        assert fresh != three[0] and not pid_alive(three[0]) and pid_alive(fresh)
+        url = restarted.stdout.split()[-1]
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        seen = [*three, fresh]
+    finally:
+        assert ubenchai("server", "stop", service_id).returncode == 0
+    assert not any(pid_alive(p) for p in seen)  # nothing left running
