@@ -37,9 +37,36 @@ def per_replica(
                 "throughput": {k: thr[k] for k in ("requests_per_s", "output_tokens_per_s", "items_per_s")},
                 **{m: {p: lat[m][p] for p in _PERCENTILES} for m in _LATENCY},
                 "lost_at_s": lost.get(index) if index in lost else None,
+                "counted_by": "client",
             }
         )
     return {"count": len(urls), "routing": routing, "lost": len(lost), "per_replica": each}
+
+
+def per_replica_from_front(
+    counts: Sequence[dict[str, int]], urls: Sequence[str], elapsed_s: float, lost: dict[int, float | None], routing: str
+) -> dict[str, Any]:
+    """The ``replicas`` part when a load balancer spread the requests: the clients saw only it, so each
+    replica's requests are the balancer's own account (its access log, over the whole run, warm-up
+    included); latencies per replica are not known."""
+    each = []
+    for index, (url, n) in enumerate(zip(urls, counts, strict=True)):
+        each.append(
+            {
+                "replica": index,
+                "url": url,
+                "requests": {"total": n["total"], "ok": n["ok"], "failed": n["total"] - n["ok"], "errors": {}},
+                "throughput": {
+                    "requests_per_s": n["ok"] / elapsed_s if elapsed_s > 0 else 0.0,
+                    "output_tokens_per_s": None,
+                    "items_per_s": None,
+                },
+                **{m: dict.fromkeys(_PERCENTILES) for m in _LATENCY},
+                "lost_at_s": None,
+                "counted_by": "front",
+            }
+        )
+    return {"count": len(urls), "routing": f"front: {routing}", "lost": len(lost), "per_replica": each}
 
 
 def figure_of(result_summary: dict[str, Any]) -> str:

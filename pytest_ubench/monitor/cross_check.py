@@ -92,6 +92,19 @@ def _server(prom: Prometheus, check: CrossCheck, job: str, t0: float, t1: float)
     return f"{sum_q} / {count_q}", mean
 
 
+def _by_instance(prom: Prometheus, check: CrossCheck, job: str, t0: float, t1: float) -> dict[str, float] | None:
+    """A counter's growth per scraped instance, where the job has several (a service's replicas)."""
+    query = f'sum by (instance) ({check.series}{{job=~"{job}"}})'
+    try:
+        before, after = prom.instant_by(query, t0, "instance"), prom.instant_by(query, t1, "instance")
+    except Exception as exc:  # the total stands without it
+        logger.warning("cross-check {} by instance failed: {}", check.name, exc)
+        return None
+    if len(after) < 2:
+        return None
+    return {instance: value - before.get(instance, 0.0) for instance, value in sorted(after.items())}
+
+
 def _agrees(check: CrossCheck, client: float | None, server: float | None) -> bool | None:
     if client is None or server is None:
         return None
@@ -142,6 +155,8 @@ def cross_checks(
                 "relative_difference": None if not server or client is None else abs(client - server) / server,
                 "agrees": _agrees(check, client, server),
             }
+            if check.kind == "count" and (each := _by_instance(prom, check, job, t0, t1)):
+                entry["by_instance"] = each  # a service's replicas, each its own count
         out[check.name] = entry
         if entry["agrees"] is False:
             logger.warning("cross-check {}: client {} vs server {}", check.name, client, bucket or server)

@@ -54,11 +54,17 @@ class Endpoint:
     # Every replica's URL, replica 0's first, when the service runs as several (orchestrators/replicas.py);
     # empty for one instance, whose URL is ``url``.
     replicas: tuple[str, ...] = ()
+    balanced: bool = False  # ``url`` is a load balancer's in front of the replicas (orchestrators/front.py)
 
     @property
     def urls(self) -> tuple[str, ...]:
         """Where the service answers: each replica's URL, or the one."""
         return self.replicas or (self.url,)
+
+    @property
+    def load_urls(self) -> tuple[str, ...]:
+        """Where the load clients send: the balancer, else each replica (the clients spread the load)."""
+        return (self.url,) if self.balanced else self.urls
 
     @property
     def tls(self) -> bool:

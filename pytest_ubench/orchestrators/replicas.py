@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loguru import logger
 
 from ..recipes.deployment import ReplicaSlot, Resources, ServiceSpec
-from . import keys
+from . import front, keys
 from .base import Deployment, Orchestrator, ServiceError, ServiceState, from_record, to_record
-from .health import wait_healthy
+from .health import deploy_healthy, wait_healthy
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Group:
     spec: ServiceSpec  # as the recipe gave it, with its count
     detach: bool
     key_file: str | None  # the key every replica checks (one per deployment), removed with the group
+    front: Deployment | None = None  # the load balancer in front of them (service.front)
 
 
 @dataclass(frozen=True)
@@ -116,17 +119,33 @@ class Replicated:
     def deploy(self, spec: ServiceSpec, name: str, run_dir: Path, detach: bool = False) -> Deployment:
         """``spec.replicas`` instances (a count, the case's); several are each healthy before it returns."""
         count = _count(spec)
-        if count == 1:
+        if count == 1 and spec.front is None:
             return self.inner.deploy(slot(spec, 0, self.remote), name, run_dir, detach)
+        if spec.front is not None and self.remote:
+            raise ServiceError(f"{name}: service.front starts nginx on this machine; on a cluster the load "
+                               "clients spread the requests (leave out 'front', choose service.routing)")  # fmt: skip
         key = keys.for_service(spec, name)
         group = Group([], spec, detach, str(key) if key else None)
         try:
             self._add(group, name, run_dir, count)
+            self._front(group, name, run_dir)
         except BaseException:
             self._stop_members(group.members)
             keys.remove(group.key_file)
             raise
         return self._as_deployment(name, run_dir, group)
+
+    def _front(self, group: Group, name: str, run_dir: Path) -> None:
+        """(Re)start the group's load balancer over its replicas as they are now."""
+        if group.spec.front is None:
+            return
+        if group.front is not None:
+            self.inner.stop(group.front)
+            group.front = None
+        upstreams = [(t.hostname or "", t.port or 80) for t in (urlsplit(m.endpoint.url) for m in group.members)]
+        spec = front.spec(run_dir / "front", group.spec, upstreams)
+        group.front = deploy_healthy(self.inner, spec, f"{name}-front", run_dir / "front", group.detach)
+        logger.info("{}: nginx in front of {} replica(s) at {}", name, len(upstreams), group.front.endpoint.url)
 
     def scale(self, dep: Deployment, count: int, spec: ServiceSpec | None = None, detach: bool = False) -> Deployment:
         """The deployment with ``count`` replicas: new ones started (each healthy) or the last ones stopped.
@@ -148,7 +167,8 @@ class Replicated:
             gone, group.members = group.members[count:], group.members[:count]
             logger.info("{}: scaling down to {} replica(s)", dep.name, count)
             self._stop_members(gone)
-        if count == 1:
+        self._front(group, dep.name, dep.run_dir)
+        if count == 1 and group.front is None:
             only = group.members[0]
             only.endpoint = replace(only.endpoint, key_file=group.key_file)
             only.endpoint.write(dep.run_dir / "endpoint.json")
@@ -164,10 +184,17 @@ class Replicated:
                 member_spec = slot(group.spec, index, self.remote, group.key_file)
                 new.append(self.inner.deploy(member_spec, member_name(name, index), member_dir(run_dir, index),
                                              group.detach))  # fmt: skip
-            with ThreadPoolExecutor(len(new), thread_name_prefix="ubench-replica") as pool:
+            pool = ThreadPoolExecutor(len(new), thread_name_prefix="ubench-replica")
+            try:
                 waits = [pool.submit(wait_healthy, self.inner, m, group.spec.health) for m in new]
+                futures.wait(waits, return_when=futures.FIRST_EXCEPTION)  # the first failure is the answer
+                for wait in waits:
+                    if wait.done() and (problem := wait.exception()) is not None:
+                        raise problem
                 for wait in waits:
                     wait.result()
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)  # a wait still polling ends with its replica
         except BaseException:
             self._stop_members(new)
             raise
@@ -187,6 +214,9 @@ class Replicated:
         first = group.members[0]
         urls = tuple(m.endpoint.url for m in group.members)
         endpoint = replace(first.endpoint, key_file=group.key_file, replicas=urls)
+        if group.front is not None:  # the clients send to it; Prometheus still scrapes each replica
+            at = group.front.endpoint
+            endpoint = replace(endpoint, host=at.host, port=at.port, url=at.url, balanced=True)
         endpoint.write(run_dir / "endpoint.json")
         return Deployment(name, endpoint, run_dir, first.log_path, first.command, handle=group)
 
@@ -204,6 +234,10 @@ class Replicated:
         if not isinstance(dep.handle, Group):
             return self.inner.status(dep)
         states = self.members(dep)
+        balancer = dep.handle.front
+        if balancer is not None and (state := self.inner.status(balancer)) != ServiceState.RUNNING:
+            dep.exit_code, dep.detail = balancer.exit_code, f"its nginx front: {balancer.detail}".rstrip(": ")
+            return state
         if any(m.state == ServiceState.RUNNING for m in states):
             return ServiceState.RUNNING
         ended = next((m for m in states if m.state in (ServiceState.FAILED, ServiceState.STOPPED)), None)
@@ -231,6 +265,8 @@ class Replicated:
             self.inner.stop(dep)
             return
         group = dep.handle
+        if group.front is not None:
+            self.inner.stop(group.front)
         self._stop_members(group.members)
         keys.remove(group.key_file)
         dep.exit_code = group.members[0].exit_code
@@ -244,13 +280,16 @@ class Replicated:
             "spec": group.spec.model_dump(mode="json", exclude_defaults=True),
             "detach": group.detach,
             "key_file": group.key_file,
+            "front": to_record(self.inner, group.front) if group.front is not None else None,
         }
 
     def attach(self, dep: Deployment, data: dict[str, Any]) -> Deployment:
         if "replicas" not in data:
             return self.inner.attach(dep, data)
         members = [from_record(self.inner, member_name(dep.name, i), r) for i, r in enumerate(data["replicas"])]
-        dep.handle = Group(members, ServiceSpec.model_validate(data["spec"]), data["detach"], data["key_file"])
+        balancer = from_record(self.inner, f"{dep.name}-front", data["front"]) if data.get("front") else None
+        spec = ServiceSpec.model_validate(data["spec"])
+        dep.handle = Group(members, spec, data["detach"], data["key_file"], balancer)
         return dep
 
 

@@ -88,6 +88,15 @@ class ReplicaSlot(Strict):
 Routing = Literal["least-outstanding", "round-robin", "random"]
 
 
+class Front(Strict):
+    """A load balancer the harness starts in front of the replicas (nginx from the distribution, on this
+    machine): the clients send everything to it and it spreads the requests by ``service.routing``."""
+
+    kind: Literal["nginx"] = "nginx"
+    workers: PositiveInt = 1  # nginx worker processes
+    timeout_s: PositiveFloat = 3600.0  # the longest a replica may take to answer (a long generation)
+
+
 class ServiceSpec(Strict):
     """How to start the service under test (or where it already runs, with ``url``)."""
 
@@ -120,6 +129,7 @@ class ServiceSpec(Strict):
     # Cores per replica: locally each replica is pinned to cores of its own (replica k to the k-th group
     # of the cores this process may use); under Slurm, each replica's job asks for them (--cpus-per-task).
     cpus_per_replica: PositiveInt | None = None
+    front: Front | None = None  # a load balancer in front of the replicas, instead of the clients' routing
     replica: ReplicaSlot | None = None  # set by the harness for one replica of several
 
     @model_validator(mode="after")
@@ -144,8 +154,12 @@ class ServiceSpec(Strict):
         counts = self.replicas if isinstance(self.replicas, list) else [self.replicas]
         if not counts or len(set(counts)) != len(counts):
             raise ValueError(f"'replicas' lists each count once, got {self.replicas}")
-        if self.url is not None and counts != [1]:
-            raise ValueError("'replicas' starts instances of a 'command'; a running service's 'url' is one")
+        if self.url is not None and (counts != [1] or self.front is not None):
+            raise ValueError("'replicas' and 'front' start instances of a 'command'; a running service's 'url' is "
+                             "one")  # fmt: skip
+        if self.front is not None and self.tls:
+            raise ValueError("'front' passes plain HTTP to the replicas; a service with 'tls' is balanced by the "
+                             "clients (service.routing)")  # fmt: skip
         return self
 
     @property

@@ -14,6 +14,7 @@ from ..load import engine, parallel, routing
 from ..load.planning import Planned, Tool, ToolContext
 from ..metrics import client_check, scaling, slo, stats, steady
 from ..metrics.records import Record
+from ..orchestrators import front
 from ..orchestrators.base import Deployment, ServiceState
 from ..recipes.sweep import Case
 from . import clients as slurm_clients
@@ -46,7 +47,7 @@ def _load_run(
         orch = services.orchestrator
         clients = run_dir / ("clients" if not case.repeat else f"clients-run{case.repeat + 1}")
         return slurm_clients.run(case, dep.run_dir / "endpoint.json", clients, orch, progress)
-    target = [routing.Target.of_url(url) for url in dep.endpoint.urls]
+    target = [routing.Target.of_url(url) for url in dep.endpoint.load_urls]
     workers = parallel.worker_count(case.load.workers)
     watch = services.monitoring
     if workers > 1:
@@ -102,6 +103,8 @@ def measure(
         monitoring = watch.collect(case.recipe, run, start, start + summary["throughput"]["elapsed_s"])
     if monitoring is not None:
         summary["server_metrics"] = monitoring.pop("queries")
+        if "replicas" in summary:
+            _server_counts(summary["replicas"], monitoring.get("cross_check") or {})
     elif case.recipe.monitor is not None and case.recipe.monitor.enabled:
         note = watch.note if watch is not None else None
         monitoring = {"note": note or "server-side metrics were not collected"}
@@ -117,10 +120,33 @@ def _replicas(case: Case, services: Services, dep: Deployment, run: engine.Run) 
         if m.state in (ServiceState.FAILED, ServiceState.STOPPED):
             lost.setdefault(m.index, None)
     routing = case.recipe.service.routing if case.recipe.service is not None else ""
-    part = scaling.per_replica(run.measured, run.window_start, run.window_end, dep.endpoint.urls, lost, routing)
+    urls = dep.endpoint.urls
+    if dep.endpoint.balanced:  # through nginx: its access log says which replica served what
+        targets = [routing_target(u) for u in urls]
+        counts = front.served(dep.run_dir / "front", targets, run.wall_t0, run.wall_t1 + 1.0)
+        part = scaling.per_replica_from_front(counts, urls, run.wall_t1 - run.wall_t0, lost, routing)
+    else:
+        part = scaling.per_replica(run.measured, run.window_start, run.window_end, urls, lost, routing)
     for each, m in zip(part["per_replica"], members, strict=False):
         each |= {"state": str(m.state), "exit_code": m.exit_code}
     return part
+
+
+def _server_counts(part: dict[str, Any], checks: dict[str, Any]) -> None:
+    """Each replica's own counters (Prometheus, per scraped instance) beside its figures."""
+    for each in part["per_replica"]:
+        host, port = routing_target(each["url"])
+        instance = f"{host}:{port}"  # as the target was added (Prometheus.add_target)
+        counts = {
+            name: c["by_instance"][instance] for name, c in checks.items() if instance in c.get("by_instance", {})
+        }
+        if counts:
+            each["server_counts"] = counts
+
+
+def routing_target(url: str) -> tuple[str, int]:
+    target = routing.Target.of_url(url)
+    return target.host, target.port
 
 
 def _tool_run(case: Case, services: Services, tool: Tool, run_dir: Path, progress: engine.Progress | None) -> Measured:

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if idle(plan):
         run = engine.Run([], 0.0, 0.0, 0.0, 0.0)  # more tasks than users: this one has nothing to do
     else:
-        run = engine.run([routing.Target.of_url(url) for url in endpoint.urls], plan)
+        run = engine.run([routing.Target.of_url(url) for url in endpoint.load_urls], plan)
     after = _clock(args.clock)
     write_jsonl(out / RECORDS, run.records, run.t0)
     write_json(

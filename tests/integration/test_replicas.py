@@ -4,6 +4,7 @@ mid-run."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -93,9 +94,13 @@ def test_shipped_replicas_recipe_each_replica_counts_what_its_server_served_and_
             assert records and all(r.ok for r in records)
             for k in range(case.replicas):  # the client's tokens per replica = that server's own count
                 assert sum(r.output_tokens or 0 for r in records if r.replica == k) == after[k] - before[k]
-            # Prometheus scraped every replica: its sum over them agrees with the client's count.
+            # Prometheus scraped every replica: its sum over them agrees with the client's count, and each
+            # replica's own series with that server's count.
             check = res.result["monitoring"]["cross_check"]["llamacpp"]
             assert check["client"] == sum(after) - sum(before) and check["relative_difference"] <= 0.01, check
+            if case.replicas > 1:
+                for k, each in enumerate(res.result["replicas"]["per_replica"]):
+                    assert each["server_counts"]["llamacpp"] == pytest.approx(after[k] - before[k], rel=0.01), each
             results.append(res.result)
     one, two = results
     assert one["load"]["replicas"] == 1 and two["load"]["replicas"] == 2
@@ -213,3 +218,98 @@ def test_server_scale_restart_and_logs_of_a_running_service(tmp_path):
     finally:
         assert ubenchai("server", "stop", service_id).returncode == 0
     assert not any(pid_alive(p) for p in seen)  # nothing left running
+
+
+def test_shipped_nginx_front_spreads_the_load_and_counts_each_replica(tmp_path):
+    """recipes/llm-replicas-nginx.yaml as shipped (durations shortened): the clients send only to nginx.
+    Oracles: each replica's own token counter against nginx's count of the requests it passed there
+    (every request streams exactly its 32 tokens), and nginx's total against the client's records."""
+    shipped = REPO / "recipes" / "llm-replicas-nginx.yaml"
+    short = [setting(s, "--set") for s in ("workload.duration_s=4", "workload.warmup_s=1")]
+    (case,) = expand(load(shipped, settings=short))
+    with Services(tmp_path / "out") as services:
+        dep = services.get(case)
+        reps = members(services, case)
+        front = dep.handle.front
+        assert dep.endpoint.balanced and dep.endpoint.url == front.endpoint.url
+        assert front.endpoint.url not in [r.endpoint.url for r in reps]
+        before = [predicted(r.endpoint.url) for r in reps]
+        res = run_case(case, services)
+        after = [predicted(r.endpoint.url) for r in reps]
+        nginx = front.endpoint.pid
+    jsonschema.validate(res.result, SCHEMA)
+    assert not pid_alive(nginx)  # stopped with the service
+    records = res.records()
+    assert records and all(r.ok and r.output_tokens == 32 for r in records)
+    part = res.result["replicas"]
+    assert part["routing"] == "front: least-outstanding" and part["lost"] == 0
+    per = part["per_replica"]
+    assert all(p["counted_by"] == "front" for p in per)
+    for k, p in enumerate(per):  # nginx's count of what it passed to a replica = what that replica generated
+        assert p["requests"]["ok"] * 32 == after[k] - before[k] and p["requests"]["ok"] > 0, (k, p, before, after)
+    assert sum(p["requests"]["ok"] for p in per) == len(records)  # nginx's total = the client's, warm-up too
+    check = res.result["monitoring"]["cross_check"]["llamacpp"]
+    assert check["client"] == sum(after) - sum(before) and check["relative_difference"] <= 0.01, check
+    for k, p in enumerate(per):  # Prometheus scraped each replica itself, not the front
+        assert p["server_counts"]["llamacpp"] == pytest.approx(after[k] - before[k], rel=0.01), p
+    assert res.result["endpoint"] == dep.endpoint.url
+
+
+def test_a_replica_that_will_not_start_names_itself_and_nothing_is_left(write_recipe, tmp_path):
+    """Replica 1 exits at once (its command sees {replica}): the deployment fails naming it, and replica 0,
+    which started, is stopped."""
+    from helpers import TRUTH
+
+    from pytest_ubench.orchestrators.base import ServiceError
+
+    gate = 'if [ "$0" = 1 ]; then echo "replica $0 refuses" >&2; exit 3; fi; exec "$@"'
+    recipe = {
+        "name": "half",
+        "service": {"command": ["sh", "-c", gate, "{replica}", *TRUTH], "replicas": 2},
+        "workload": {"protocol": "openai-chat", "model": "m", "duration_s": 1.0,
+                     "load": {"mode": "closed", "concurrency": 2}},
+    }  # fmt: skip
+    (case,) = expand(load(write_recipe(recipe)))
+    with Services(tmp_path / "out", monitoring=False) as services, pytest.raises(ServiceError) as err:
+        services.get(case)
+    text = str(err.value)
+    assert text.startswith("half-replica-1: service exited with code 3") and "replica 1 refuses" in text, text
+    first = json.loads((tmp_path / "out" / "services" / "half" / "endpoint.json").read_text())
+    assert not pid_alive(first["pid"])
+
+
+def test_replicas_in_containers_each_with_its_own_index(write_recipe, tmp_path, apptainer_double, monkeypatch):
+    """TEST DOUBLE for Apptainer (it cannot run here): the image is pulled once, each replica is an
+    ``apptainer exec`` of its own, on its own port, and sees its own {replica} in its environment."""
+    monkeypatch.setenv("UBENCHAI_IMAGE_CACHE", str(tmp_path / "images"))  # a pull of its own to count
+    dump = (
+        "import json,os,sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'));"
+        "os.execv(sys.executable, [sys.executable, '-m', 'pytest_ubench.testing.truthserver', '--port', sys.argv[2]])"
+    )
+    recipe = {
+        "name": "boxed",
+        "service": {
+            "runtime": "apptainer",
+            "container": {"image": "docker://example.org/ubench/truth:1", "binds": ["/tmp"]},
+            "command": ["{python}", "-c", dump, "{run_dir}/env.json", "{port}"],
+            "env": {"WHICH": "replica {replica}"},
+            "replicas": 2,
+        },
+        "workload": {"protocol": "openai-chat", "model": "m", "duration_s": 1.5, "warmup_s": 0.2,
+                     "dataset": {"prompt_tokens": 16, "output_tokens": 8, "prompts": 8},
+                     "load": {"mode": "closed", "concurrency": 4}},
+    }  # fmt: skip
+    (case,) = expand(load(write_recipe(recipe)))
+    with Services(tmp_path / "out", monitoring=False) as services:
+        res = run_case(case, services)
+    jsonschema.validate(res.result, SCHEMA)
+    service = tmp_path / "out" / "services" / "boxed"
+    envs = [json.loads((d / "env.json").read_text()) for d in (service, service / "replica-1")]
+    assert [e["WHICH"] for e in envs] == ["replica 0", "replica 1"]
+    calls = [json.loads(line) for line in apptainer_double.read_text().splitlines()]
+    assert [c["argv"][0] for c in calls] == ["pull", "exec", "exec"]
+    ports = [c["argv"][-1] for c in calls[1:]]
+    assert len(set(ports)) == 2
+    per = res.result["replicas"]["per_replica"]
+    assert [p["url"].rsplit(":", 1)[1] for p in per] == ports
+    assert all(p["requests"]["ok"] > 0 for p in per) and res.result["requests"]["failed"] == 0

@@ -25,6 +25,7 @@ SHIPPED = ["embeddings", "fio", "grpc", "http-endpoint", "kserve-v2", "llm-capac
 ELSEWHERE = {
     "vllm": "test_vllm.py: one vLLM start, its counters and histograms against the client's",
     "llm-replicas": "test_replicas.py: each replica's counters against the client's, pinning",
+    "llm-replicas-nginx": "test_replicas.py: nginx's count per replica against each server's own",
 }
 SHORT = ["--set", "workload.duration_s=1.5", "--set", "workload.warmup_s=0.5"]
 # Other durations, where a recipe has them: a capacity search's probe at each rate.

@@ -556,7 +556,7 @@ def test_replicas_as_jobs_of_their_own_each_scraped_by_prometheus(tmp_path: Path
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/", "-p", "no:cacheprovider", "--ubench-recipe=llm-replicas",
          "--ubench-set=workload.duration_s=3", "--ubench-set=workload.warmup_s=1", "--ubench-cluster=ci-slurm",
-         f"--ubench-output={out}"],
+         f"--ubench-output={out}", f"--ubench-report={tmp_path / 'report.html'}"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     # The efficiency SLO judges this machine (the client shares its two cores): either verdict is a result.
@@ -571,5 +571,13 @@ def test_replicas_as_jobs_of_their_own_each_scraped_by_prometheus(tmp_path: Path
     assert [v["passed"] for v in two["slo"] if v["expression"] == "error_rate < 0.01"] == [True]
     check = two["monitoring"]["cross_check"]["llamacpp"]
     assert check["client"] > 0 and check["relative_difference"] <= 0.01, check
+    for k, p in enumerate(per):  # each replica's own series, from its own job
+        assert p["server_counts"]["llamacpp"] > 0, (k, p)
+    assert sum(p["server_counts"]["llamacpp"] for p in per) == pytest.approx(check["server"], rel=0.01)
+    # the sweep's figures as a user sees them: the terminal's SCALE line and the report's plot
+    efficiency = two["scaling"]["efficiency"]
+    assert f"x2 {two['scaling']['throughput']:.0f} tok/s (efficiency {efficiency:.2f})" in done.stdout
+    report = (tmp_path / "report.html").read_text()
+    assert "llm-replicas: scaling over replicas" in report and "Replicas (2, least-outstanding)" in report
     for name in ("ubench-llm-replicas", "ubench-llm-replicas-replica-1", "ubench-prometheus"):
         assert wait_gone(name) == [], name
