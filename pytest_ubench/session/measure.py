@@ -119,14 +119,14 @@ def _replicas(case: Case, services: Services, dep: Deployment, run: engine.Run) 
     for m in members:
         if m.state in (ServiceState.FAILED, ServiceState.STOPPED):
             lost.setdefault(m.index, None)
-    routing = case.recipe.service.routing if case.recipe.service is not None else ""
+    rule = case.recipe.service.routing if case.recipe.service is not None else ""
     urls = dep.endpoint.urls
     if dep.endpoint.balanced:  # through nginx: its access log says which replica served what
-        targets = [routing_target(u) for u in urls]
+        targets = [_host_port(u) for u in urls]
         counts = front.served(dep.run_dir / "front", targets, run.wall_t0, run.wall_t1 + 1.0)
-        part = scaling.per_replica_from_front(counts, urls, run.wall_t1 - run.wall_t0, lost, routing)
+        part = scaling.per_replica_from_front(counts, urls, run.wall_t1 - run.wall_t0, lost, rule)
     else:
-        part = scaling.per_replica(run.measured, run.window_start, run.window_end, urls, lost, routing)
+        part = scaling.per_replica(run.measured, run.window_start, run.window_end, urls, lost, rule)
     for each, m in zip(part["per_replica"], members, strict=False):
         each |= {"state": str(m.state), "exit_code": m.exit_code}
     return part
@@ -135,7 +135,7 @@ def _replicas(case: Case, services: Services, dep: Deployment, run: engine.Run) 
 def _server_counts(part: dict[str, Any], checks: dict[str, Any]) -> None:
     """Each replica's own counters (Prometheus, per scraped instance) beside its figures."""
     for each in part["per_replica"]:
-        host, port = routing_target(each["url"])
+        host, port = _host_port(each["url"])
         instance = f"{host}:{port}"  # as the target was added (Prometheus.add_target)
         counts = {
             name: c["by_instance"][instance] for name, c in checks.items() if instance in c.get("by_instance", {})
@@ -144,7 +144,7 @@ def _server_counts(part: dict[str, Any], checks: dict[str, Any]) -> None:
             each["server_counts"] = counts
 
 
-def routing_target(url: str) -> tuple[str, int]:
+def _host_port(url: str) -> tuple[str, int]:
     target = routing.Target.of_url(url)
     return target.host, target.port
 

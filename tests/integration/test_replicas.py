@@ -165,6 +165,10 @@ def test_a_replica_killed_mid_run_loses_only_its_requests_in_flight(write_recipe
     verdict = next(v for v in res.result["slo"] if v["expression"] == "every replica served to the end")
     assert not verdict["passed"] and "replica 1" in verdict["note"] and "exit code -9" in verdict["note"]
     assert not res.result["passed"] and res.result["service_failure"] is None
+    print(
+        f"\nkilled replica 1 {killed_at[0] - started:.2f} s into the load, found lost at {lost['lost_at_s']:.2f} s; "
+        f"{len(failed)} replica_lost of {len(records)} requests; replica 0 served {len(ok)} ({served:.0f} tokens)"
+    )
 
 
 def test_server_scale_restart_and_logs_of_a_running_service(tmp_path):
@@ -253,6 +257,9 @@ def test_shipped_nginx_front_spreads_the_load_and_counts_each_replica(tmp_path):
     for k, p in enumerate(per):  # Prometheus scraped each replica itself, not the front
         assert p["server_counts"]["llamacpp"] == pytest.approx(after[k] - before[k], rel=0.01), p
     assert res.result["endpoint"] == dep.endpoint.url
+    tokens, ttft = res.result["throughput"]["output_tokens_per_s"], res.result["metrics"]["ttft_ms"]["p50"]
+    passed = [p["requests"]["ok"] for p in per]
+    print(f"\nnginx passed {passed} requests to the replicas; client {tokens:.0f} tok/s, TTFT p50 {ttft:.1f} ms")
 
 
 def test_a_replica_that_will_not_start_names_itself_and_nothing_is_left(write_recipe, tmp_path):
