@@ -77,3 +77,9 @@ def read(path: str | Path) -> str:
 def remove(path: str | Path | None) -> None:
     if path is not None:
         Path(path).unlink(missing_ok=True)
+
+
+def discard(spec: ServiceSpec, path: Path | None) -> None:
+    """A deployment that failed to start gives up its key, unless the key is its replicas' (they run on)."""
+    if spec.replica is None or spec.replica.key_file is None:
+        remove(path)

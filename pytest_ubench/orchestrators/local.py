@@ -184,7 +184,7 @@ class LocalOrchestrator:
                     preexec_fn=_in_child(not detach, slot.cpus if slot else []),
                 )
             except OSError as exc:
-                keys.remove(key_file)
+                keys.discard(spec, key_file)
                 raise ServiceError(f"{name}: cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         try:
             created = psutil.Process(popen.pid).create_time()

@@ -320,3 +320,35 @@ def test_replicas_in_containers_each_with_its_own_index(write_recipe, tmp_path, 
     per = res.result["replicas"]["per_replica"]
     assert [p["url"].rsplit(":", 1)[1] for p in per] == ports
     assert all(p["requests"]["ok"] > 0 for p in per) and res.result["requests"]["failed"] == 0
+
+
+def test_keyed_replicas_share_one_key_which_outlives_a_replica_that_would_not_start(write_recipe, tmp_path):
+    """api_key_env: every replica checks the one key the clients send (the truth server refuses any other);
+    a scale-up whose new replica dies at start leaves that key to the replicas still running."""
+    from helpers import TRUTH
+
+    from pytest_ubench.orchestrators.base import ServiceError
+
+    gate = 'if [ "$0" = 2 ]; then exit 3; fi; exec "$@"'
+    recipe = {
+        "name": "keyed",
+        "service": {"command": ["sh", "-c", gate, "{replica}", *TRUTH, "--api-key-env", "TRUTH_KEY"],
+                    "api_key_env": "TRUTH_KEY", "replicas": [2, 3]},
+        "workload": {"protocol": "openai-chat", "model": "m", "duration_s": 1.0, "warmup_s": 0.2,
+                     "dataset": {"prompt_tokens": 16, "output_tokens": 8, "prompts": 8},
+                     "load": {"mode": "closed", "concurrency": 4}},
+    }  # fmt: skip
+    two, three = expand(load(write_recipe(recipe)))
+    with Services(tmp_path / "out", monitoring=False) as services:
+        res = run_case(two, services)
+        key_file = Path(services.get(two).endpoint.key_file)
+        per = res.result["replicas"]["per_replica"]
+        assert res.result["requests"]["failed"] == 0 and all(p["requests"]["ok"] > 0 for p in per)
+        with pytest.raises(ServiceError, match="keyed-replica-2: service exited with code 3"):
+            services.get(three)
+        assert key_file.exists()  # the two running replicas still check it
+        urls = json.loads((tmp_path / "out" / "services" / "keyed" / "endpoint.json").read_text())["replicas"]
+        assert len(urls) == 2
+        unkeyed = httpx.post(f"{urls[1]}/v1/chat/completions", json={"model": "m", "messages": []})
+        assert unkeyed.status_code == 401
+    assert not key_file.exists()  # gone with the service

@@ -140,7 +140,7 @@ class SlurmOrchestrator:
         try:
             text = self.dry_run(spec, name, run_dir, detach, key_file)
         except BaseException:
-            keys.remove(key_file)
+            keys.discard(spec, key_file)
             raise
         path = run_dir / "job.sbatch"
         path.write_text(text + "\n", encoding="utf-8")
@@ -157,7 +157,7 @@ class SlurmOrchestrator:
         except SlurmError as exc:
             if beat is not None:
                 beat.stop()
-            keys.remove(key_file)
+            keys.discard(spec, key_file)
             raise ServiceError(f"{name}: cannot submit {path}: {exc}") from None
         logger.info("{}: submitted job {} ({})", name, job_id, path)
         job = SlurmJob(job_id, path, beat)
@@ -170,6 +170,8 @@ class SlurmOrchestrator:
         try:
             dep.endpoint = self._wait_for_endpoint(dep)
         except BaseException:
+            if spec.replica is not None and spec.replica.key_file is not None:
+                dep.endpoint = replace(dep.endpoint, key_file=None)  # its replicas' key: they run on
             self.stop(dep)
             raise
         return dep
