@@ -88,9 +88,8 @@ def restart(entry: registry.Entry, orch: Replicated | None = None) -> registry.E
     """The service stopped and started again with as many replicas, under the same id and directory."""
     orch = orch or get_orchestrator(entry.orchestrator)
     dep = orch.attach(entry.deployment(), entry.handle)
-    count = len(entry.endpoint.urls)
+    spec = _started_spec(entry).model_copy(update={"replicas": len(entry.endpoint.urls)})  # before it stops
     orch.stop(dep)
-    spec = _started_spec(entry).model_copy(update={"replicas": count})
     fresh = deploy_healthy(orch, spec, entry.recipe, Path(entry.run_dir), detach=True)
     return _save(entry, orch, fresh)
 
