@@ -8,12 +8,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from time import perf_counter
-from urllib.parse import urlsplit
 
 from loguru import logger
 
 from ..metrics.records import Record
-from ..orchestrators.base import ServiceError, tls_context
+from ..orchestrators.base import address, tls_context
 from .http import Pool, RequestFailed
 
 
@@ -25,11 +24,7 @@ class Target:
 
     @classmethod
     def of_url(cls, url: str) -> Target:
-        parts = urlsplit(url)
-        if parts.hostname is None:
-            raise ServiceError(f"{url}: no host to send requests to")
-        tls = parts.scheme == "https"
-        return cls(parts.hostname, parts.port or (443 if tls else 80), tls)
+        return cls(*address(url), tls=url.startswith("https:"))
 
 
 Targets = Target | Sequence[Target]  # one service, or its replicas

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -81,7 +80,7 @@ class Monitoring:
         if self.watching is not None:
             job = self.watching.job  # scraped there already, under its id
         elif recipe.service is not None and recipe.service.metrics_path:
-            for host, port in _replicas(dep):  # every replica, one instance each, under the recipe's job
+            for host, port in dep.endpoint.addresses:  # every replica, one instance each, under the recipe's job
                 targets.append((recipe.name, host, port, recipe.service.metrics_path, dep.endpoint.scheme))
         nodes = recipe.service.resources.nodes if recipe.service is not None else 1
         for exporter in self._exporters_of(recipe):
@@ -119,7 +118,7 @@ class Monitoring:
     def unwatch(self, recipe: Recipe, dep: Deployment) -> None:
         """Stop scraping a deployment of the recipe's service that is being replaced (its node stays)."""
         if self.prometheus is not None and recipe.service is not None and recipe.service.metrics_path:
-            for host, port in _replicas(dep):
+            for host, port in dep.endpoint.addresses:
                 self.prometheus.remove_target(recipe.name, host, port)
 
     def _exporters_of(self, recipe: Recipe) -> list[Sidecar]:
@@ -248,13 +247,3 @@ class Monitoring:
         while self._exporters:
             _, exporter_dep = self._exporters.popitem()
             self.orchestrator.stop(exporter_dep)
-
-
-def _replicas(dep: Deployment) -> list[tuple[str, int]]:
-    """Host and port of each of the deployment's replicas (one, or several: ``Endpoint.replicas``)."""
-    out = []
-    for url in dep.endpoint.urls:
-        parts = urlsplit(url)
-        assert parts.hostname is not None
-        out.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
-    return out

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from ..metrics.files import write_json
 from ..recipes.deployment import Resources, ServiceSpec
@@ -26,6 +27,14 @@ def tls_context() -> ssl.SSLContext:
 
 class ServiceError(Exception):
     """A service that could not be started, became unhealthy, or could not be reached."""
+
+
+def address(url: str) -> tuple[str, int]:
+    """Host and port of a service's URL (the scheme's port where it names none)."""
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        raise ServiceError(f"{url}: no host to send requests to")
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 class MissingVariable(ServiceError):
@@ -60,6 +69,11 @@ class Endpoint:
     def urls(self) -> tuple[str, ...]:
         """Where the service answers: each replica's URL, or the one."""
         return self.replicas or (self.url,)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Host and port of each replica (or of the one service)."""
+        return [address(url) for url in self.urls]
 
     @property
     def load_urls(self) -> tuple[str, ...]:

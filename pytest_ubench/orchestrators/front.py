@@ -91,11 +91,12 @@ def served(where: Path, upstreams: list[tuple[str, int]], start: float, end: flo
     ok: Counter[str] = Counter()
     path = where / LOG
     if path.exists():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            fields = line.split()
-            if len(fields) < 3 or not start <= float(fields[0]) <= end:
-                continue
-            last = fields[1].split(",")[-1].strip()  # tried several: the one that answered
-            total[last] += 1
-            ok[last] += fields[2].isdigit() and int(fields[2]) < 400
+        with path.open(encoding="utf-8", errors="replace") as lines:  # a long run's log is read, not held
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 3 or not start <= float(fields[0]) <= end:
+                    continue
+                last = fields[1].split(",")[-1].strip()  # tried several: the one that answered
+                total[last] += 1
+                ok[last] += fields[2].isdigit() and int(fields[2]) < 400
     return [{"total": total[f"{h}:{p}"], "ok": ok[f"{h}:{p}"]} for h, p in upstreams]

@@ -17,13 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from loguru import logger
 
 from ..recipes.deployment import ReplicaSlot, Resources, ServiceSpec
 from . import front, keys
-from .base import Deployment, Orchestrator, ServiceError, ServiceState, from_record, to_record
+from .base import Deployment, Orchestrator, ServiceError, ServiceState, address, from_record, to_record
 from .health import deploy_healthy, wait_healthy
 
 
@@ -142,7 +141,7 @@ class Replicated:
         if group.front is not None:
             self.inner.stop(group.front)
             group.front = None
-        upstreams = [(t.hostname or "", t.port or 80) for t in (urlsplit(m.endpoint.url) for m in group.members)]
+        upstreams = [address(m.endpoint.url) for m in group.members]
         spec = front.spec(run_dir / "front", group.spec, upstreams)
         group.front = deploy_healthy(self.inner, spec, f"{name}-front", run_dir / "front", group.detach)
         logger.info("{}: nginx in front of {} replica(s) at {}", name, len(upstreams), group.front.endpoint.url)

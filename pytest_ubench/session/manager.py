@@ -17,7 +17,6 @@ from typing import Any
 
 import psutil
 
-from ..load.routing import Target
 from ..metrics import server_queries as queries
 from ..metrics.results import ResultsDir
 from ..monitor import grafana_server
@@ -181,9 +180,8 @@ def monitor_start(
         added = []
         for svc in services:
             path = svc.metrics_path or "/metrics"
-            for url in svc.endpoint.urls:  # each replica, under the service's id
-                target = Target.of_url(url)
-                added.append((svc.id, prom.add_target(svc.id, target.host, target.port, path, svc.endpoint.scheme)))
+            for at, at_port in svc.endpoint.addresses:  # each replica, under the service's id
+                added.append((svc.id, prom.add_target(svc.id, at, at_port, path, svc.endpoint.scheme)))
         for extra in mon.targets:
             host, _, port = extra.rpartition(":")
             added.append((extra, prom.add_target(extra, host, int(port))))

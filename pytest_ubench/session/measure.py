@@ -15,7 +15,7 @@ from ..load.planning import Planned, Tool, ToolContext
 from ..metrics import client_check, scaling, slo, stats, steady
 from ..metrics.records import Record
 from ..orchestrators import front
-from ..orchestrators.base import Deployment, ServiceState
+from ..orchestrators.base import Deployment, ServiceState, address
 from ..recipes.sweep import Case
 from . import clients as slurm_clients
 from .services import Services
@@ -122,8 +122,7 @@ def _replicas(case: Case, services: Services, dep: Deployment, run: engine.Run) 
     rule = case.recipe.service.routing if case.recipe.service is not None else ""
     urls = dep.endpoint.urls
     if dep.endpoint.balanced:  # through nginx: its access log says which replica served what
-        targets = [_host_port(u) for u in urls]
-        counts = front.served(dep.run_dir / "front", targets, run.wall_t0, run.wall_t1 + 1.0)
+        counts = front.served(dep.run_dir / "front", dep.endpoint.addresses, run.wall_t0, run.wall_t1 + 1.0)
         part = scaling.per_replica_from_front(counts, urls, run.wall_t1 - run.wall_t0, lost, rule)
     else:
         part = scaling.per_replica(run.measured, run.window_start, run.window_end, urls, lost, rule)
@@ -135,18 +134,13 @@ def _replicas(case: Case, services: Services, dep: Deployment, run: engine.Run) 
 def _server_counts(part: dict[str, Any], checks: dict[str, Any]) -> None:
     """Each replica's own counters (Prometheus, per scraped instance) beside its figures."""
     for each in part["per_replica"]:
-        host, port = _host_port(each["url"])
+        host, port = address(each["url"])
         instance = f"{host}:{port}"  # as the target was added (Prometheus.add_target)
         counts = {
             name: c["by_instance"][instance] for name, c in checks.items() if instance in c.get("by_instance", {})
         }
         if counts:
             each["server_counts"] = counts
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    target = routing.Target.of_url(url)
-    return target.host, target.port
 
 
 def _tool_run(case: Case, services: Services, tool: Tool, run_dir: Path, progress: engine.Progress | None) -> Measured:
