@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from pytest_ubench import CaseResult, Services, expand, run_case
 from pytest_ubench import load_recipe as load
 from pytest_ubench.orchestrators.base import Deployment
@@ -127,3 +129,9 @@ def run_killing_the_service(write_recipe, tmp_path: Path, recipe: dict, dep: Dep
         return run_recipe(write_recipe, tmp_path, recipe)
     finally:
         LocalOrchestrator().stop(dep)
+
+
+def record_rows(case_dir: Path) -> list[dict]:
+    """A case's records as the published Parquet schema has them (read with pyarrow, not our reader)."""
+    rows: list[dict] = pq.read_table(case_dir / "records.parquet").to_pylist()
+    return rows

@@ -1,4 +1,5 @@
-"""``ubenchai compare`` and ``ubenchai report``: what a results directory holds, compared or reported."""
+"""``ubenchai compare``, ``report`` and ``records``: what a results directory holds, compared, reported or
+converted."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..metrics import baselines, compare
+from ..metrics import baselines, compare, record_files
 from ..metrics.files import write_json
 from ..metrics.results import RESULTS, ResultsDir
 from ..recipes.schema import Regression
@@ -38,6 +39,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     rep.add_argument("--output", type=Path, metavar="FILE", help="default: RUN_DIR/report.<format>")
     rep.set_defaults(handler=report)
+    rec = sub.add_parser("records", help="a run's per-request records in another format (JSON Lines, CSV, Parquet)")
+    rec.add_argument("run_dir", type=Path, metavar="RUN", help="a results directory, or one case's directory in it")
+    rec.add_argument("--format", choices=list(EXPORTS), required=True,
+                     help="jsonl (an object per request), csv, parquet (what runs write: docs/records.md)")  # fmt: skip
+    rec.add_argument("--output", type=Path, metavar="DIR", help="where to write <case>.<format> (default: beside "
+                     "each case's records, as records.<format>)")  # fmt: skip
+    rec.set_defaults(handler=convert_records)
 
 
 def report(args: argparse.Namespace) -> int:
@@ -90,3 +98,39 @@ def compare_dirs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"regressed": regressed, "cases": cases}, indent=2))
     return EXIT_SLO if regressed else EXIT_OK
+
+
+EXPORTS = {"jsonl": record_files.write_jsonl, "csv": record_files.write_csv, "parquet": record_files.write_parquet}
+
+
+def convert_records(args: argparse.Namespace) -> int:
+    """Each case's records (Parquet; JSON Lines of runs written before it; a killed run's blocks) in the
+    format asked for."""
+    root: Path = args.run_dir
+    cases = [root] if _has_records(root) else []
+    if not cases and root.is_dir():
+        cases = sorted(d for d in root.iterdir() if d.is_dir() and _has_records(d))
+    if not cases:
+        err(f"no records ({record_files.PARQUET}, {record_files.JSONL} or {record_files.PARTS}/) under {root}")
+        return EXIT_USAGE
+    for case_dir in cases:
+        name = f"{case_dir.name}.{args.format}" if args.output else f"records.{args.format}"
+        target = (args.output or case_dir) / name
+        if target.exists() and target.resolve() == (case_dir / record_files.PARQUET).resolve():
+            print(f"{target} (already Parquet)")
+            continue
+        try:
+            records = record_files.read_case(case_dir)
+            EXPORTS[args.format](target, records)
+        except record_files.RecordsError as exc:
+            err(f"{case_dir.name}: {exc}")
+            return EXIT_USAGE
+        except OSError as exc:
+            err(f"cannot write {target}: {exc.strerror or exc}")
+            return EXIT_RESULTS
+        print(f"{target}: {len(records)} requests")
+    return EXIT_OK
+
+
+def _has_records(d: Path) -> bool:
+    return any((d / name).exists() for name in (record_files.PARQUET, record_files.JSONL, record_files.PARTS))

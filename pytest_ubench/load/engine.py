@@ -14,6 +14,7 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter, process_time, time
 from typing import Any, Protocol
 
@@ -22,6 +23,8 @@ import psutil
 from loguru import logger
 
 from ..metrics.client_check import ClientHealth
+from ..metrics.columns import Collector, Records
+from ..metrics.record_files import Parts
 from ..metrics.records import Record
 from ..orchestrators.base import ServiceError
 from .http import BodySink, Connection, RequestFailed
@@ -60,6 +63,9 @@ class LoadPlan:
     # Over several targets (a service's replicas): the one with fewest requests outstanding here (ties in
     # turn), each in turn, or one drawn at random (seeded).
     routing: str = "least-outstanding"
+    # Where finished requests go in blocks as the run goes (memory stays flat; a killed run keeps them);
+    # None: kept in memory (short runs, tests).
+    spill_dir: Path | None = None
 
 
 class Adapter(Protocol):
@@ -86,9 +92,9 @@ class Sink(BodySink, Protocol):
 
 @dataclass
 class Run:
-    """Everything one load run produced; times are ``perf_counter`` seconds."""
+    """Everything one load run produced; times are ``perf_counter`` seconds (the records' are after ``t0``)."""
 
-    records: list[Record]
+    records: Records
     t0: float
     wall_t0: float
     window_start: float
@@ -105,8 +111,8 @@ class Run:
     lost: dict[int, float] = field(default_factory=dict)
 
     @property
-    def measured(self) -> list[Record]:
-        return [r for r in self.records if not r.warmup]
+    def measured(self) -> Records:
+        return self.records.measured
 
 
 def schedule_of(plan: LoadPlan) -> Schedule:
@@ -152,10 +158,12 @@ UNREACHABLE_AFTER = 50
 
 
 class _Engine:
-    def __init__(self, targets: Sequence[Target], plan: LoadPlan) -> None:
+    def __init__(self, targets: Sequence[Target], plan: LoadPlan, spill_prefix: str = "part") -> None:
         self.plan = plan
         self.router = Router(targets, plan.routing, plan.seed, plan.connect_timeout_s)
-        self.records: list[Record] = []
+        spill = Parts(plan.spill_dir, spill_prefix) if plan.spill_dir is not None else None
+        self.collector = Collector(0.0, spill)  # its t0 is set when the run starts, before any request
+        self.sent = 0
         self.counter = itertools.count()  # closed loop: the next request's index
         self.adapter: Adapter | None = None
         self.completed = 0
@@ -171,7 +179,7 @@ class _Engine:
         self.exhausted = False  # max_requests were all sent before the duration ran out
 
     async def one(self, rec: Record, index: int) -> None:
-        self.records.append(rec)
+        self.sent += 1
         try:
             if self.adapter is not None:
                 await self._call(self.adapter, rec, index)
@@ -188,7 +196,9 @@ class _Engine:
         except asyncio.CancelledError:
             rec.end = perf_counter()
             rec.error = "interrupted"  # cut short by Ctrl-C: recorded, never counted as a success
+            self.collector.add(rec)
             raise
+        self.collector.add(rec)
         if rec.error is None:
             self.completed += 1
             self.refused = 0
@@ -304,7 +314,7 @@ class _Engine:
             rec = Record(intended, warmup=intended < measure_from)
             if len(tasks) == cap:
                 rec.error = "dropped"  # k6's dropped_iterations: the cap left no room to send it on time
-                self.records.append(rec)
+                self.collector.add(rec)
                 self.dropped += 1
                 continue
             task = self.loop.create_task(self.one(rec, idx))
@@ -347,16 +357,17 @@ class _Engine:
                 last_t, last_cpu, last_spin, last_host = now, cpu, spin, host
 
     def snapshot(self, elapsed: float, total: float, prev: tuple[float, int]) -> Snapshot:
-        recent = [r.first - r.intended for r in self.records[-2000:] if r.first == r.first and r.error is None]
+        rows = self.collector.recent()[-2000:]
+        recent = (rows["first"] - rows["intended"])[(rows["error"] == 0) & ~np.isnan(rows["first"])]
         p50 = p95 = None
-        if recent:
+        if len(recent):
             p50, p95 = (float(x) * 1000.0 for x in np.percentile(recent, [50, 95]))
         done = self.completed + self.failed
         dt = elapsed - prev[0]
         return Snapshot(
             elapsed,
             total,
-            len(self.records) - self.dropped,
+            self.sent,
             self.completed,
             self.failed,
             len(self.in_flight),
@@ -374,10 +385,12 @@ async def run_async(
     progress: Progress | None = None,
     observer: Observer | None = None,
     start_at: float | None = None,
+    spill_prefix: str = "part",
 ) -> Run:
     """``start_at``: a ``perf_counter`` time to start at, so client processes on one host (one
-    monotonic clock) share a start and their records merge exactly."""
-    engine = _Engine([target] if isinstance(target, Target) else list(target), plan)
+    monotonic clock) share a start and their records merge exactly; ``spill_prefix`` names this process's
+    blocks in ``plan.spill_dir`` (several processes share it)."""
+    engine = _Engine([target] if isinstance(target, Target) else list(target), plan, spill_prefix)
     set_frame_limit(plan.max_frame_bytes)
     if plan.adapter is not None:  # connect and prepare before the clock starts: setup is not load
         engine.adapter = plan.adapter()
@@ -395,6 +408,7 @@ async def run_async(
     if start_at is not None and (wait := start_at - perf_counter()) > 0:
         await asyncio.sleep(wait)
     t0 = start_at if start_at is not None else perf_counter()
+    engine.collector.t0 = t0
     # A full (generation 2) collection walks every record made so far: measured at 10,000 req/s, it
     # stalled the loop for up to 40 ms (send lag p99 18 ms). Objects from before the run are frozen out
     # of collection and full collections are held off until the run ends; young ones still run.
@@ -404,7 +418,7 @@ async def run_async(
     wall_t0 = time() - (perf_counter() - t0)
     measure_from = t0 + plan.warmup_s
     stop_at = measure_from + plan.duration_s
-    run = Run(engine.records, t0, wall_t0, measure_from, stop_at, client=[engine.health])
+    run = Run(Records.empty(t0), t0, wall_t0, measure_from, stop_at, client=[engine.health])
     ticker = None
     if progress is not None:
 
@@ -449,7 +463,8 @@ async def run_async(
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         run.wall_t1 = time()
-    logger.debug("load finished: {} requests, {} failed", len(engine.records), engine.failed)
+        run.records = engine.collector.finish()
+    logger.debug("load finished: {} requests, {} failed", len(run.records), engine.failed)
     return run
 
 
@@ -459,10 +474,11 @@ def run(
     progress: Progress | None = None,
     observer: Observer | None = None,
     start_at: float | None = None,
+    spill_prefix: str = "part",
 ) -> Run:
     """Run a load plan on a fresh event loop (one loop per process; uvloop's where installed)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(run_async(target, plan, progress, observer, start_at))
+        return runner.run(run_async(target, plan, progress, observer, start_at, spill_prefix))
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

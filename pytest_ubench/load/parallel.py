@@ -20,6 +20,7 @@ from typing import Any
 
 from loguru import logger
 
+from ..metrics.columns import Records
 from ..orchestrators import watchdog
 from ..orchestrators.base import ServiceError
 from . import engine, routing
@@ -137,10 +138,17 @@ def _child(index: int, target: routing.Targets, plan: engine.LoadPlan, conn: Con
     queue.put(("ready", index, None))
     start_at = conn.recv()
     if idle(plan):
-        run = engine.Run([], start_at, 0.0, start_at + plan.warmup_s, start_at + plan.warmup_s + plan.duration_s)
+        end = start_at + plan.warmup_s + plan.duration_s
+        run = engine.Run(Records.empty(start_at), start_at, 0.0, start_at + plan.warmup_s, end)
     else:
         try:
-            run = engine.run(target, plan, lambda snap: queue.put(("progress", index, snap)), start_at=start_at)
+            run = engine.run(
+                target,
+                plan,
+                lambda snap: queue.put(("progress", index, snap)),
+                start_at=start_at,
+                spill_prefix=f"proc{index}",
+            )
         except ServiceError as exc:  # e.g. an adapter that cannot connect: its message, not "died"
             queue.put(("error", index, str(exc)))
             return
@@ -150,8 +158,8 @@ def _child(index: int, target: routing.Targets, plan: engine.LoadPlan, conn: Con
 def merge(runs: list[engine.Run], plan: engine.LoadPlan) -> engine.Run:
     """One run from runs that share a start instant on one clock: records in intended-time order."""
     active = [r for r in runs if r.wall_t0 > 0] or runs
-    records = sorted((rec for r in runs for rec in r.records), key=lambda rec: rec.intended)
     first = active[0]
+    records = Records.concat([r.records for r in runs], first.t0).sorted()
     aborted = next((r.aborted for r in runs if r.aborted), None)
     merged = engine.Run(
         records,

@@ -69,10 +69,10 @@ def _runs(case: CaseResult) -> list[compare.RunFigures]:
     did, from its records (one run)."""
     if (per_run := case.result.get("per_run")) is not None:
         return [compare.RunFigures.from_dict(r) for r in per_run]
-    records = [r for r in case.records() if not r.warmup]
-    if not records:
+    records = case.records().measured
+    if not len(records):
         return []
-    start, end = min(r.intended for r in records), max(r.intended for r in records)
+    start, end = float(records.at("intended").min()), float(records.at("intended").max())
     return [compare.run_figures(case.result, records, start, end)]
 
 

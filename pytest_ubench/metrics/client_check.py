@@ -8,14 +8,13 @@ achieved inside the load window against the schedule's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .records import Record
+from .columns import Records
 
 CPU_LIMIT = 0.80
 HOST_BUSY = 0.90  # a host this busy (or stolen from, STEAL) makes a timer fire late whoever is to blame
@@ -44,7 +43,7 @@ class ClientHealth:
 
 
 def check(
-    health: Sequence[ClientHealth], records: Sequence[Record], mode: str, window_start: float, window_end: float
+    health: Sequence[ClientHealth], records: Records, mode: str, window_start: float, window_end: float
 ) -> dict[str, Any]:
     reasons = []
     cpu = [float(np.mean(h.cpu)) for h in health if h.cpu]
@@ -78,19 +77,21 @@ def check(
     elif lags and out["loop_lag_p99_ms"] > LOOP_LAG_P99_MS:
         reasons.append(f"event-loop lag p99 {out['loop_lag_p99_ms']:.1f} ms (limit {LOOP_LAG_P99_MS:g} ms)")
     if mode == "open":
-        measured = [r for r in records if not r.warmup]
-        sent = [r for r in measured if not math.isnan(r.start)]
-        if sent:
-            lag = np.percentile([(r.start - r.intended) * 1000.0 for r in sent], 99)
-            out["send_lag_p99_ms"] = float(lag)
+        measured = records.measured
+        sent = measured.take(~np.isnan(measured["start"]))
+        if len(sent):
+            lag = float(np.percentile((sent["start"] - sent["intended"]) * 1000.0, 99))
+            out["send_lag_p99_ms"] = lag
             if lag > SEND_LAG_P99_MS and "host" not in out:
                 reasons.append(f"send lag p99 {lag:.1f} ms (limit {SEND_LAG_P99_MS:g} ms)")
         span = window_end - window_start
-        scheduled = sum(1 for r in measured if window_start <= r.intended < window_end)
-        on_time = sum(1 for r in sent if window_start <= r.start < window_end)
+        intended, started = measured.at("intended"), sent.at("start")
+        scheduled = int(np.count_nonzero((window_start <= intended) & (intended < window_end)))
+        on_time = int(np.count_nonzero((window_start <= started) & (started < window_end)))
+        dropped = measured.code("error", "dropped")
         if span > 0 and scheduled:
             out["scheduled_rate"], out["send_rate"] = scheduled / span, on_time / span
-            if on_time < ACHIEVED_MIN * scheduled and not any(r.error == "dropped" for r in measured):
+            if on_time < ACHIEVED_MIN * scheduled and not (dropped > 0 and (measured["error"] == dropped).any()):
                 reasons.append(
                     f"sent {on_time / span:.1f} req/s within the window against {scheduled / span:.1f} scheduled"
                 )

@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .records import Record
-from .stats import request_values
+from .columns import Records
 
 LOWER_IS_BETTER = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")
 HIGHER_IS_BETTER = ("requests_per_s", "output_tokens_per_s", "recall")
@@ -61,7 +60,7 @@ class RunFigures:
         return cls(dict(data.get("figures", {})), {k: list(v) for k, v in data.get("windows", {}).items()})
 
 
-def run_figures(summary: Mapping[str, Any], measured: Sequence[Record], start: float, end: float) -> RunFigures:
+def run_figures(summary: Mapping[str, Any], measured: Records, start: float, end: float) -> RunFigures:
     """A run's figures from its summary (the published ones) and its time windows from its records;
     ``start``/``end``: the measurement window (the records' clock)."""
     figures: dict[str, float] = {}
@@ -73,34 +72,31 @@ def run_figures(summary: Mapping[str, Any], measured: Sequence[Record], start: f
         figures |= {m: float(t[m]) for m in ("requests_per_s", "output_tokens_per_s")}
     if (summary.get("recall") or {}).get("mean") is not None:
         figures["recall"] = float(summary["recall"]["mean"])
-    return RunFigures(figures, _windows([r for r in measured if r.ok], start, end))
+    return RunFigures(figures, _windows(measured.take(measured.ok), start, end))
 
 
-def _windows(ok: Sequence[Record], start: float, end: float) -> dict[str, list[float]]:
+def _windows(ok: Records, start: float, end: float) -> dict[str, list[float]]:
     span = (end - start) / WINDOWS
-    if span <= 0 or not ok:
+    if span <= 0 or not len(ok):
         return {}
     out: dict[str, list[float]] = {m: [] for m in (*LOWER_IS_BETTER, *HIGHER_IS_BETTER)}
-    buckets: list[list[Record]] = [[] for _ in range(WINDOWS)]
-    for r in ok:
-        i = int((r.intended - start) / span)
-        if 0 <= i < WINDOWS:
-            buckets[i].append(r)
-    for bucket in buckets:
+    which = np.floor((ok.at("intended") - start) / span)
+    for i in range(WINDOWS):
+        bucket = ok.take(which == i)
         if len(bucket) < MIN_WINDOW_SAMPLES:
             continue
-        values = [request_values(r) for r in bucket]
+        values = bucket.values()
         for m in ("ttft_ms", "tpot_ms", "e2e_ms"):
-            got = [v[m] for v in values if v[m] is not None and math.isfinite(v[m])]
+            got = values.series(m)
+            got = got[np.isfinite(got)]
             if len(got) >= MIN_WINDOW_SAMPLES:
                 out[m].append(float(np.median(got)))
-        gaps = [g for v in values for g in v["itl_ms"]]
-        if gaps:
-            out["itl_ms"].append(float(np.median(gaps)))
+        if len(values.itl_ms):
+            out["itl_ms"].append(float(np.median(values.itl_ms)))
         out["requests_per_s"].append(len(bucket) / span)
-        out["output_tokens_per_s"].append(sum(r.output_tokens or 0 for r in bucket) / span)
-        recalls = [r.recall for r in bucket if not math.isnan(r.recall)]
-        if recalls:
+        out["output_tokens_per_s"].append(float(np.clip(bucket["output_tokens"], 0, None).sum()) / span)
+        recalls = bucket["recall"][~np.isnan(bucket["recall"])]
+        if len(recalls):
             out["recall"].append(float(np.mean(recalls)))
     return {m: v for m, v in out.items() if v}
 

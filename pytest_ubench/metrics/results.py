@@ -1,7 +1,7 @@
 """A run's results directory and what is in it: the one reader and writer of it.
 
 Layout: ``<root>/<case id>/results.json`` (the published record of one case, schema in
-docs/results-schema.json) beside ``records.jsonl`` (its raw requests); ``<root>/services/<name>/`` (a
+docs/results-schema.json) beside ``records.parquet`` (its raw requests, docs/records.md); ``<root>/services/<name>/`` (a
 service's script, log and endpoint file); ``<root>/sweeps/`` (capacity summaries). Every case writes its
 own directory (parallel workers never share a file), every file atomically (``files``).
 """
@@ -12,19 +12,20 @@ import os
 import platform
 import socket
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .columns import Records
 from .files import read_json, write_json
-from .records import Record, read_jsonl, write_jsonl
+from .record_files import PARQUET, keep, read_case
 from .slo import Verdict
 
 SCHEMA_VERSION = "ubench.results/1"
 RESULTS = "results.json"
-RECORDS = "records.jsonl"
+RECORDS = PARQUET
 
 
 class ResultsError(Exception):
@@ -45,7 +46,7 @@ class CaseResult:
     verdicts: list[Verdict]
     service_failure: str | None = None
     rate_unit: str = "ops/s"  # what throughput.items_per_s counts, as its protocol says
-    _records: list[Record] | None = field(default=None, repr=False, compare=False)
+    _records: Records | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def read(cls, case_dir: Path) -> CaseResult:
@@ -64,11 +65,10 @@ class CaseResult:
         name: str = self.result["recipe"]["name"]
         return name
 
-    def records(self) -> list[Record]:
-        """The case's requests, read once (none when the file is missing)."""
+    def records(self) -> Records:
+        """The case's requests, read once (none when there is no file)."""
         if self._records is None:
-            path = self.run_dir / RECORDS
-            self._records = list(read_jsonl(path)) if path.exists() else []
+            self._records = read_case(self.run_dir)
         return self._records
 
     @property
@@ -216,12 +216,12 @@ class ResultsDir:
     def sweeps_dir(self) -> Path:
         return self.root / "sweeps"
 
-    def write(self, case_id: str, document: dict[str, Any], records: Iterable[Record], t0: float) -> Path:
+    def write(self, case_id: str, document: dict[str, Any], records: Records, wall_t0: float) -> Path:
         """A case's results and raw records; a disk that refuses them is a ``ResultsError`` (exit 4)."""
         case_dir = self.case_dir(case_id)
         try:
             write_json(case_dir / RESULTS, document)
-            write_jsonl(case_dir / RECORDS, records, t0)
+            keep(case_dir, records, {"case_id": case_id, "wall_t0": wall_t0})
         except OSError as exc:
             raise ResultsError(f"{case_id}: cannot write results to {case_dir}: {exc.strerror or exc}") from None
         return case_dir

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .records import Record
+from .columns import Records
 from .stats import summary
 
 # The figures kept per replica (of those a summary has): enough to see one replica lagging the others.
@@ -15,7 +15,7 @@ _PERCENTILES = ("p50", "p99")
 
 
 def per_replica(
-    records: Sequence[Record],
+    records: Records,
     window_start: float,
     window_end: float,
     urls: Sequence[str],
@@ -27,7 +27,7 @@ def per_replica(
     found it ended, no client noticed)."""
     each = []
     for index, url in enumerate(urls):
-        part = summary([r for r in records if r.replica == index], window_start, window_end)
+        part = summary(records.take(records["replica"] == index), window_start, window_end)
         req, thr, lat = part["requests"], part["throughput"], part["metrics"]
         each.append(
             {

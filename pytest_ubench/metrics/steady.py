@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .records import Record
+from .columns import Records
 
 BATCH = 5
 MIN_BATCHES = 10  # fewer batches than this and MSER runs on single observations (MSER-1)
@@ -41,28 +41,24 @@ def mser(series: Sequence[float] | np.ndarray, batch: int = BATCH) -> tuple[int,
     return d * batch, d <= n // 2
 
 
-def per_second(records: Sequence[Record], start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+def per_second(records: Records, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
     """Completions per second, and mean end-to-end latency (ms) of the requests sent in each second."""
     bins = max(1, math.floor(end - start))
-    done = np.zeros(bins)
-    lat_sum = np.zeros(bins)
-    lat_n = np.zeros(bins)
-    for r in records:
-        if not r.ok or math.isnan(r.end):
-            continue
-        i = int(r.end - start)
-        if 0 <= i < bins:
-            done[i] += 1
-        j = int(r.intended - start)
-        if 0 <= j < bins:
-            lat_sum[j] += r.end - r.intended
-            lat_n[j] += 1
+    ok = records.take(records.ok & ~np.isnan(records["end"]))
+    at_end = np.floor(ok.at("end") - start).astype(np.int64)
+    sent = np.floor(ok.at("intended") - start).astype(np.int64)
+    inside = (at_end >= 0) & (at_end < bins)
+    done = np.bincount(at_end[inside], minlength=bins).astype(np.float64)
+    inside = (sent >= 0) & (sent < bins)
+    latency_s = (ok["end"] - ok["intended"])[inside]
+    lat_sum = np.bincount(sent[inside], weights=latency_s, minlength=bins)
+    lat_n = np.bincount(sent[inside], minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         latency = np.where(lat_n > 0, lat_sum / lat_n * 1000.0, np.nan)
     return done, latency
 
 
-def window(records: Sequence[Record], start: float, end: float) -> dict[str, Any]:
+def window(records: Records, start: float, end: float) -> dict[str, Any]:
     """Where the run became stable: ``start_s``/``end_s`` relative to the load window's start."""
     throughput, latency = per_second(records, start, end)
     cut_t, ok_t = mser(throughput)

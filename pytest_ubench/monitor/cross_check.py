@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from loguru import logger
 
-from ..metrics.records import Record
+from ..metrics.columns import Records
 from ..metrics.server_queries import CROSS_CHECKS, CrossCheck
-from ..metrics.stats import request_values
 from .prometheus import Prometheus
 
 # A mean agrees when the client's is not below the server's (the client's clock starts before the
@@ -30,29 +30,32 @@ MEAN_ABOVE_SHARE = 0.25
 MEAN_BELOW_MS = 0.5
 
 
-def _client(check: CrossCheck, ok: Sequence[Record]) -> float | None:
-    """The client's figure: a count, a mean, or (nearest rank, as a histogram counts) a quantile."""
+def _client(check: CrossCheck, ok: Records) -> float | None:
+    """The client's figure: a count, a mean, or (nearest rank, as a histogram counts) a quantile. Latencies
+    here run from the actual send, as the server's own clock does."""
     if check.client_field == "requests":
         return len(ok)
     if check.client_field in ("output_tokens", "prompt_tokens"):
-        return sum(getattr(r, check.client_field) or 0 for r in ok)
+        return int(np.clip(ok[check.client_field], 0, None).sum())
     if check.client_field == "ttft_ms":
-        values = [(r.first - r.start) * 1000 for r in ok]
+        values = (ok["first"] - ok["start"]) * 1000
     elif check.client_field == "e2e_ms":
-        values = [(r.end - r.start) * 1000 for r in ok]
+        values = (ok["end"] - ok["start"]) * 1000
     elif check.client_field == "tpot_ms":
-        values = [(r.end - r.first) * 1000 / (n - 1) for r in ok if (n := r.output_tokens or 0) > 1]
+        n = ok["output_tokens"].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = ((ok["end"] - ok["first"]) * 1000 / (n - 1))[n > 1]
     elif check.client_field == "itl_token_ms":
-        values = [v for r in ok for v in request_values(r)["itl_token_ms"]]
+        values = ok.values().itl_token_ms
     else:
         raise ValueError(f"unknown client field {check.client_field!r}")
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
+    values = np.sort(values[np.isfinite(values)])
+    if not len(values):
         return None
     if check.kind == "quantile":
         assert check.q is not None
-        return sorted(values)[max(0, math.ceil(check.q * len(values)) - 1)]
-    return sum(values) / len(values)
+        return float(values[max(0, math.ceil(check.q * len(values)) - 1)])
+    return float(values.mean())
 
 
 def _growth(prom: Prometheus, query: str, t0: float, t1: float) -> float | None:
@@ -123,10 +126,10 @@ def _within(client: float | None, bucket: tuple[float, float] | None) -> bool | 
 
 
 def cross_checks(
-    prom: Prometheus, query_sets: Sequence[str], job: str, records: Sequence[Record], t0: float
+    prom: Prometheus, query_sets: Sequence[str], job: str, records: Records, t0: float
 ) -> tuple[dict[str, dict[str, Any]], bool]:
     """Every check of the recipe's query sets from ``t0`` (epoch) until now; and whether all could be read."""
-    ok = [r for r in records if r.ok]
+    ok = records.take(records.ok)
     t1 = time.time()
     out: dict[str, dict[str, Any]] = {}
     complete = True

@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 from ..load.engine import Snapshot
 from ..load.planning import Planned, ToolContext, ToolRun
 from ..metrics import stats
+from ..metrics.columns import Records
 from ..metrics.files import write_atomic
 from ..metrics.names import MIN_SAMPLES
 from ..orchestrators import watchdog
@@ -379,7 +380,7 @@ class FileStorage(BaseProtocol):
             job_file, report = done.job_file, done.report
             aborted = "interrupted" if done.interrupted else None
             command = [binary(), "--output-format=json", str(job_file)]
-        summary = stats.summary([], 0.0, 0.0)
+        summary = stats.summary(Records.empty(), 0.0, 0.0)
         total = sum(o["total"] for o in measured.values())
         busy = sum(o["seconds"] for o in measured.values())
         summary["requests"] |= {"total": total, "ok": total}

@@ -54,7 +54,7 @@ class Recorder:
             return
         kind = allure.attachment_type
         allure.attach.file(str(run_dir / RESULTS), RESULTS, kind.JSON)
-        allure.attach.file(str(run_dir / RECORDS), RECORDS, kind.TEXT)
+        allure.attach.file(str(run_dir / RECORDS), RECORDS, extension="parquet")  # docs/records.md
         if figure:
             allure.attach(figure, "latency CDFs", kind.SVG)
         if log_tail:

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..metrics.columns import Records
 from ..metrics.files import write_json
-from ..metrics.records import Record
 from ..metrics.results import RESULTS, ResultsDir, flat_figures
-from ..metrics.stats import request_values
 
 METRICS = ("ttft_ms", "itl_ms", "e2e_ms")
 
@@ -70,13 +69,16 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _per_request(records: list[Record]) -> dict[str, np.ndarray]:
+def _per_request(records: Records) -> dict[str, np.ndarray]:
     """Each measured request's TTFT, mean ITL and E2E (ms): pytest-benchmark's "rounds"."""
-    values = [request_values(r) for r in records if not r.warmup and r.ok]
+    ok = records.take(records.ok & ~records["warmup"])
+    values = ok.values()
+    gaps = np.bincount(values.itl_row, minlength=len(ok))
+    sums = np.bincount(values.itl_row, weights=values.itl_ms, minlength=len(ok))
     return {
-        "ttft_ms": np.asarray([v["ttft_ms"] for v in values if v["ttft_ms"] is not None]),
-        "itl_ms": np.asarray([float(np.mean(v["itl_ms"])) for v in values if v["itl_ms"]]),
-        "e2e_ms": np.asarray([v["e2e_ms"] for v in values]),
+        "ttft_ms": values.series("ttft_ms"),
+        "itl_ms": sums[gaps > 0] / gaps[gaps > 0],
+        "e2e_ms": values.e2e_ms,
     }
 
 

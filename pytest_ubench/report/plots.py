@@ -38,6 +38,11 @@ def svg(fig: Figure) -> str:
     return text[text.index("<svg") :]  # drop the XML prolog and doctype: the SVG goes inline
 
 
+# Beyond these, a plot shows the shape through a sample: an SVG of millions of points helps nobody.
+CURVE_POINTS = 2000
+SCATTER_POINTS = 20000
+
+
 def cdfs(series: dict[str, np.ndarray]) -> str:
     """Latency CDFs, one panel per metric."""
     shown = {k: v for k, v in series.items() if len(v)}
@@ -45,8 +50,13 @@ def cdfs(series: dict[str, np.ndarray]) -> str:
         1, max(len(shown), 1), figsize=(3.2 * max(len(shown), 1), 2.6), squeeze=False, layout="constrained"
     )
     for ax, (name, values) in zip(axes[0], shown.items(), strict=False):
-        xs = np.sort(values)
-        ax.plot(xs, np.arange(1, len(xs) + 1) / len(xs), lw=1.5)
+        if len(values) > CURVE_POINTS:  # a long run's millions of points: the curve at evenly spaced ranks
+            ys = np.linspace(0.0, 1.0, CURVE_POINTS)
+            xs = np.quantile(values, ys)
+        else:
+            xs = np.sort(values)
+            ys = np.arange(1, len(xs) + 1) / len(xs)
+        ax.plot(xs, ys, lw=1.5)
         ax.set_title(f"{name} CDF")
         ax.set_xlabel("ms")
         ax.set_ylim(0, 1)
@@ -61,8 +71,9 @@ def over_time(
     for ax in (a, b):
         ax.axvspan(0, warmup_end_s, color="0.85", label="warm-up")
         ax.set_xlabel("s since start")
-    a.scatter(start_s, ttft_ms, s=4)
-    a.set_title("TTFT over time")
+    step = max(1, len(start_s) // SCATTER_POINTS)  # a long run: every k-th request, evenly over the run
+    a.scatter(start_s[::step], ttft_ms[::step], s=4)
+    a.set_title("TTFT over time" if step == 1 else f"TTFT over time (every {step}th request)")
     a.set_ylabel("ms")
     seconds = max(int(np.ceil(duration_s)), 1)
     counts, edges = np.histogram(done_s, bins=np.arange(seconds + 1))

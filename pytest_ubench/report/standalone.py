@@ -18,9 +18,8 @@ import numpy as np
 
 from .._version import __version__
 from ..metrics import capacity
-from ..metrics.records import Record
+from ..metrics.columns import Records, Values
 from ..metrics.results import RESULTS, CaseResult, ResultsDir
-from ..metrics.stats import request_values
 from . import plots
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -32,20 +31,20 @@ section{margin-bottom:2.5em}svg{max-width:100%;height:auto}.note{color:#666}
 """
 
 
-def cdf_series(measured: list[Record]) -> dict[str, np.ndarray]:
+def cdf_series(values: Values) -> dict[str, np.ndarray]:
     """Per-request TTFT and E2E, and every ITL gap, of the measured successful requests (ms)."""
-    values = [request_values(x) for x in measured]
-    return {
-        "TTFT": np.asarray([v["ttft_ms"] for v in values if v["ttft_ms"] is not None]),
-        "ITL": np.asarray([g for v in values for g in v["itl_ms"]]),
-        "E2E": np.asarray([v["e2e_ms"] for v in values]),
-    }
+    return {"TTFT": values.series("ttft_ms"), "ITL": values.itl_ms, "E2E": values.series("e2e_ms")}
+
+
+def _measured_ok(case: CaseResult) -> Records:
+    records = case.records()
+    return records.take(records.ok & ~records["warmup"])
 
 
 def cdf_figure(case: CaseResult) -> str:
     """A case's latency CDFs as inline SVG, from its records ("" when nothing succeeded)."""
-    measured = [r for r in case.records() if not r.warmup and r.ok]
-    return plots.cdfs(cdf_series(measured)) if measured else ""
+    measured = _measured_ok(case)
+    return plots.cdfs(cdf_series(measured.values())) if len(measured) else ""
 
 
 def _fmt(v: Any) -> str:
@@ -142,16 +141,17 @@ def _case(c: CaseResult) -> str:
     rows = [[k, *(v.get(s) for s in stats)] for k, v in r["metrics"].items() if v.get("count")]
     if rows:
         parts.append("<h3>Latency (ms)</h3>" + _table(["metric", *stats], rows))
-    measured = [x for x in c.records() if not x.warmup and x.ok]
-    if measured:
-        values = [request_values(x) for x in measured]
-        parts.append("<h3>Latency distributions</h3>" + plots.cdfs(cdf_series(measured)))
-        warm = [x.intended for x in c.records() if x.warmup]
-        warmup_end = min(x.intended for x in measured) if warm else 0.0
-        ends = np.asarray([x.end for x in c.records() if x.ok])
-        starts = np.asarray([x.start for x in measured])
-        ttft = np.asarray([v["ttft_ms"] if v["ttft_ms"] is not None else np.nan for v in values])
-        parts.append("<h3>Over time</h3>" + plots.over_time(starts, ttft, ends, warmup_end, float(ends.max(initial=1))))
+    measured = _measured_ok(c)
+    if len(measured):
+        values = measured.values()
+        parts.append("<h3>Latency distributions</h3>" + plots.cdfs(cdf_series(values)))
+        records = c.records()
+        warmup_end = float(measured["intended"].min()) if records["warmup"].any() else 0.0
+        ends = records["end"][records.ok]
+        parts.append(
+            "<h3>Over time</h3>"
+            + plots.over_time(measured["start"], values.ttft_ms, ends, warmup_end, float(ends.max(initial=1)))
+        )
     parts.append(_trust(r))
     server = r.get("server_metrics")
     if server:

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from loguru import logger
 
 from .. import protocols
 from .._version import __version__
 from ..load import engine
 from ..metrics import repeats, scaling, slo, stats
+from ..metrics.columns import Records
 from ..metrics.compare import run_figures
 from ..metrics.results import RECORDS, SCHEMA_VERSION, CaseResult, ResultsDir, ResultsError, provenance
 from ..orchestrators.base import Deployment
@@ -79,8 +81,10 @@ def _measure_case(
         found, verdicts, extra["search"] = run_search(case, services, dep, run_dir, progress, phases)
         runs = [found] if found is not None else []
         # No probe passed: the lowest probe's figures are in the search part.
-        empty = engine.Run([], 0.0, 0.0, 0.0, 0.0)
-        main = found or Measured(empty, stats.summary([], 0.0, 0.0), {}, None, None, dep.endpoint.url, dep.command)
+        empty = engine.Run(Records.empty(), 0.0, 0.0, 0.0, 0.0)
+        main = found or Measured(
+            empty, stats.summary(empty.records, 0.0, 0.0), {}, None, None, dep.endpoint.url, dep.command
+        )
     else:
         runs = []
         for i in range(repeat):
@@ -101,7 +105,8 @@ def _measure_case(
         if len(runs) > 1:
             extra["repeats"] = _repeats(runs) | {"fresh_deployments": fresh}
             bounds = slo.bounds(case.recipe.slo)
-            summary = stats.pooled([m.summary for m in runs], [r for m in runs for r in m.run.measured], bounds)
+            pooled = Records.concat([m.run.measured for m in runs])
+            summary = stats.pooled([m.summary for m in runs], pooled, bounds)
             main = replace(
                 main, run=runs[0].run,
                 summary=summary | {k: v for k, v in main.summary.items() if k in _KEPT_FROM_LAST},
@@ -159,8 +164,8 @@ def _write_case(
     extra: dict[str, Any],
 ) -> CaseResult:
     run = main.run
-    records = [r for m in runs for r in m.run.records] or run.records
     first = runs[0].run if runs else run
+    records = Records.concat([m.run.records for m in runs], first.t0) if runs else run.records
     service_failure = main.service_failure
     shape: dict[str, Any] = {}
     if isinstance(case.load.rate, Ramp):
@@ -182,7 +187,7 @@ def _write_case(
             "mode": case.load.mode,
             **case.point,
             **shape,
-            "warmup_requests": len(records) - sum(1 for r in records if not r.warmup),
+            "warmup_requests": int(np.count_nonzero(records["warmup"])),
         },
         **main.summary,
         **main.extras,
@@ -206,11 +211,11 @@ def _write_case(
         "per_run": [
             run_figures(m.summary, m.run.measured, m.run.window_start, m.run.window_end).as_dict()
             for m in runs
-            if m.run.records
+            if len(m.run.records)
         ],
     }
     _scrub_nan(result)
-    ResultsDir(run_dir.parent).write(case.id, result, records, first.t0)
+    ResultsDir(run_dir.parent).write(case.id, result, records, first.wall_t0)
     if run.aborted == "interrupted":
         raise KeyboardInterrupt
     unit = protocols.get(case.recipe.workload.protocol).rate_unit

@@ -19,19 +19,10 @@ from typing import Any
 from loguru import logger
 
 from ..load import clock, engine
-from ..metrics.records import Record, read_jsonl
-from ..metrics.results import RECORDS
+from ..metrics.columns import Records
+from ..metrics.record_files import read_case
 from ..orchestrators.base import Orchestrator, ServiceError
 from ..recipes.sweep import Case
-
-
-def _shift(rec: Record, offset: float) -> Record:
-    rec.intended += offset
-    rec.start += offset
-    rec.end += offset
-    rec.first += offset
-    rec.chunks = [c + offset for c in rec.chunks]
-    return rec
 
 
 def _correction(meta: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -59,17 +50,17 @@ def merge(out_dir: Path) -> engine.Run:
     if not started:
         raise ServiceError(f"no load-client task wrote any record under {out_dir}")
     base = min(m["wall_t0"] + fix for _, m, fix, _ in started)
-    records: list[Record] = []
+    parts: list[Records] = []
     starts, ends = [], []
     lost: dict[int, float] = {}
     for task_dir, meta, fix, _ in started:
         offset = meta["wall_t0"] + fix - base
-        records += (_shift(r, offset) for r in read_jsonl(task_dir / RECORDS))
+        parts.append(read_case(task_dir).shifted(offset))
         starts.append(meta["window_start"] + offset)
         ends.append(meta["window_end"] + offset)
         for k, at in meta.get("lost", {}).items():
             lost[int(k)] = min(at + offset, lost.get(int(k), math.inf))
-    records.sort(key=lambda r: r.intended if not math.isnan(r.intended) else math.inf)
+    records = Records.concat(parts, 0.0).sorted()
     aborted = next((m["aborted"] for _, m in metas if m["aborted"]), None)
     wall_t1 = max(m["wall_t1"] + fix for _, m, fix, _ in started)
     clocks = [said for *_, said in started]

@@ -4,7 +4,7 @@ and the server-side series over the same window."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,8 @@ from loguru import logger
 from ..load import engine, parallel, routing
 from ..load.planning import Planned, Tool, ToolContext
 from ..metrics import client_check, scaling, slo, stats, steady
-from ..metrics.records import Record
+from ..metrics.columns import Records
+from ..metrics.record_files import PARTS
 from ..orchestrators import front
 from ..orchestrators.base import Deployment, ServiceState, address
 from ..recipes.sweep import Case
@@ -48,6 +49,7 @@ def _load_run(
         clients = run_dir / ("clients" if not case.repeat else f"clients-run{case.repeat + 1}")
         return slurm_clients.run(case, dep.run_dir / "endpoint.json", clients, orch, progress)
     target = [routing.Target.of_url(url) for url in dep.endpoint.load_urls]
+    plan = replace(plan, spill_dir=run_dir / PARTS / f"run{case.repeat + 1}")
     workers = parallel.worker_count(case.load.workers)
     watch = services.monitoring
     if workers > 1:
@@ -148,28 +150,28 @@ def _tool_run(case: Case, services: Services, tool: Tool, run_dir: Path, progres
     tasks = services.orchestrator if case.recipe.workload.orchestration == "slurm" else None
     out = tool(ToolContext(run_dir, tasks, progress, services.orchestrator.placeholders()))
     busy = out.summary["throughput"]["elapsed_s"]
-    run = engine.Run([], 0.0, out.wall_t0, 0.0, busy, wall_t1=out.wall_t1, aborted=out.aborted)
+    run = engine.Run(Records.empty(), 0.0, out.wall_t0, 0.0, busy, wall_t1=out.wall_t1, aborted=out.aborted)
     return Measured(run, out.summary, {"dataset": out.dataset}, None, None, out.endpoint, out.command,
                     out.failed_checks)  # fmt: skip
 
 
-def _steady(measured: list[Record], run: engine.Run, bounds: list[tuple[str, float]]) -> dict[str, Any]:
+def _steady(measured: Records, run: engine.Run, bounds: list[tuple[str, float]]) -> dict[str, Any]:
     """The stable window (MSER-5) and the figures over it, beside the whole run's."""
     win = steady.window(measured, run.window_start, run.window_end)
     lo, hi = run.window_start + win["start_s"], run.window_start + win["end_s"]
-    inside = [r for r in measured if lo <= r.intended < hi]
+    at = measured.at("intended")
+    inside = measured.take((lo <= at) & (at < hi))
     part = stats.summary(inside, lo, hi, bounds)
     return win | {"requests": part["requests"], "metrics": part["metrics"], "throughput": part["throughput"]}
 
 
-def _stages(
-    measured: list[Record], start: float, planned: Planned, bounds: list[tuple[str, float]]
-) -> list[dict[str, Any]]:
+def _stages(measured: Records, start: float, planned: Planned, bounds: list[tuple[str, float]]) -> list[dict[str, Any]]:
     """Figures per step of a ramp: a whole capacity curve from one run."""
     out = []
+    at = measured.at("intended")
     for st in planned.stages:
         end = start + st.duration_s
-        part = stats.summary([r for r in measured if start <= r.intended < end], start, end, bounds)
+        part = stats.summary(measured.take((start <= at) & (at < end)), start, end, bounds)
         out.append(
             {
                 "rate": st.rate,

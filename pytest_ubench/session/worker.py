@@ -21,9 +21,9 @@ from pathlib import Path
 
 from ..load import clock, engine, routing
 from ..load.parallel import idle, task_plan
+from ..metrics.columns import Records
 from ..metrics.files import write_json
-from ..metrics.records import write_jsonl
-from ..metrics.results import RECORDS
+from ..metrics.record_files import PARTS, keep
 from ..orchestrators.base import Endpoint
 from ..recipes.loader import LoadedRecipe
 from ..recipes.schema import Recipe
@@ -55,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     before = _clock(args.clock)
     if idle(plan):
-        run = engine.Run([], 0.0, 0.0, 0.0, 0.0)  # more tasks than users: this one has nothing to do
+        run = engine.Run(Records.empty(), 0.0, 0.0, 0.0, 0.0)  # more tasks than users: this one has nothing to do
     else:
+        plan = replace(plan, spill_dir=out / PARTS)
         run = engine.run([routing.Target.of_url(url) for url in endpoint.load_urls], plan)
     after = _clock(args.clock)
-    write_jsonl(out / RECORDS, run.records, run.t0)
+    keep(out, run.records, {"wall_t0": run.wall_t0, "case_id": case.id, "task": index})
     write_json(
         out / "run.json",
         {

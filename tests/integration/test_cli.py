@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import pid_alive, service_pid, truth_recipe
+from helpers import pid_alive, record_rows, service_pid, truth_recipe
 
 from conftest import start
 from pytest_ubench.orchestrators.local import LocalOrchestrator
@@ -62,7 +62,7 @@ def test_client_run_passes_and_writes_valid_results(write_recipe, tmp_path):
     for case in ("ok-concurrency=1", "ok-concurrency=2"):
         data = validate(tmp_path / "out" / case / "results.json")
         assert data["passed"] and data["requests"]["ok"] > 0
-        rows = (tmp_path / "out" / case / "records.jsonl").read_text().splitlines()
+        rows = record_rows(tmp_path / "out" / case)
         assert len(rows) == data["requests"]["total"] + data["load"]["warmup_requests"]
     endpoint = json.loads((tmp_path / "out" / "services" / "ok" / "endpoint.json").read_text())
     assert not pid_alive(endpoint["pid"])

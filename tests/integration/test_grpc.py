@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from helpers import run_killing_the_service, run_recipe, start
+from helpers import record_rows, run_killing_the_service, run_recipe, start
 
 from pytest_ubench.orchestrators.base import ServiceError
 
@@ -24,7 +23,7 @@ def _recipe(name: str, grpc: dict, *server_args: str, **workload: object) -> dic
 
 
 def _records(res) -> list[dict]:
-    return [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    return record_rows(res.run_dir)
 
 
 def test_server_streaming_through_reflection_times_every_message(write_recipe, tmp_path):
@@ -32,7 +31,7 @@ def test_server_streaming_through_reflection_times_every_message(write_recipe, t
     res = run_recipe(write_recipe, tmp_path, _recipe("stream", {"method": "Stream", "request": request}))
     r = res.result
     assert r["requests"]["ok"] > 20 and r["requests"]["failed"] == 0
-    assert all(len(x["chunk_ms"]) == 6 and x["items"] == 6 for x in _records(res) if x["error"] is None)
+    assert all(len(x["chunk_us"]) == 6 and x["items"] == 6 for x in _records(res) if x["error"] is None)
     ttft, itl = r["metrics"]["ttft_ms"], r["metrics"]["itl_ms"]
     assert ttft["min"] >= 20.0 and ttft["p50"] < 40.0  # the server waits 20 ms before the first reply
     assert 7.5 <= itl["p50"] < 20.0  # and 8 ms between replies

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import start
+from helpers import record_rows, start
 
 from pytest_ubench.orchestrators.local import LocalOrchestrator
 
@@ -106,7 +106,7 @@ def _run(
 
 def _failed_records(tmp_path: Path) -> tuple[dict, list[dict]]:
     (case_dir,) = [p.parent for p in (tmp_path / "out").glob("*/results.json")]
-    records = [json.loads(line) for line in (case_dir / "records.jsonl").open()]
+    records = record_rows(case_dir)
     return json.loads((case_dir / "results.json").read_text()), records
 
 

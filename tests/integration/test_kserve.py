@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from helpers import run_recipe
+from helpers import record_rows, run_recipe
 
 from pytest_ubench import load_recipe as load
 from pytest_ubench.recipes.loader import RecipeError
@@ -35,7 +33,7 @@ def test_inferences_against_mlserver(write_recipe, tmp_path):
     assert r["metrics"]["e2e_ms"]["min"] >= 4.0
     assert r["throughput"]["items_per_s"] == pytest.approx(4 * r["throughput"]["requests_per_s"])
     assert r["dataset"] == {"kind": "tensors", "prompts": 0, "model": "sum", "bodies": 3, "batch": 4}
-    assert all(x["bytes"] > 50 for x in [json.loads(s) for s in (res.run_dir / "records.jsonl").read_text().split()])
+    assert all(x["bytes"] > 50 for x in record_rows(res.run_dir))
     assert "inferences/s" in res.key_figures()
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from helpers import record_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -350,7 +351,7 @@ def test_minio_meluxina_as_shipped(tmp_path: Path) -> None:
     assert sorted(r["case_id"] for r in results) == [f"minio-meluxina-concurrency={c}" for c in (16, 4, 64)]
     for r in results:
         ops = r["ops"]
-        records = [json.loads(line) for line in (out / r["case_id"] / "records.jsonl").read_text().splitlines()]
+        records = record_rows(out / r["case_id"])
         gets = [x["bytes"] for x in records if x["op"] == "get" and not x["warmup"]]
         assert ops["put"]["total"] > 0 and ops["get"]["total"] == len(gets) > 0, ops
         assert set(gets) <= {2**20, 17 * 2**20}, set(gets)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import TRUTH
+from helpers import TRUTH, record_rows
 
 from pytest_ubench import Services, expand, run_case
 from pytest_ubench import load_recipe as load
@@ -41,8 +41,8 @@ def test_ollama_chat_stream_timed_against_the_servers_clock(write_recipe, tmp_pa
     r = res.result
     assert r["requests"]["ok"] > 10 and r["requests"]["failed"] == 0
     assert r["requests"]["output_tokens_from"] == {"usage": r["requests"]["ok"]}  # eval_count, not counted chunks
-    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
-    assert all(x["output_tokens"] == 12 and len(x["chunk_ms"]) == 12 for x in records if x["error"] is None)
+    records = record_rows(res.run_dir)
+    assert all(x["output_tokens"] == 12 and len(x["chunk_us"]) == 12 for x in records if x["error"] is None)
     true_ttft = statistics.median((t["writes"][0] - t["received"]) * 1000 for t in truth)
     true_itl = statistics.median((b - a) * 1000 for t in truth for a, b in itertools.pairwise(t["writes"]))
     assert 0 <= r["metrics"]["ttft_ms"]["p50"] - true_ttft < 3.0

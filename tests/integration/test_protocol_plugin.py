@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import start
+from helpers import record_rows, start
 
 from pytest_ubench.orchestrators.local import LocalOrchestrator
 
@@ -71,7 +71,7 @@ def test_client_run_counts_what_memcached_counted(site: Path, tmp_path: Path) ->
         LocalOrchestrator().stop(dep)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "out" / "memcached-concurrency=3" / "results.json").read_text())
-    records = [json.loads(line) for line in (tmp_path / "out" / "memcached-concurrency=3" / "records.jsonl").open()]
+    records = record_rows(tmp_path / "out" / "memcached-concurrency=3")
     gets = sum(r["op"] == "get" for r in records)
     sets = sum(r["op"] == "set" for r in records)
     assert all(r["error"] is None for r in records) and gets > 100 and sets > 10

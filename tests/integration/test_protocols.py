@@ -7,7 +7,7 @@ import time
 
 import jsonschema
 import pytest
-from helpers import LLAMA, SCHEMA, TRUTH, run_killing_the_service, run_recipe, start
+from helpers import LLAMA, SCHEMA, TRUTH, record_rows, run_killing_the_service, run_recipe, start
 
 from pytest_ubench import Services, expand, run_case
 from pytest_ubench import load_recipe as load
@@ -38,7 +38,7 @@ def test_embeddings_batches_against_llamacpp(write_recipe, tmp_path):
     assert r["requests"]["failed"] == 0 and r["requests"]["ok"] > 5
     assert r["throughput"]["items_per_s"] == pytest.approx(4 * r["throughput"]["requests_per_s"])
     assert r["dataset"]["batch_size"] == 4 and r["dataset"]["token_counts"] == "exact (server /tokenize)"
-    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    records = record_rows(res.run_dir)
     assert all(x["items"] == 4 and x["bytes"] > 1000 for x in records if x["error"] is None)
     assert all(8 * 4 <= x["prompt_tokens"] <= 33 * 4 for x in records if x["error"] is None)
     assert r["metrics"]["ttft_ms"]["count"] == 0  # no first token in an embeddings call
@@ -111,7 +111,7 @@ def test_redis_get_set_mix_reports_each_operation(write_recipe, tmp_path):
     assert set(ops) == {"get", "set"} and r["requests"]["failed"] == 0
     share = ops["get"]["total"] / r["requests"]["total"]
     assert 0.75 < share < 0.85
-    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    records = record_rows(res.run_dir)
     assert all(x["bytes"] == 64 for x in records if x["op"] == "get")  # preloaded: every GET hits
     assert [v["expression"] for v in r["slo"] if v["passed"]][:3] == recipe["slo"]
     assert res.passed
@@ -168,7 +168,7 @@ def test_postgres_tpcb_default_commits_every_transaction(write_recipe, tmp_path)
     jsonschema.validate(res.result, SCHEMA)
     r = res.result
     assert set(r["ops"]) == {"tpcb"} and r["requests"]["failed"] == 0 and r["requests"]["ok"] > 20
-    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    records = record_rows(res.run_dir)
     # every transaction the client counted as done (warm-up included) left its row in the history
     assert history == sum(1 for x in records if x["error"] is None)
     assert r["dataset"]["statements"] == ["tpcb"] and res.passed
@@ -231,7 +231,7 @@ def test_s3_put_get_list_against_the_moto_emulator(write_recipe, tmp_path, monke
     res = run_recipe(write_recipe, tmp_path, recipe)
     r = res.result
     assert set(r["ops"]) == {"put", "get", "list"} and r["requests"]["failed"] == 0
-    records = [json.loads(x) for x in (res.run_dir / "records.jsonl").read_text().splitlines()]
+    records = record_rows(res.run_dir)
     assert {x["bytes"] for x in records if x["op"] == "put"} <= {4096, 65536}
     # GETs read objects of either size (preloaded at the largest, then overwritten by PUTs)
     assert {x["bytes"] for x in records if x["op"] == "get"} <= {4096, 65536}
@@ -302,5 +302,5 @@ def test_server_killed_mid_run_is_recorded_not_raised(write_recipe, tmp_path, mo
     r = res.result
     assert r["requests"]["ok"] > 0 and r["requests"]["failed"] > 0, r["requests"]
     assert "connect" in r["requests"]["errors"], r["requests"]["errors"]
-    assert not res.passed and (res.run_dir / "records.jsonl").stat().st_size > 0
+    assert not res.passed and (res.run_dir / "records.parquet").stat().st_size > 0
     assert took < 60, f"the run took {took:.0f} s after its server died"

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from helpers import TRUTH, pid_alive, truth_recipe
+from helpers import TRUTH, pid_alive, record_rows, truth_recipe
 
 from pytest_ubench.orchestrators.base import ServiceError, ServiceState
 from pytest_ubench.orchestrators.health import deploy_healthy as deploy
@@ -371,12 +371,12 @@ def test_load_clients_on_two_nodes_merge_exactly(tmp_path: Path, write_recipe) -
         truth = httpx.get(dep.endpoint.url + "/truth", timeout=10).json()
     metas = [json.loads(p.read_text()) for p in sorted((result.run_dir / "clients").glob("task-*/run.json"))]
     assert sorted((m["task"], m["node"]) for m in metas) == [(0, "n1"), (1, "n1"), (2, "n2"), (3, "n2")]
-    records = [json.loads(line) for line in (result.run_dir / "records.jsonl").read_text().splitlines()]
+    records = record_rows(result.run_dir)
     assert len(records) == sum(m["records"] for m in metas) == len(truth)  # every request, once
     assert result.result["requests"]["ok"] == sum(1 for r in records if not r["warmup"] and r["error"] is None)
     assert result.passed, result.failure_message()
     # The merged window covers the tasks' windows, on one clock: no task's records fall far outside it.
-    starts = [r["start_ms"] for r in records]
+    starts = [r["start_us"] / 1000 for r in records]
     assert max(starts) - min(starts) < (2.0 + 0.2 + 1.0) * 1000
     assert wait_gone("ubench-clients-slurmclients") == [] and wait_gone("ubench-slurmclients") == []
 
@@ -411,14 +411,14 @@ def test_client_tasks_on_skewed_clocks_merge_on_the_harness_clock(
     for c, skew in zip(clocks, injected, strict=True):
         assert c["offset_ms"] == pytest.approx(-skew, abs=max(1.0, 2 * c["error_ms"])), clocks
         assert abs(c["drift_ms"]) < 1.0, clocks
-    records = [json.loads(line) for line in (result.run_dir / "records.jsonl").read_text().splitlines()]
+    records = record_rows(result.run_dir)
     assert len(records) == len(truth)
     # the merged run's start, on the harness's clock, from the run's provenance (ISO, microseconds)
     from datetime import datetime
 
     base = datetime.fromisoformat(result.result["provenance"]["started"]).timestamp()
     arrivals = sorted(t["received"] - server_clock["perf_counter"] + server_clock["time"] for t in truth)
-    starts = sorted(base + r["start_ms"] / 1000 for r in records)
+    starts = sorted(base + r["start_us"] / 1000 / 1000 for r in records)
     ways = [(a - s) * 1000 for a, s in zip(arrivals, starts, strict=True)]
     # Measured here: median 0.6 ms, a few up to 12 ms (a busy 2-core host delays the server's stamp); with
     # uncorrected clocks half the requests would be 50 ms early and half 50 ms late.

@@ -3,12 +3,11 @@ insert phases, query load, and recall@k checked against a brute-force answer com
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from helpers import run_cases, run_killing_the_service, run_recipe, start
+from helpers import record_rows, run_cases, run_killing_the_service, run_recipe, start
 
 from pytest_ubench.orchestrators.base import Deployment, ServiceError
 from pytest_ubench.orchestrators.local import LocalOrchestrator
@@ -89,7 +88,7 @@ def test_milvus_exact_index_has_recall_one_and_hnsw_below_it_matching_brute_forc
         mine.append(len({int(h["id"]) for h in hits[0]} & t) / 10)
     client.close()
     assert reported == pytest.approx(float(np.mean(mine)), abs=1e-9)
-    records = [json.loads(x) for x in (hnsw.run_dir / "records.jsonl").read_text().splitlines()]
+    records = record_rows(hnsw.run_dir)
     assert sorted(x["recall"] for x in records) == pytest.approx(sorted(mine))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
-from helpers import SCHEMA
+from helpers import SCHEMA, record_rows
 
 from pytest_ubench import Services, expand, load_recipe, run_case
 from pytest_ubench.metrics import server_queries
@@ -56,7 +56,7 @@ def test_the_vllm_recipe_as_shipped_agrees_with_the_servers_own_account(tmp_path
         jsonschema.validate(result, SCHEMA)
         assert result["requests"]["failed"] == 0 and result["requests"]["ok"] > 0
         # ignore_eos: every request yields exactly max_tokens, whatever the random weights sample
-        records = [json.loads(x) for x in (case_result.run_dir / "records.jsonl").read_text().splitlines()]
+        records = record_rows(case_result.run_dir)
         assert {r["output_tokens"] for r in records} == {64}
         series = result["server_metrics"]
         assert set(series) >= set(server_queries.QUERY_SETS["vllm"]), sorted(series)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import pid_alive, port_open, service_pid, truth_recipe
+from helpers import pid_alive, port_open, record_rows, service_pid, truth_recipe
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +126,7 @@ def test_allure_results_carry_parameters_labels_steps_and_attachments(project):
     attachments = {a["name"]: results / a["source"] for a in case["attachments"]}
     # stderr: allure-pytest's capture, holding the harness's log lines (the plugin leaves loguru's default
     # sink alone: a project's logging is its own)
-    assert set(attachments) == {"results.json", "records.jsonl", "latency CDFs", "service log (tail)", "stderr"}
+    assert set(attachments) == {"results.json", "records.parquet", "latency CDFs", "service log (tail)", "stderr"}
     assert "good-concurrency=2: closed load against" in attachments["stderr"].read_text()
     assert json.loads(attachments["results.json"].read_text())["case_id"] == "good-concurrency=2"
     assert attachments["latency CDFs"].read_text().startswith("<svg")
@@ -197,7 +197,7 @@ def test_baseline_gate_passes_a_rerun_and_fails_an_injected_slowdown(project):
     )
     first.assert_outcomes(passed=1)
     saved = json.loads((base / "gate-concurrency=2" / "baseline.json").read_text())
-    assert len(saved["runs"]) == 5 and not (base / "gate-concurrency=2" / "records.jsonl").exists()  # small
+    assert len(saved["runs"]) == 5 and not (base / "gate-concurrency=2" / "records.parquet").exists()  # small
     # each run on a server of its own (what a rerun in a new session meets), each stopped after its run
     starts = re.findall(
         r"truthserver listening on 127\.0\.0\.1:(\d+)", (saving / "services" / "gate" / "service.log").read_text()
@@ -302,7 +302,7 @@ def test_junit_properties_carry_every_protocols_figures(project):
     (case,) = ET.parse(junit).getroot().iter("testcase")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     result = json.loads((out / "kv-concurrency=2" / "results.json").read_text())
-    records = [json.loads(x) for x in (out / "kv-concurrency=2" / "records.jsonl").read_text().splitlines()]
+    records = record_rows(out / "kv-concurrency=2")
     elapsed = result["throughput"]["elapsed_s"]
     for op in ("get", "set"):
         done = sum(1 for r in records if r["op"] == op and r["error"] is None and not r["warmup"])

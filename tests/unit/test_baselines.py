@@ -27,7 +27,7 @@ def write_case(root: Path, ttft: list[float], machine: dict[str, Any] = MACHINE,
     case.mkdir(parents=True)
     doc = {"case_id": name, "provenance": {"tool_version": "t", **machine}, "per_run": per_run, "slo": []}
     (case / "results.json").write_text(json.dumps(doc))
-    (case / "records.jsonl").write_text('{"huge": "records"}\n' * 1000)
+    (case / "records.parquet").write_bytes(b"PAR1" * 5000)  # a big file, never copied
     return case
 
 
@@ -37,7 +37,7 @@ def test_a_baseline_keeps_runs_not_records_and_says_its_schema_and_machine(tmp_p
     stored = json.loads((dest / "baseline.json").read_text())
     assert stored["schema"] == "ubench.baseline/1" and stored["machine"] == MACHINE
     assert [r["figures"]["ttft_ms"] for r in stored["runs"]] == [50.0, 51.0, 49.5, 50.5, 50.2]
-    assert not (dest / "records.jsonl").exists() and (dest / "results.json").exists()
+    assert not (dest / "records.parquet").exists() and (dest / "results.json").exists()
     assert (dest / "baseline.json").stat().st_size < 5 * 2000  # about a KB per run
 
 

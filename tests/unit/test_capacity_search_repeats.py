@@ -10,6 +10,7 @@ from scipy import stats as sps
 
 from pytest_ubench.load import engine, parallel
 from pytest_ubench.metrics import capacity, repeats, search, stats
+from pytest_ubench.metrics.columns import Records
 from pytest_ubench.metrics.records import Record
 
 
@@ -92,10 +93,10 @@ def _recs(rng: np.random.Generator, n: int, offset: float) -> list[Record]:
 def test_merged_processes_give_exactly_the_single_process_figures():
     rng = np.random.default_rng(4)
     every = _recs(rng, 900, 100.0)
-    runs = [engine.Run(every[i::3], 100.0, 5.0, 100.0, 109.0, wall_t1=9.0) for i in range(3)]
+    runs = [engine.Run(Records.of(every[i::3], 100.0), 100.0, 5.0, 100.0, 109.0, wall_t1=9.0) for i in range(3)]
     merged = parallel.merge(runs, engine.LoadPlan([b""], True, "open"))
     assert len(merged.records) == len(every)
-    one = stats.summary(every, 100.0, 109.0)
+    one = stats.summary(Records.of(every, 100.0), 100.0, 109.0)
     both = stats.summary(merged.measured, merged.window_start, merged.window_end)
     assert both == one
 
@@ -114,8 +115,9 @@ def test_task_plans_add_up():
 def test_pooled_repeats_sum_the_windows():
     rng = np.random.default_rng(5)
     a, b = _recs(rng, 100, 0.0), _recs(rng, 300, 50.0)
-    sa, sb = stats.summary(a, 0.0, 1.0), stats.summary(b, 50.0, 53.0)
-    pooled = stats.pooled([sa, sb], a + b)
+    ra, rb = Records.of(a), Records.of(b)
+    sa, sb = stats.summary(ra, 0.0, 1.0), stats.summary(rb, 50.0, 53.0)
+    pooled = stats.pooled([sa, sb], Records.concat([ra, rb]))
     assert pooled["requests"]["ok"] == 400
     elapsed = sa["throughput"]["elapsed_s"] + sb["throughput"]["elapsed_s"]
     assert math.isclose(pooled["throughput"]["requests_per_s"], 400 / elapsed)

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from pytest_ubench.load import clock
-from pytest_ubench.metrics.records import Record, write_jsonl
+from pytest_ubench.metrics.columns import Records
+from pytest_ubench.metrics.record_files import PARQUET, write_parquet
+from pytest_ubench.metrics.records import Record
 from pytest_ubench.session.clients import merge
 
 
@@ -60,7 +62,7 @@ def _task(out: Path, index: int, wall_t0: float, clock_info: dict[str, object], 
         rec.end = s + 0.02
         rec.status = 200
         records.append(rec)
-    write_jsonl(task / "records.jsonl", records, 0.0)
+    write_parquet(task / PARQUET, Records.of(records))
     meta = {"task": index, "tasks": 3, "node": f"n{index + 1}", "wall_t0": wall_t0, "wall_t1": wall_t0 + 1,
             "window_start": 0.0, "window_end": 1.0, "aborted": None, "records": len(starts),
             "clock": clock_info}  # fmt: skip

@@ -4,6 +4,7 @@ lies in it (widened by the same margin as a mean's)."""
 
 from __future__ import annotations
 
+from pytest_ubench.metrics.columns import Records
 from pytest_ubench.metrics.records import Record
 from pytest_ubench.metrics.server_queries import CrossCheck
 from pytest_ubench.monitor.cross_check import cross_checks
@@ -23,13 +24,13 @@ class Histogram:
         raise AssertionError("quantile checks read buckets only")
 
 
-def requests(ttft_ms: list[float]) -> list[Record]:
+def requests(ttft_ms: list[float]) -> Records:
     out = []
     for ms in ttft_ms:
         r = Record(0.0)
         r.start, r.first, r.end = 10.0, 10.0 + ms / 1000, 11.0
         out.append(r)
-    return out
+    return Records.of(out)
 
 
 def check(monkeypatch, prom: Histogram, ttft_ms: list[float], q: float) -> dict:

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from pytest_ubench.load.dataset import Prompt
+from pytest_ubench.metrics.columns import Records
 from pytest_ubench.metrics.records import Record
 from pytest_ubench.metrics.stats import server_reported
 from pytest_ubench.protocols.ollama import NdjsonSink, OllamaJsonSink, request_body
@@ -82,8 +83,8 @@ def test_server_reported_rate_beside_the_clients():
         r.chunks = [0.1 + 0.01 * i for i in range(5)]  # client: 4 gaps of 10 ms -> 100 tok/s
         r.output_tokens, r.server_decode_s = 5, 0.0625  # server: 5 tokens in 62.5 ms -> 80 tok/s
         recs.append(r)
-    s = server_reported(recs)
+    s = server_reported(Records.of(recs))
     assert s is not None and s["requests"] == 4
     assert s["decode_tokens_per_s"] == pytest.approx(80.0) and s["client_decode_tokens_per_s"] == pytest.approx(100.0)
     assert s["client_vs_server"] == pytest.approx(1.25)
-    assert server_reported([Record(0.0)]) is None
+    assert server_reported(Records.of([Record(0.0)])) is None

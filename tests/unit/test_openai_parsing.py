@@ -6,6 +6,8 @@ import pytest
 
 from pytest_ubench.load.dataset import Prompt
 from pytest_ubench.load.responses import JsonSink, StreamSink
+from pytest_ubench.metrics.columns import Records
+from pytest_ubench.metrics.record_files import from_arrow, to_arrow
 from pytest_ubench.metrics.records import Record
 from pytest_ubench.protocols.openai import request_body
 
@@ -119,7 +121,6 @@ def test_request_body(protocol):
 def test_usage_on_every_chunk_gives_the_tokens_each_chunk_carried():
     """vLLM with stream_options.continuous_usage_stats: cumulative usage on each chunk. A chunk that carries
     two tokens (vLLM packs them under load) counts twice in the per-token ITL, at half its gap."""
-    from pytest_ubench.metrics.stats import request_values
 
     def u(n: int) -> dict:
         return {"prompt_tokens": 5, "completion_tokens": n}
@@ -136,15 +137,14 @@ def test_usage_on_every_chunk_gives_the_tokens_each_chunk_carried():
     sink.finish()
     rec.start, rec.end = 0.0, 5.0
     assert rec.ok and rec.chunks == [1.0, 2.0, 3.0, 4.0] and rec.chunk_tokens == [1, 2, 4, 5]
-    values = request_values(rec)
-    assert values["itl_ms"] == [1000.0, 1000.0, 1000.0]  # per chunk
-    assert values["itl_token_ms"] == [1000.0, 500.0, 500.0, 1000.0]  # per token: 4 tokens after the first
-    again = Record.from_row(json.loads(json.dumps(rec.to_row(0.0))))
-    assert again.chunk_tokens == [1, 2, 4, 5] and request_values(again)["itl_token_ms"] == values["itl_token_ms"]
+    values = Records.of([rec]).values()
+    assert list(values.itl_ms) == [1000.0, 1000.0, 1000.0]  # per chunk
+    assert list(values.itl_token_ms) == [1000.0, 500.0, 500.0, 1000.0]  # per token: 4 tokens after the first
+    again = from_arrow(to_arrow(Records.of([rec])))  # as written to Parquet and read back
+    assert next(iter(again)).chunk_tokens == [1, 2, 4, 5]
+    assert list(again.values().itl_token_ms) == list(values.itl_token_ms)
 
 
 def test_usage_only_at_the_end_gives_no_per_token_itl():
     rec = feed(sse(delta("a"), delta("b"), delta("c", "stop"), {"choices": [], "usage": USAGE}, b"[DONE]"))
-    from pytest_ubench.metrics.stats import request_values
-
-    assert rec.ok and rec.chunk_tokens == [] and request_values(rec)["itl_token_ms"] == []
+    assert rec.ok and rec.chunk_tokens == [] and len(Records.of([rec]).values().itl_token_ms) == 0

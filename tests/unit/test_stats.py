@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pytest_ubench.metrics import stats
+from pytest_ubench.metrics.columns import Records
 from pytest_ubench.metrics.records import Record
 
 
@@ -53,12 +54,12 @@ def make(intended: float, ttft: float, gaps: list[float], tokens: int | None, er
 
 def test_request_values_follow_the_documented_formulas():
     r = make(10.0, 0.050, [0.010, 0.020, 0.030], tokens=4)
-    v = stats.request_values(r)
-    assert v["ttft_ms"] == pytest.approx(50.0)
-    assert v["itl_ms"] == pytest.approx([10.0, 20.0, 30.0])
-    assert v["e2e_ms"] == pytest.approx(112.0)
-    assert v["tpot_ms"] == pytest.approx((112.0 - 50.0) / 3)
-    assert v["send_lag_ms"] == pytest.approx(1.0)
+    v = Records.of([r], 10.0).values()
+    assert v.ttft_ms[0] == pytest.approx(50.0)
+    assert list(v.itl_ms) == pytest.approx([10.0, 20.0, 30.0])
+    assert v.e2e_ms[0] == pytest.approx(112.0)
+    assert v.tpot_ms[0] == pytest.approx((112.0 - 50.0) / 3)
+    assert v.send_lag_ms[0] == pytest.approx(1.0)
 
 
 def test_summary_throughput_error_rate_and_goodput():
@@ -66,7 +67,7 @@ def test_summary_throughput_error_rate_and_goodput():
     ok_slow = [make(i * 0.1, 0.300, [0.001] * 9, tokens=10) for i in range(2)]
     failed = [make(0.5, 0.010, [], tokens=None, error="http_503") for _ in range(2)]
     records = ok_fast + ok_slow + failed
-    s = stats.summary(records, window_start=0.0, window_end=2.0, bounds=[("ttft_ms", 100.0)])
+    s = stats.summary(Records.of(records), window_start=0.0, window_end=2.0, bounds=[("ttft_ms", 100.0)])
     assert s["requests"]["total"] == 10 and s["requests"]["ok"] == 8 and s["requests"]["failed"] == 2
     assert s["requests"]["error_rate"] == pytest.approx(0.2)
     assert s["requests"]["errors"] == {"http_503": 2}
@@ -81,5 +82,5 @@ def test_summary_throughput_error_rate_and_goodput():
 
 def test_elapsed_extends_to_the_last_completion():
     late = make(1.9, 0.5, [], tokens=1)
-    s = stats.summary([late], window_start=0.0, window_end=2.0)
+    s = stats.summary(Records.of([late]), window_start=0.0, window_end=2.0)
     assert s["throughput"]["elapsed_s"] == pytest.approx(late.end)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pytest_ubench.metrics.columns import Records
 from pytest_ubench.metrics.records import Record
 from pytest_ubench.metrics.steady import mser, window
 
@@ -31,7 +32,7 @@ def test_a_series_that_never_settles_is_flagged():
 
 def test_too_short_to_tell_is_not_called_unstable():
     assert mser(np.full(8, 5.0)) == (0, None)
-    win = window(_records([0.1] * 8), 0.0, 8.0)
+    win = window(Records.of(_records([0.1] * 8)), 0.0, 8.0)
     assert win["stable"] is None and "too short" in win["note"]
 
 
@@ -55,7 +56,7 @@ def _records(latency_s: list[float], per_second: int = 10) -> list[Record]:
 
 def test_window_over_records_reports_where_the_run_settled():
     lat = [0.5 - 0.4 * i / 20 for i in range(20)] + [0.1] * 80  # settles after 20 s
-    win = window(_records(lat), 0.0, 100.0)
+    win = window(Records.of(_records(lat)), 0.0, 100.0)
     assert win["stable"]
     assert 15 <= win["start_s"] <= 25
     assert win["end_s"] == 100

@@ -1,0 +1,226 @@
+"""Columnar records against the objects they came from: every field back from memory and from Parquet, every
+per-request figure against formulas written out here one request at a time, selections that keep each
+request's own chunks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pytest_ubench.metrics import record_files
+from pytest_ubench.metrics.columns import CODED, ROW, Collector, Records
+from pytest_ubench.metrics.record_files import Parts, read_case, read_parquet, write_jsonl, write_parquet
+from pytest_ubench.metrics.records import Record
+
+T0 = 5000.25  # a perf_counter reading: the run's start
+
+
+def _random_records(n: int, seed: int = 1) -> list[Record]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        rec = Record(T0 + i * 0.01 + rng.random() * 0.005, warmup=rng.random() < 0.1)
+        kind = rng.random()
+        if kind < 0.05:  # dropped by an open loop: never sent, never ended
+            rec.error = "dropped"
+            out.append(rec)
+            continue
+        rec.start = rec.intended + rng.random() * 0.002
+        if kind < 0.15:
+            rec.end, rec.error, rec.status = rec.start + 0.003, rng.choice(["http_503", "timeout", "connect"]), 503
+            out.append(rec)
+            continue
+        rec.status = 200
+        t = rec.start + 0.01 + rng.random() * 0.05
+        chunks = []
+        for _ in range(rng.randrange(0, 12)):
+            chunks.append(t)
+            t += rng.random() * 0.02
+        rec.chunks = chunks
+        rec.first = chunks[0] if chunks else math.nan
+        if chunks and rng.random() < 0.5:  # the server's token count at each chunk (vLLM's usage)
+            rec.chunk_tokens = list(itertools.accumulate(rng.randrange(0, 4) for _ in chunks))
+        rec.end = t + 0.001
+        rec.output_tokens = rng.choice([None, len(chunks), len(chunks) * 2])
+        rec.prompt_tokens = rng.choice([None, 17])
+        rec.tokens_from = "usage" if rec.output_tokens is not None else ""
+        rec.items, rec.nbytes = rng.randrange(0, 5), rng.randrange(0, 1 << 40)
+        rec.op = rng.choice(["", "get", "set"])
+        rec.recall = rng.choice([math.nan, rng.random()])
+        rec.server_decode_s = rng.choice([math.nan, rng.random()])
+        rec.replica = rng.randrange(0, 3)
+        out.append(rec)
+    return out
+
+
+def _same(a: Record, b: Record) -> None:
+    """Equal, times to the microsecond (what is kept), float32 fields to their precision."""
+    for f in ("intended", "start", "first", "end"):
+        x, y = getattr(a, f), getattr(b, f)
+        assert (math.isnan(x) and math.isnan(y)) or abs(x - y) <= 0.6e-6, (f, x, y)
+    assert len(a.chunks) == len(b.chunks) and all(abs(x - y) <= 1.1e-6 for x, y in zip(a.chunks, b.chunks, strict=True))
+    assert a.chunk_tokens == b.chunk_tokens
+    for f in ("status", "error", "prompt_tokens", "output_tokens", "tokens_from", "warmup", "items", "nbytes", "op"):
+        assert getattr(a, f) == getattr(b, f), f
+    assert a.replica == b.replica
+    for f in ("recall", "server_decode_s"):
+        x, y = getattr(a, f), getattr(b, f)
+        assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-6), f
+
+
+def test_a_row_is_at_most_100_bytes_and_a_chunk_4() -> None:
+    """The issue's budget: memory per request and per chunk, as laid out."""
+    assert ROW.itemsize <= 100
+    r = Records.of(_random_records(200), T0)
+    assert r.chunk_us.itemsize == 4
+
+
+def test_records_come_back_whole_from_memory_and_from_parquet(tmp_path: Path) -> None:
+    recs = _random_records(3000)
+    table = Records.of(recs, T0)
+    assert len(table) == len(recs)
+    for a, b in zip(recs, table, strict=True):
+        _same(a, b)
+    write_parquet(tmp_path / "r.parquet", table, {"case_id": "c"})
+    back = read_parquet(tmp_path / "r.parquet")
+    back.t0 = T0
+    for a, b in zip(recs, back, strict=True):
+        _same(a, b)
+    assert record_files.metadata(tmp_path / "r.parquet")["case_id"] == "c"
+
+
+def test_a_collector_that_spills_keeps_what_one_in_memory_does(tmp_path: Path) -> None:
+    recs = _random_records(2500, seed=3)
+    kept, spilled = Collector(T0, block=256), Collector(T0, Parts(tmp_path / "parts"), block=256)
+    for rec in reversed(recs):  # finished out of order: the table comes back in intended order
+        kept.add(rec)
+        spilled.add(rec)
+    assert len(list((tmp_path / "parts").glob("*.parquet"))) == 9  # 2500 rows: 9 blocks of 256 (196 kept)
+    a, b = kept.finish(), spilled.finish()
+    for f in ROW.names:
+        if f in CODED:  # codes are each table's own: the strings are what must agree
+            assert [a.names[f][k] for k in a.rows[f]] == [b.names[f][k] for k in b.rows[f]], f
+        else:
+            assert np.array_equal(a.rows[f], b.rows[f], equal_nan=a.rows[f].dtype.kind == "f"), f
+    assert np.array_equal(a.chunk_us, b.chunk_us) and np.array_equal(a.chunk_tokens, b.chunk_tokens)
+    for x, y in zip(recs, b, strict=True):
+        _same(x, y)
+
+
+def _brute(rec: Record) -> dict[str, object]:
+    """The per-request figures of docs/metrics.md, one request at a time."""
+    e2e = (rec.end - rec.intended) * 1000
+    ttft = (rec.first - rec.intended) * 1000 if rec.first == rec.first else None
+    itl = [(b - a) * 1000 for a, b in itertools.pairwise(rec.chunks)]
+    per_token = []
+    if rec.chunk_tokens and len(rec.chunk_tokens) == len(rec.chunks):
+        for gap, (k0, k1) in zip(itl, itertools.pairwise(rec.chunk_tokens), strict=True):
+            if k1 > k0:
+                per_token += [gap / (k1 - k0)] * (k1 - k0)
+    tpot = (e2e - ttft) / (rec.output_tokens - 1) if ttft is not None and (rec.output_tokens or 0) > 1 else None
+    return {"ttft": ttft, "e2e": e2e, "itl": itl, "tok": per_token, "tpot": tpot}
+
+
+def test_per_request_figures_equal_a_brute_force_over_the_objects() -> None:
+    recs = [r for r in _random_records(1500, seed=7) if r.error is None]
+    table = Records.of(recs, T0)
+    v = table.values()
+    # The oracle reads the records as they are kept (times to the µs): the same inputs, computed apart.
+    kept = list(table)
+    for i, rec in enumerate(kept):
+        b = _brute(rec)
+        assert v.e2e_ms[i] == pytest.approx(b["e2e"], abs=1e-6)
+        assert (math.isnan(v.ttft_ms[i]) and b["ttft"] is None) or v.ttft_ms[i] == pytest.approx(b["ttft"], abs=1e-6)
+        assert (math.isnan(v.tpot_ms[i]) and b["tpot"] is None) or v.tpot_ms[i] == pytest.approx(b["tpot"], abs=1e-6)
+        assert list(v.itl_ms[v.itl_row == i]) == pytest.approx(b["itl"], abs=1e-6)
+        assert list(v.itl_token_ms[v.itl_token_row == i]) == pytest.approx(b["tok"], abs=1e-6)
+    worst = v.worst("itl_ms", len(table))
+    for i, rec in enumerate(kept):
+        gaps = _brute(rec)["itl"]
+        assert (math.isnan(worst[i]) and not gaps) or worst[i] == pytest.approx(max(gaps), abs=1e-6)
+
+
+def test_take_sort_shift_and_concat_keep_each_request_with_its_own_chunks() -> None:
+    recs = _random_records(800, seed=11)
+    table = Records.of(recs, T0)
+    rng = np.random.default_rng(0)
+    pick = rng.permutation(len(table))[:300]
+    for i, rec in zip(pick, table.take(pick), strict=True):
+        _same(recs[i], rec)
+    mask = table["replica"] == 2
+    assert [r.replica for r in table.take(mask)] == [2] * int(mask.sum())
+    shuffled = table.take(rng.permutation(len(table)))
+    for a, b in zip(recs, shuffled.sorted(), strict=True):
+        _same(a, b)
+    later = table.shifted(2.5)
+    for a, b in zip(recs, later, strict=True):
+        assert b.intended == pytest.approx(a.intended + 2.5, abs=1e-6)
+        assert b.chunks == pytest.approx([c + 2.5 for c in a.chunks], abs=2e-6)
+    # Two tables whose strings got different codes (each its own errors first) come together intact.
+    first, second = Records.of(recs[:400], T0), Records.of(list(reversed(recs[400:])), T0 + 1.0)
+    both = Records.concat([first, second]).sorted()
+    expect = recs[:400] + recs[400:]
+    for a, b in zip(expect, both, strict=True):
+        assert b.error == a.error and b.op == a.op
+    assert both.counts("error") == Records.of(recs).counts("error")
+
+
+def test_old_json_lines_runs_still_read(tmp_path: Path) -> None:
+    """A run written before Parquet (records.jsonl) reads as it did: ms after the start."""
+    row = {"intended_ms": 500.0, "start_ms": 501.0, "end_ms": 700.0, "chunk_ms": [600.0, 650.0], "status": 200,
+           "error": None, "prompt_tokens": 9, "output_tokens": 2, "tokens_from": "usage", "warmup": True,
+           "items": 0, "bytes": 10, "op": ""}  # fmt: skip
+    bad = row | {"chunk_ms": [], "error": "connect", "start_ms": None, "warmup": False}
+    (tmp_path / "records.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(bad) + "\n")
+    a, b = read_case(tmp_path)
+    assert a.intended == pytest.approx(0.5) and a.warmup and a.chunks == pytest.approx([0.6, 0.65])
+    assert a.first == pytest.approx(0.6) and a.output_tokens == 2 and a.tokens_from == "usage"
+    assert b.error == "connect" and math.isnan(b.start)
+    # ... and the export writes the same rows back
+    write_jsonl(tmp_path / "again.jsonl", read_case(tmp_path))
+    again = [json.loads(line) for line in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert again[0]["chunk_ms"] == [600.0, 650.0] and again[1]["start_ms"] is None
+
+
+def test_a_killed_runs_blocks_are_its_records(tmp_path: Path) -> None:
+    """No records.parquet (the run never finished): the blocks it spilled are read, in order."""
+    recs = _random_records(1000, seed=5)
+    c = Collector(T0, Parts(tmp_path / record_files.PARTS / "run1"), block=128)
+    for rec in recs[:900]:
+        c.add(rec)  # 7 full blocks spilled; the 4 rows of the 8th were in memory when it was killed
+    back = read_case(tmp_path)
+    assert len(back) == 896
+    back.t0 = T0
+    for a, b in zip(recs, back, strict=False):
+        _same(a, b)
+
+
+def test_parquet_is_readable_without_us_and_small(tmp_path: Path) -> None:
+    """The file stands alone: pyarrow reads it with the documented columns; a non-streamed request
+    takes under 40 bytes."""
+    rng = random.Random(2)
+    recs = []
+    t = T0
+    for _ in range(100_000):
+        t += rng.expovariate(2000)
+        rec = Record(t)
+        rec.start = t + rng.random() * 0.0002
+        rec.end = rec.start + 0.002 + rng.random() * 0.003
+        rec.first, rec.status, rec.nbytes, rec.output_tokens = rec.end, 200, 612, 16
+        rec.tokens_from = "usage"
+        recs.append(rec)
+    path = tmp_path / "r.parquet"
+    write_parquet(path, Records.of(recs, T0))
+    table = pq.read_table(path)
+    assert table.column_names == [f.name for f in record_files.SCHEMA]
+    assert table.column("end_us").to_pylist()[:3] == [round((r.end - T0) * 1e6) for r in recs[:3]]
+    per_request = path.stat().st_size / len(recs)
+    print(f"Parquet: {per_request:.1f} bytes per non-streamed request")
+    assert per_request <= 40
