@@ -56,7 +56,8 @@ def ensure_tools() -> None:
         sys.exit(f"missing {missing}: apt-get install {' '.join(missing)}")
 
 
-def start_nginx(tmp: Path, port: int, pin: bool = True) -> subprocess.Popen[bytes]:
+def start_nginx(tmp: Path, port: int, pin: bool = True, access_log: Path | None = None) -> subprocess.Popen[bytes]:
+    """nginx serving a fixed chat reply and an event stream; ``access_log``: a line (the status) per request."""
     sse = tmp / "stream.txt"
     last = 'data: {"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}\n\ndata: [DONE]\n\n'
     sse.write_text(EVENT * N_EVENTS + last)
@@ -65,7 +66,8 @@ def start_nginx(tmp: Path, port: int, pin: bool = True) -> subprocess.Popen[byte
 daemon off; worker_processes {1 if pin else "auto"}; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off; keepalive_requests 1000000; keepalive_timeout 60;
+  log_format bare '$status'; access_log {f"{access_log} bare" if access_log else "off"};
+  keepalive_requests 1000000; keepalive_timeout 60;
   client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp};
   scgi_temp_path {tmp};
   server {{

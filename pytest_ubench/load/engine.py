@@ -15,15 +15,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from time import perf_counter, process_time, time
+from time import perf_counter, time
 from typing import Any, Protocol
 
 import numpy as np
-import psutil
 from loguru import logger
 
-from ..metrics.client_check import ClientHealth
+from ..metrics.client_check import ClientHealth, sample_health
 from ..metrics.columns import Collector, Records
+from ..metrics.live import Live
 from ..metrics.record_files import Parts
 from ..metrics.records import Record
 from ..orchestrators.base import ServiceError
@@ -66,6 +66,9 @@ class LoadPlan:
     # Where finished requests go in blocks as the run goes (memory stays flat; a killed run keeps them);
     # None: kept in memory (short runs, tests).
     spill_dir: Path | None = None
+    # Every this many seconds: the records so far to disk (with spill_dir) and the figures so far to the
+    # run's ``checkpoint`` callback; 0: never.
+    checkpoint_s: float = 60.0
 
 
 class Adapter(Protocol):
@@ -137,11 +140,13 @@ class Snapshot:
     dropped: int = 0
     target_rate: float | None = None  # open loop
     rate: float = 0.0  # completions per second over the last second or so
-    ttft_p50_ms: float | None = None  # over the latest completions
+    ttft_p50_ms: float | None = None  # over the measured requests so far (a running histogram: within 1 %)
     ttft_p95_ms: float | None = None
 
 
 Progress = Callable[[Snapshot], None]
+# Called every ``checkpoint_s`` with the figures so far and the seconds since the measured window opened.
+Checkpoint = Callable[[Live, float], None]
 
 
 class Observer(Protocol):
@@ -160,10 +165,12 @@ UNREACHABLE_AFTER = 50
 class _Engine:
     def __init__(self, targets: Sequence[Target], plan: LoadPlan, spill_prefix: str = "part") -> None:
         self.plan = plan
-        self.router = Router(targets, plan.routing, plan.seed, plan.connect_timeout_s)
         spill = Parts(plan.spill_dir, spill_prefix) if plan.spill_dir is not None else None
         self.collector = Collector(0.0, spill)  # its t0 is set when the run starts, before any request
+        self.router = Router(targets, plan.routing, plan.seed, plan.connect_timeout_s, self.collector.add)
         self.sent = 0
+        self.live = Live()  # the figures so far, folded from the collector's rows
+        self.follower = self.collector.follow(self._fold)
         self.counter = itertools.count()  # closed loop: the next request's index
         self.adapter: Adapter | None = None
         self.completed = 0
@@ -198,7 +205,8 @@ class _Engine:
             rec.error = "interrupted"  # cut short by Ctrl-C: recorded, never counted as a success
             self.collector.add(rec)
             raise
-        self.collector.add(rec)
+        if not self.router.holds(rec):  # one held waits for its replica's fate, then comes in
+            self.collector.add(rec)
         if rec.error is None:
             self.completed += 1
             self.refused = 0
@@ -331,37 +339,12 @@ class _Engine:
         lo, hi = np.searchsorted(self.schedule.offsets, [max(0.0, elapsed - 1.0), elapsed])
         return float(hi - lo) / min(1.0, elapsed) if elapsed > 0 else None
 
-    async def watch_health(self) -> None:
-        tick = 0.1
-        last_t, last_cpu, last_spin = perf_counter(), process_time(), 0.0
-        last_host = psutil.cpu_times()
-        while True:
-            before = perf_counter()
-            await asyncio.sleep(tick)
-            now = perf_counter()
-            self.health.loop_lag_ms.append((now - before - tick) * 1000.0)
-            if now - last_t >= 1.0:
-                cpu, spin = process_time(), self.spin
-                self.health.cpu.append((cpu - last_cpu) / (now - last_t))
-                self.health.polling.append((spin - last_spin) / (now - last_t))
-                host = psutil.cpu_times()
-                total = sum(host) - sum(last_host)
-                if total > 0:
-                    idle = (host.idle - last_host.idle) + (
-                        getattr(host, "iowait", 0.0) - getattr(last_host, "iowait", 0.0)
-                    )
-                    self.health.host_busy.append(1.0 - idle / total)
-                    self.health.host_steal.append(
-                        (getattr(host, "steal", 0.0) - getattr(last_host, "steal", 0.0)) / total
-                    )
-                last_t, last_cpu, last_spin, last_host = now, cpu, spin, host
+    def _fold(self, rows: np.ndarray, chunk_us: np.ndarray) -> None:
+        self.live.fold(rows, chunk_us, list(self.collector.codes["error"]))
 
     def snapshot(self, elapsed: float, total: float, prev: tuple[float, int]) -> Snapshot:
-        rows = self.collector.recent()[-2000:]
-        recent = (rows["first"] - rows["intended"])[(rows["error"] == 0) & ~np.isnan(rows["first"])]
-        p50 = p95 = None
-        if len(recent):
-            p50, p95 = (float(x) * 1000.0 for x in np.percentile(recent, [50, 95]))
+        self.collector.catch_up(self.follower)
+        p50, p95 = self.live.quantile_ms("ttft_ms", 50), self.live.quantile_ms("ttft_ms", 95)
         done = self.completed + self.failed
         dt = elapsed - prev[0]
         return Snapshot(
@@ -386,6 +369,7 @@ async def run_async(
     observer: Observer | None = None,
     start_at: float | None = None,
     spill_prefix: str = "part",
+    checkpoint: Checkpoint | None = None,
 ) -> Run:
     """``start_at``: a ``perf_counter`` time to start at, so client processes on one host (one
     monotonic clock) share a start and their records merge exactly; ``spill_prefix`` names this process's
@@ -433,7 +417,22 @@ async def run_async(
 
         ticker = asyncio.create_task(tick())
     sweeper = asyncio.create_task(engine.enforce_timeouts())
-    watcher = asyncio.create_task(engine.watch_health())
+    watcher = asyncio.create_task(sample_health(engine.health, lambda: engine.spin))
+    checkpoints = None
+    if plan.checkpoint_s > 0 and (checkpoint is not None or plan.spill_dir is not None):
+
+        async def every() -> None:
+            while True:
+                await asyncio.sleep(plan.checkpoint_s)
+                engine.collector.spill_now()  # every row so far folded into the figures and handed to disk
+                engine.collector.catch_up(engine.follower)
+                so_far, at = engine.live.copy(), max(0.0, perf_counter() - measure_from)
+                # on disk before a checkpoint counts them: a run killed after it keeps all it counted
+                await asyncio.to_thread(engine.collector.settle)
+                if checkpoint is not None:
+                    checkpoint(so_far, at)
+
+        checkpoints = asyncio.create_task(every())
     driver = engine.closed if plan.mode == "closed" else engine.open
     drain = plan.drain_timeout_s if plan.drain_timeout_s is not None else plan.request_timeout_s
     try:
@@ -452,6 +451,8 @@ async def run_async(
     finally:
         sweeper.cancel()
         watcher.cancel()
+        if checkpoints is not None:
+            checkpoints.cancel()
         if observer is not None:
             observer.detach()
         if ticker is not None:
@@ -475,10 +476,11 @@ def run(
     observer: Observer | None = None,
     start_at: float | None = None,
     spill_prefix: str = "part",
+    checkpoint: Checkpoint | None = None,
 ) -> Run:
     """Run a load plan on a fresh event loop (one loop per process; uvloop's where installed)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(run_async(target, plan, progress, observer, start_at, spill_prefix))
+        return runner.run(run_async(target, plan, progress, observer, start_at, spill_prefix, checkpoint))
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

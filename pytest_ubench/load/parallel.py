@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import signal
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -21,6 +22,7 @@ from typing import Any
 from loguru import logger
 
 from ..metrics.columns import Records
+from ..metrics.live import Live
 from ..orchestrators import watchdog
 from ..orchestrators.base import ServiceError
 from . import engine, routing
@@ -57,11 +59,16 @@ STARTUP_TIMEOUT_S = 60.0
 
 
 def run(
-    target: routing.Targets, plan: engine.LoadPlan, workers: int, progress: engine.Progress | None = None
+    target: routing.Targets,
+    plan: engine.LoadPlan,
+    workers: int,
+    progress: engine.Progress | None = None,
+    checkpoint: engine.Checkpoint | None = None,
 ) -> engine.Run:
-    """Run ``plan`` on ``workers`` processes and merge their records."""
+    """Run ``plan`` on ``workers`` processes and merge their records (and, at each checkpoint, their
+    figures so far)."""
     if workers <= 1:
-        return engine.run(target, plan, progress)
+        return engine.run(target, plan, progress, checkpoint=checkpoint)
     ctx = mp.get_context("spawn")  # fresh interpreters: nothing inherited from the parent's threads or loop
     queue: Any = ctx.Queue()
     pipes, procs = [], []
@@ -75,6 +82,7 @@ def run(
         procs.append(p)
     runs: dict[int, engine.Run] = {}
     snapshots: dict[int, engine.Snapshot] = {}
+    so_far: dict[int, tuple[Live, float]] = {}
     interrupted = False
     try:
         _await_ready(queue, procs)
@@ -96,6 +104,12 @@ def run(
             if kind == "progress" and progress is not None:
                 snapshots[index] = payload
                 progress(_combine(list(snapshots.values())))
+            elif kind == "checkpoint" and checkpoint is not None:
+                so_far[index] = (pickle.loads(payload[0]), payload[1])
+                every = Live()
+                for live, _ in so_far.values():
+                    every.add(live)
+                checkpoint(every, max(at for _, at in so_far.values()))
             elif kind == "done":
                 runs[index] = payload
             elif kind == "error":
@@ -148,6 +162,8 @@ def _child(index: int, target: routing.Targets, plan: engine.LoadPlan, conn: Con
                 lambda snap: queue.put(("progress", index, snap)),
                 start_at=start_at,
                 spill_prefix=f"proc{index}",
+                # pickled here: the queue's feeder thread would pickle it later, while it changes
+                checkpoint=lambda live, at: queue.put(("checkpoint", index, (pickle.dumps(live), at))),
             )
         except ServiceError as exc:  # e.g. an adapter that cannot connect: its message, not "died"
             queue.put(("error", index, str(exc)))

@@ -134,6 +134,7 @@ def load_plan(
         sink=sink,
         adapter=adapter,
         routing=case.recipe.service.routing if case.recipe.service is not None else "least-outstanding",
+        checkpoint_s=w.checkpoint_s,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -39,10 +39,19 @@ class Router:
 
     A target that refuses a connection is lost for the rest of the run (nothing listens there: its server
     or node died); requests go to the others, and the ones whose connection broke on it since its last
-    success, which were in flight when it died, become ``replica_lost``. With one target, none of this
+    success, which were in flight when it died, become ``replica_lost``. Until their fate is known the router
+    holds them; ``settle`` takes each once it is (the engine's records). With one target, none of this
     applies: its failures are its own."""
 
-    def __init__(self, targets: Sequence[Target], routing: str, seed: int, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        routing: str,
+        seed: int,
+        connect_timeout_s: float,
+        settle: Callable[[Record], None] = lambda rec: None,
+    ) -> None:
+        self.settle = settle
         self.targets = targets
         self.pools = [Pool(t.host, t.port, connect_timeout_s, tls_context() if t.tls else None) for t in targets]
         self.routing = routing
@@ -76,7 +85,7 @@ class Router:
             self.lost[k] = perf_counter()
             for rec in self._suspects[k]:
                 rec.error = "replica_lost"
-            self._suspects[k].clear()
+            self._release(k)
             target = self.targets[k]
             left = len(self.pools) - len(self.lost)
             logger.warning("replica {} ({}:{}) lost ({}); {} left", k, target.host, target.port, why, left)
@@ -85,7 +94,16 @@ class Router:
     def served(self, k: int) -> None:
         """A success on ``k``: its earlier broken connections were not its death."""
         if self._suspects[k]:
-            self._suspects[k].clear()
+            self._release(k)
+
+    def _release(self, k: int) -> None:
+        for rec in self._suspects[k]:
+            self.settle(rec)
+        self._suspects[k].clear()
+
+    def holds(self, rec: Record) -> bool:
+        """Whether a finished request waits here for its replica's fate (``settle`` will take it)."""
+        return any(r is rec for r in self._suspects[rec.replica])
 
     def broken(self, k: int, rec: Record, exc: RequestFailed) -> RequestFailed:
         """What a request that failed on ``k`` counts as: ``replica_lost`` on a lost replica; a broken
@@ -97,5 +115,8 @@ class Router:
         return exc
 
     def close(self) -> None:
+        """The run is over: the requests still held keep their own failure."""
+        for k in range(len(self.pools)):
+            self._release(k)
         for pool in self.pools:
             pool.close()

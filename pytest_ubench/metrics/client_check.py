@@ -8,11 +8,14 @@ achieved inside the load window against the schedule's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from time import perf_counter, process_time
 from typing import Any
 
 import numpy as np
+import psutil
 
 from .columns import Records
 
@@ -40,6 +43,31 @@ class ClientHealth:
     # The host around it, per second: the share of all cores busy, and of it stolen by a hypervisor.
     host_busy: list[float] = field(default_factory=list)
     host_steal: list[float] = field(default_factory=list)
+
+
+async def sample_health(health: ClientHealth, spin: Callable[[], float]) -> None:
+    """Fill ``health`` while the load runs (a task beside it): event-loop lag each 100 ms tick; each second
+    the process's CPU share, the share spent polling for send times (``spin``: seconds so far), and the
+    host's busy and stolen shares."""
+    tick = 0.1
+    last_t, last_cpu, last_spin = perf_counter(), process_time(), 0.0
+    last_host = psutil.cpu_times()
+    while True:
+        before = perf_counter()
+        await asyncio.sleep(tick)
+        now = perf_counter()
+        health.loop_lag_ms.append((now - before - tick) * 1000.0)
+        if now - last_t >= 1.0:
+            cpu, polled = process_time(), spin()
+            health.cpu.append((cpu - last_cpu) / (now - last_t))
+            health.polling.append((polled - last_spin) / (now - last_t))
+            host = psutil.cpu_times()
+            total = sum(host) - sum(last_host)
+            if total > 0:
+                idle = (host.idle - last_host.idle) + (getattr(host, "iowait", 0.0) - getattr(last_host, "iowait", 0.0))
+                health.host_busy.append(1.0 - idle / total)
+                health.host_steal.append((getattr(host, "steal", 0.0) - getattr(last_host, "steal", 0.0)) / total)
+            last_t, last_cpu, last_spin, last_host = now, cpu, polled, host
 
 
 def check(

@@ -1,7 +1,7 @@
 """A run's requests as columns: what the engine keeps while it runs and what every figure is computed from.
 
 A request is a Python object (``Record``) only while it is in flight. When it finishes, ``Collector``
-copies it into a row of fixed-width columns (80 bytes) and its chunks' arrival times into one flat
+copies it into a row of fixed-width columns (88 bytes) and its chunks' arrival times into one flat
 array (4 bytes each: microseconds after the request's intended send time), and the object is gone.
 Full blocks of rows go to disk as the run goes (``record_files``), so memory stays flat for any
 duration; the figures at the end are computed from all the columns, exactly (no sketch).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,10 +32,10 @@ ROW = np.dtype(
         ("first", "f8"),  # the first content-bearing chunk
         ("end", "f8"),
         ("nbytes", "i8"),  # response body bytes
+        ("recall", "f8"),  # a share, kept exactly: its mean is compared with a brute force's
         ("prompt_tokens", "i4"),
         ("output_tokens", "i4"),
         ("items", "i4"),
-        ("recall", "f4"),
         ("server_decode_s", "f4"),
         ("n_chunks", "u4"),  # content-bearing chunks: their times are in the flat chunk array
         ("n_chunk_tokens", "u4"),  # the server's token count at each chunk, where it says (0 otherwise)
@@ -332,10 +333,20 @@ class Spill(Protocol):
     def read(self) -> Records: ...
 
 
+class Follower:
+    """A reader of a collector's rows as they come (a live view, an exporter): each row reaches ``fold``
+    exactly once, with the chunk times of those rows."""
+
+    def __init__(self, fold: Callable[[np.ndarray, np.ndarray], None]) -> None:
+        self.fold = fold
+        self.seen = 0  # rows of the current block already folded
+
+
 class Collector:
-    """Takes each finished request into a block of rows; a full block goes to ``spill`` (to disk) or, with
-    none, stays in memory. Per request: one row assignment and, for a streamed one, one array of its
-    chunk times; no Python object outlives its request."""
+    """Takes each finished request into a block of rows; a full block goes to ``spill`` (to disk, in a
+    thread of its own so the load's loop never waits on the disk) or, with none, stays in memory. Per
+    request: one row assignment and, for a streamed one, its chunk times copied into one flat array; no
+    Python object outlives its request."""
 
     def __init__(self, t0: float, spill: Spill | None = None, block: int = BLOCK) -> None:
         self.t0 = t0
@@ -349,10 +360,11 @@ class Collector:
         self._kept: list[Records] = []
         self.spilled = 0  # blocks on disk
         self.spill_error: str | None = None
-        # Readers in other threads (the live exporter): ``watchers`` see each block's rows before they go,
-        # under ``lock``; a reader of ``recent()`` holds it too, so no block is recycled under it.
+        self._writer = ThreadPoolExecutor(1, "ubench-spill") if spill is not None else None
+        # Followers may read from other threads (the exporter's): they read under ``lock``, which a block
+        # also holds while it is handed over, so none is recycled under a reader.
         self.lock = threading.Lock()
-        self.watchers: list[Callable[[np.ndarray], None]] = []
+        self.followers: list[Follower] = []
 
     def _code(self, field: str, name: str | None) -> int:
         table = self.codes[field]
@@ -366,10 +378,10 @@ class Collector:
         chunks, tokens = rec.chunks, rec.chunk_tokens
         err = 0 if rec.error is None else self._code("error", rec.error)
         self.block[self.n] = (
-            base - t0, rec.start - t0, rec.first - t0, rec.end - t0, rec.nbytes,
+            base - t0, rec.start - t0, rec.first - t0, rec.end - t0, rec.nbytes, rec.recall,
             -1 if rec.prompt_tokens is None else rec.prompt_tokens,
             -1 if rec.output_tokens is None else rec.output_tokens,
-            rec.items, rec.recall, rec.server_decode_s, len(chunks), len(tokens), rec.status, err,
+            rec.items, rec.server_decode_s, len(chunks), len(tokens), rec.status, err,
             self._code("op", rec.op or ""), rec.replica, self._code("tokens_from", rec.tokens_from or ""), rec.warmup,
         )  # fmt: skip
         if chunks:
@@ -380,30 +392,72 @@ class Collector:
             self._chunks.extend(np.clip(np.rint(at, out=at), 0, 4294967295, out=at))
         if tokens:
             self._tokens.extend(np.asarray(tokens))
-        self.n += 1
+        self.n += 1  # last: a reader in another thread sees a row only once it is whole
         self.count += 1
         if self.n == len(self.block):
             self._flush()
 
-    def recent(self) -> np.ndarray:
-        """The rows of the block being filled (the latest requests), for a live view."""
-        return self.block[: self.n]
+    def follow(self, fold: Callable[[np.ndarray, np.ndarray], None]) -> Follower:
+        """A new reader, from the first row of the block being filled (readers attach as a run starts)."""
+        follower = Follower(fold)
+        with self.lock:
+            self.followers.append(follower)
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        with self.lock:
+            self.followers.remove(follower)
+
+    def catch_up(self, follower: Follower) -> None:
+        """Hand a reader the rows it has not seen."""
+        with self.lock:
+            self._catch_up(follower)
+
+    def _catch_up(self, follower: Follower) -> None:
+        end = self.n  # read once: rows below it are whole
+        if follower.seen < end:
+            n_chunks = self.block["n_chunks"]
+            lo = int(n_chunks[: follower.seen].sum())
+            hi = lo + int(n_chunks[follower.seen : end].sum())
+            follower.fold(self.block[follower.seen : end], self._chunks.buf[lo:hi])
+            follower.seen = end
+
+    def spill_now(self) -> None:
+        """The rows so far to disk, whether or not the block is full (a checkpoint: a killed run loses at
+        most what finished since)."""
+        if self.spill is not None:
+            self._flush()
+
+    def settle(self) -> None:
+        """Wait until every block handed to the disk is written (or kept, the disk refusing it)."""
+        if self._writer is not None:
+            self._writer.submit(lambda: None).result()
 
     def _flush(self, last: bool = False) -> None:
-        """The current block out: to disk, or kept. The last one of a run is kept (it is read back at once);
-        a disk that refuses a block (full) keeps the rest in memory: nothing taken is lost."""
+        """The current block out: to disk, or kept. The last one of a run is kept (it is read back at once)."""
         if not self.n:
             return
         with self.lock:
-            for watch in self.watchers:
-                watch(self.block[: self.n])
+            for follower in self.followers:
+                self._catch_up(follower)
+                follower.seen = 0
             rows = self.block[: self.n].copy()
+            chunks, tokens = self._chunks.take(), self._tokens.take()
             self.n = 0
         for f in TIMES:
             rows[f] = np.rint(rows[f] * 1e6) / 1e6
         names = {f: list(self.codes[f]) for f in CODED}
-        part = Records(rows, self._chunks.take(), self._tokens.take(), names, self.t0)
-        if self.spill is not None and not last and self.spill_error is None:
+        part = Records(rows, chunks, tokens, names, self.t0)
+        if self._writer is not None and not last:
+            self._writer.submit(self._write, part)
+        else:
+            self._kept.append(part)
+
+    def _write(self, part: Records) -> None:
+        """In the spill thread. A disk that refuses a block (full) keeps it, and the rest, in memory:
+        nothing taken is lost, and the run goes on."""
+        assert self.spill is not None
+        if self.spill_error is None:
             try:
                 self.spill.write(part)
                 self.spilled += 1
@@ -416,6 +470,8 @@ class Collector:
     def finish(self) -> Records:
         """Every request taken, in intended-send order: the blocks spilled (read back) and those kept."""
         self._flush(last=True)
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
         parts = list(self._kept)
         if self.spill is not None and self.spilled:
             on_disk = self.spill.read()

@@ -48,7 +48,7 @@ SCHEMA = pa.schema(
         pa.field("output_tokens", pa.int32()),
         pa.field("items", pa.int32(), nullable=False),
         pa.field("bytes", pa.int64(), nullable=False),
-        pa.field("recall", pa.float32()),
+        pa.field("recall", pa.float64()),
         pa.field("server_decode_s", pa.float32()),
         pa.field("replica", pa.int16(), nullable=False),
     ]

@@ -9,7 +9,6 @@ client that sends 50,000 requests/s.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +17,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from ..metrics.columns import Follower
 
 # seconds: wide enough for a loopback stub and for a slow 70B model
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -41,62 +42,56 @@ class _Histogram:
 class ClientCollector(Collector):
     """Cumulative over the session: counters never go back, as Prometheus expects.
 
-    Locks: the engine's collector's first, then this one's (a block handed over at its flush holds the
-    collector's while it calls ``_flushed``).
+    Locks: the engine's collector's first, then this one's (the collector holds its own while it hands rows
+    to ``_fold``), never the other way round.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._engine: Any = None
-        self._seen = 0  # rows of the engine's current block already folded into the figures
+        self._follower: Follower | None = None
         self._sent_before = 0  # requests sent by engines attached earlier
         self._done = {"ok": 0, "error": 0}
         self._hist = {"ttft": _Histogram(), "e2e": _Histogram()}
 
     def attach(self, engine: Any) -> None:
+        self.detach()
+        follower = engine.collector.follow(self._fold)
         with self._lock:
-            self._release()
-            self._engine, self._seen = engine, 0
-            engine.collector.watchers.append(self._flushed)
+            self._engine, self._follower = engine, follower
 
     def detach(self) -> None:
+        """The attached engine's last rows folded in (it has stopped)."""
         with self._lock:
-            self._release()
-
-    def _release(self) -> None:
-        """The attached engine's last rows folded in (it has stopped: no block is flushed meanwhile)."""
-        if self._engine is not None:
-            collector = self._engine.collector
-            self._fold(collector.recent()[self._seen :])
-            self._sent_before += self._engine.sent
-            collector.watchers.remove(self._flushed)
-            self._engine = None
-
-    def _flushed(self, rows: np.ndarray) -> None:
+            engine, follower = self._engine, self._follower
+            self._engine = self._follower = None
+        if engine is None or follower is None:
+            return
+        engine.collector.catch_up(follower)
+        engine.collector.unfollow(follower)
         with self._lock:
-            self._fold(rows[self._seen :])
-            self._seen = 0
+            self._sent_before += engine.sent
 
-    def _fold(self, rows: np.ndarray) -> None:
+    def _fold(self, rows: np.ndarray, chunk_us: np.ndarray) -> None:
         done = rows[~np.isnan(rows["end"])]  # an arrival dropped unsent never finished
         ok = done[done["error"] == 0]
-        self._done["ok"] += len(ok)
-        self._done["error"] += len(done) - len(ok)
-        self._hist["e2e"].observe(ok["end"] - ok["intended"])
         ttft = ok["first"] - ok["intended"]
-        self._hist["ttft"].observe(ttft[~np.isnan(ttft)])
+        with self._lock:
+            self._done["ok"] += len(ok)
+            self._done["error"] += len(done) - len(ok)
+            self._hist["e2e"].observe(ok["end"] - ok["intended"])
+            self._hist["ttft"].observe(ttft[~np.isnan(ttft)])
 
     def collect(self) -> Iterator[Any]:
-        engine = self._engine
-        with engine.collector.lock if engine is not None else contextlib.nullcontext(), self._lock:
+        engine, follower = self._engine, self._follower
+        if engine is not None and follower is not None:
+            engine.collector.catch_up(follower)
+        with self._lock:
             sent = self._sent_before
             in_flight = 0
-            if self._engine is not None and self._engine is engine:
-                rows = engine.collector.recent()
-                self._fold(rows[self._seen :])
-                self._seen = len(rows)
-                sent += engine.sent
-                in_flight = len(engine.in_flight)
+            if self._engine is not None:
+                sent += self._engine.sent
+                in_flight = len(self._engine.in_flight)
             yield CounterMetricFamily("ubench_requests_sent", "requests sent (warm-up included)", value=sent)
             done = CounterMetricFamily("ubench_requests_completed", "requests finished", labels=["outcome"])
             for outcome, count in self._done.items():

@@ -212,6 +212,9 @@ class Workload(Strict):
     repeat: PositiveInt = 1
     batch_size: PositiveInt = 1  # inputs per request, for protocols that batch (openai-embeddings)
     max_frame_bytes: ByteSize = "4MiB"  # a streamed frame or a JSON reply beyond it fails its request
+    # Long runs: every this many seconds the records so far go to disk and results.json gets the figures
+    # so far (marked partial); a killed run keeps both. 0: never (docs/records.md).
+    checkpoint_s: Annotated[float, Field(ge=0)] = 60.0
     _part: BaseModel | None = PrivateAttr(None)
 
     @field_validator("max_frame_bytes")

@@ -128,6 +128,10 @@ def _case(c: CaseResult) -> str:
     r = c.result
     parts = [f'<section id="{html.escape(r["case_id"])}"><h2>{html.escape(r["case_id"])}</h2>']
     parts.append(f"<p>endpoint {html.escape(str(r['endpoint']))} · {_fmt(r['provenance'].get('started'))}</p>")
+    if r.get("partial"):  # a run that never ended: its last checkpoint
+        parts.append(
+            f'<p class="fail">partial: {html.escape(r["aborted"] or "")}; {html.escape(r["partial"]["note"])}</p>'
+        )
     if r["slo"]:
         rows = [[s["expression"], s["measured"], s["allowed"], "PASS" if s["passed"] else "FAIL"] for s in r["slo"]]
         parts.append("<h3>SLOs</h3>" + _table(["SLO", "measured", "allowed", "verdict"], rows,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,15 @@ import numpy as np
 from loguru import logger
 
 from .. import protocols
-from .._version import __version__
 from ..load import engine
 from ..metrics import repeats, scaling, slo, stats
 from ..metrics.columns import Records
 from ..metrics.compare import run_figures
-from ..metrics.results import RECORDS, SCHEMA_VERSION, CaseResult, ResultsDir, ResultsError, provenance
+from ..metrics.results import RECORDS, CaseResult, ResultsDir, ResultsError
 from ..orchestrators.base import Deployment
 from ..recipes.schema import Ramp
 from ..recipes.sweep import Case
+from . import document
 from .measure import Measured, judge, measure
 from .plans import plan_for
 from .search import run_search
@@ -29,10 +28,6 @@ from .services import Services
 
 # Parts of a run's summary that pooling repeats does not recompute: the last run's stand.
 _KEPT_FROM_LAST = ("server_metrics", "phases", "replicas")
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def run_case(
@@ -172,17 +167,7 @@ def _write_case(
         shape["ramp"] = case.load.rate.model_dump(by_alias=True)
     if "search" in extra:
         shape[case.load.over] = extra["search"]["max_passing"]
-    result = {
-        "schema": SCHEMA_VERSION,
-        "case_id": case.id,
-        "recipe": {
-            "name": case.recipe.name,
-            "path": str(case.loaded.path),
-            "sha256": case.loaded.sha256,
-            "resolved": case.recipe.model_dump(mode="json"),
-        },
-        "provenance": provenance(__version__, _iso(first.wall_t0), _iso(run.wall_t1), main.command),
-        "endpoint": main.endpoint,
+    result = document.head(case, first.wall_t0, run.wall_t1, main.command, main.endpoint) | {
         "load": {
             "mode": case.load.mode,
             **case.point,

@@ -255,9 +255,10 @@ def client_register(recipe: str, root: Path, cases: int) -> registry.Entry:
 
 
 def client_progress(entry: registry.Entry) -> tuple[bool, int]:
-    """Whether the run is still going, and how many of its cases have written results."""
+    """Whether the run is still going, and how many of its cases have written results (a long case's
+    checkpoint, marked partial, is not done)."""
     proc = LocalProcess.attach(int(entry.handle["pid"]), float(entry.handle["create_time"]))
-    done = len(ResultsDir(Path(entry.run_dir)).case_dirs())
+    done = sum(1 for c in ResultsDir(Path(entry.run_dir)).cases() if not c.result.get("partial"))
     return proc.exit_code() is None, done
 
 

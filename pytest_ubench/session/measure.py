@@ -4,6 +4,7 @@ and the server-side series over the same window."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,15 @@ from ..load import engine, parallel, routing
 from ..load.planning import Planned, Tool, ToolContext
 from ..metrics import client_check, scaling, slo, stats, steady
 from ..metrics.columns import Records
+from ..metrics.files import write_json
+from ..metrics.live import Live
 from ..metrics.record_files import PARTS
+from ..metrics.results import RESULTS
 from ..orchestrators import front
 from ..orchestrators.base import Deployment, ServiceState, address
 from ..recipes.sweep import Case
 from . import clients as slurm_clients
+from . import document
 from .services import Services
 
 
@@ -50,6 +55,7 @@ def _load_run(
         return slurm_clients.run(case, dep.run_dir / "endpoint.json", clients, orch, progress)
     target = [routing.Target.of_url(url) for url in dep.endpoint.load_urls]
     plan = replace(plan, spill_dir=run_dir / PARTS / f"run{case.repeat + 1}")
+    checkpoint = _checkpointer(case, dep, run_dir)
     workers = parallel.worker_count(case.load.workers)
     watch = services.monitoring
     if workers > 1:
@@ -57,8 +63,22 @@ def _load_run(
             logger.info(
                 "{}: {} client processes: the client's live Prometheus series are not exported", case.id, workers
             )
-        return parallel.run(target, plan, workers, progress)
-    return engine.run(target, plan, progress, watch.observer if watch else None)
+        return parallel.run(target, plan, workers, progress, checkpoint)
+    return engine.run(target, plan, progress, watch.observer if watch else None, checkpoint=checkpoint)
+
+
+def _checkpointer(case: Case, dep: Deployment, run_dir: Path) -> engine.Checkpoint:
+    """Writes the figures so far as the case's results.json (partial), which the finished run replaces."""
+    started = time.time()
+
+    def write(live: Live, elapsed_s: float) -> None:
+        doc = document.partial(case, started, time.time(), dep.command, dep.endpoint.url, live, elapsed_s)
+        try:
+            write_json(run_dir / RESULTS, doc)
+        except OSError as exc:  # a full disk: the run goes on; its end will say so (exit 4)
+            logger.warning("{}: checkpoint not written: {}", case.id, exc.strerror or exc)
+
+    return write
 
 
 def measure(

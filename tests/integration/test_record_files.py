@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 import polars as pl
 import pytest
+from helpers import truth_recipe
 
 from pytest_ubench.metrics import record_files
 
@@ -28,18 +29,9 @@ def ubenchai(*args: str) -> subprocess.CompletedProcess[str]:
 def run_dir(truth_server, write_recipe, tmp_path: Path) -> tuple[Path, list[dict]]:
     """One case against a truth server: its results directory and the server's account of every request."""
     dep = truth_server("--ttft-ms", "3", "--itl-ms", "1")
-    recipe = {
-        "name": "rec",
-        "service": {"url": dep.endpoint.url},
-        "workload": {
-            "protocol": "openai-chat",
-            "model": "m",
-            "dataset": {"prompt_tokens": 16, "output_tokens": 12, "prompts": 8},
-            "load": {"mode": "closed", "concurrency": 3},
-            "duration_s": 1.5,
-            "warmup_s": 0.3,
-        },
-    }
+    recipe = truth_recipe("rec", dataset={"prompt_tokens": 16, "output_tokens": 12, "prompts": 8},
+                          load={"mode": "closed", "concurrency": 3}, duration_s=1.5, warmup_s=0.3)  # fmt: skip
+    recipe["service"] = {"url": dep.endpoint.url}
     res = ubenchai("client", "run", "--recipe", str(write_recipe(recipe)), "--output", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
     truth = json.load(urllib.request.urlopen(dep.endpoint.url + "/truth"))

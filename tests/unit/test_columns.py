@@ -102,6 +102,7 @@ def test_a_collector_that_spills_keeps_what_one_in_memory_does(tmp_path: Path) -
     for rec in reversed(recs):  # finished out of order: the table comes back in intended order
         kept.add(rec)
         spilled.add(rec)
+    spilled.settle()  # blocks are written in a thread of their own
     assert len(list((tmp_path / "parts").glob("*.parquet"))) == 9  # 2500 rows: 9 blocks of 256 (196 kept)
     a, b = kept.finish(), spilled.finish()
     for f in ROW.names:
@@ -195,6 +196,7 @@ def test_a_killed_runs_blocks_are_its_records(tmp_path: Path) -> None:
     c = Collector(T0, Parts(tmp_path / record_files.PARTS / "run1"), block=128)
     for rec in recs[:900]:
         c.add(rec)  # 7 full blocks spilled; the 4 rows of the 8th were in memory when it was killed
+    c.settle()
     back = read_case(tmp_path)
     assert len(back) == 896
     back.t0 = T0
@@ -224,3 +226,38 @@ def test_parquet_is_readable_without_us_and_small(tmp_path: Path) -> None:
     per_request = path.stat().st_size / len(recs)
     print(f"Parquet: {per_request:.1f} bytes per non-streamed request")
     assert per_request <= 40
+
+
+def test_running_figures_agree_with_the_exact_ones_over_the_same_requests() -> None:
+    """Live, folded a few rows at a time as a run hands them over, against the summary of every record: the
+    same counts, and each percentile within HdrHistogram's 1 %."""
+    from pytest_ubench.metrics import stats
+    from pytest_ubench.metrics.live import LATENCIES, Live
+
+    recs = _random_records(5000, seed=13)
+    live = Live()
+    c = Collector(T0, block=300)
+    f = c.follow(lambda rows, chunks: live.fold(rows, chunks, list(c.codes["error"])))
+    for i, rec in enumerate(recs):
+        c.add(rec)
+        if i % 97 == 0:
+            c.catch_up(f)  # a progress tick now and then; blocks handed over in between
+    table = c.finish()
+    c.catch_up(f)
+    exact = stats.summary(table.measured, 0.0, 1.0)
+    got = live.figures(1.0)
+    for k in ("total", "ok", "failed", "dropped", "errors"):
+        assert got["requests"][k] == exact["requests"][k], k
+    assert got["throughput"]["output_tokens"] == exact["throughput"]["output_tokens"]
+    assert live.warmup == int(table["warmup"].sum())
+    for m in LATENCIES:
+        assert got["metrics"][m]["count"] == exact["metrics"][m]["count"], m
+        for p in ("p50", "p90", "p99", "max"):
+            want = exact["metrics"][m][p]
+            assert got["metrics"][m][p] == pytest.approx(want, rel=0.01, abs=0.002), (m, p)
+    # what another client process sends at a checkpoint: the same figures once added
+    import pickle
+
+    again = Live()
+    again.add(pickle.loads(pickle.dumps(live)))
+    assert again.figures(1.0) == got
