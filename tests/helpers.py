@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -135,3 +137,10 @@ def record_rows(case_dir: Path) -> list[dict]:
     """A case's records as the published Parquet schema has them (read with pyarrow, not our reader)."""
     rows: list[dict] = pq.read_table(case_dir / "records.parquet").to_pylist()
     return rows
+
+
+def ubenchai(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_ubench", *args], capture_output=True, text=True, timeout=timeout
+    )

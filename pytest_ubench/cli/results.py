@@ -107,9 +107,9 @@ def convert_records(args: argparse.Namespace) -> int:
     """Each case's records (Parquet; JSON Lines of runs written before it; a killed run's blocks) in the
     format asked for."""
     root: Path = args.run_dir
-    cases = [root] if _has_records(root) else []
+    cases = [root] if record_files.has_records(root) else []
     if not cases and root.is_dir():
-        cases = sorted(d for d in root.iterdir() if d.is_dir() and _has_records(d))
+        cases = sorted(d for d in root.iterdir() if d.is_dir() and record_files.has_records(d))
     if not cases:
         err(f"no records ({record_files.PARQUET}, {record_files.JSONL} or {record_files.PARTS}/) under {root}")
         return EXIT_USAGE
@@ -130,7 +130,3 @@ def convert_records(args: argparse.Namespace) -> int:
             return EXIT_RESULTS
         print(f"{target}: {len(records)} requests")
     return EXIT_OK
-
-
-def _has_records(d: Path) -> bool:
-    return any((d / name).exists() for name in (record_files.PARQUET, record_files.JSONL, record_files.PARTS))

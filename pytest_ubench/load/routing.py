@@ -103,7 +103,8 @@ class Router:
 
     def holds(self, rec: Record) -> bool:
         """Whether a finished request waits here for its replica's fate (``settle`` will take it)."""
-        return any(r is rec for r in self._suspects[rec.replica])
+        held = self._suspects[rec.replica]  # empty but after a broken connection: nothing to scan
+        return bool(held) and any(r is rec for r in held)
 
     def broken(self, k: int, rec: Record, exc: RequestFailed) -> RequestFailed:
         """What a request that failed on ``k`` counts as: ``replica_lost`` on a lost replica; a broken

@@ -353,7 +353,6 @@ class Collector:
         self.spill = spill
         self.block = np.zeros(block, ROW)
         self.n = 0  # rows in the current block
-        self.count = 0  # rows taken in all
         self.codes: dict[str, dict[str | None, int]] = {f: {n: 0 for n in _none_first(f)} for f in CODED}
         self._chunks = _Flat(np.uint32, block * 4)
         self._tokens = _Flat(np.int32, 0)
@@ -393,7 +392,6 @@ class Collector:
         if tokens:
             self._tokens.extend(np.asarray(tokens))
         self.n += 1  # last: a reader in another thread sees a row only once it is whole
-        self.count += 1
         if self.n == len(self.block):
             self._flush()
 

@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -229,14 +229,11 @@ class Parts:
 
     def read(self) -> Records:
         """This writer's blocks, in order."""
-        files = sorted(self.dir.glob(f"{self.prefix}-*.parquet"))
-        return Records.concat([read_parquet(f) for f in files], 0.0)
+        return _read_all(self.dir.glob(f"{self.prefix}-*.parquet"))
 
 
-def read_parts(directory: Path) -> Records:
-    """Every block in a run's spill directory (a killed run's records, each repeat's in its own folder),
-    in intended-send order."""
-    return Records.concat([read_parquet(f) for f in sorted(directory.rglob("*.parquet"))], 0.0).sorted()
+def _read_all(files: Iterable[Path]) -> Records:
+    return Records.concat([read_parquet(f) for f in sorted(files)], 0.0)
 
 
 def keep(case_dir: Path, records: Records, meta: Mapping[str, Any]) -> None:
@@ -245,13 +242,21 @@ def keep(case_dir: Path, records: Records, meta: Mapping[str, Any]) -> None:
     shutil.rmtree(case_dir / PARTS, ignore_errors=True)
 
 
+SOURCES = (PARQUET, PARTS, JSONL)  # where a case's records are, in the order they are looked for
+
+
+def has_records(case_dir: Path) -> bool:
+    return any((case_dir / name).exists() for name in SOURCES)
+
+
 def read_case(case_dir: Path) -> Records:
-    """A case's records: its Parquet file, else the blocks its run left (killed), else JSON Lines (runs
-    written before Parquet); none when there is nothing."""
+    """A case's records: its Parquet file, else the blocks its run left (killed; each repeat's in its own
+    folder, in intended-send order), else JSON Lines (runs written before Parquet); none when there is
+    nothing."""
     if (path := case_dir / PARQUET).exists():
         return read_parquet(path)
     if (parts := case_dir / PARTS).is_dir():
-        return read_parts(parts)
+        return _read_all(parts.rglob("*.parquet")).sorted()
     if (path := case_dir / JSONL).exists():
         return Records.of(read_jsonl(path))
     return Records.empty()

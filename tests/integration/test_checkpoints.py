@@ -12,13 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import jsonschema
-from helpers import SCHEMA, truth_recipe
+from helpers import SCHEMA, truth_recipe, ubenchai
 
 from pytest_ubench.metrics.record_files import PARTS, read_case
-
-
-def ubenchai(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest_ubench", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_a_run_killed_mid_way_keeps_its_checkpoint_and_its_records(truth_server, write_recipe, tmp_path: Path) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -16,13 +14,9 @@ import duckdb
 import pandas as pd
 import polars as pl
 import pytest
-from helpers import truth_recipe
+from helpers import truth_recipe, ubenchai
 
 from pytest_ubench.metrics import record_files
-
-
-def ubenchai(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest_ubench", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
