@@ -166,12 +166,28 @@ class Records:
     # -- new tables from this one ---------------------------------------------------------------------
 
     def take(self, which: np.ndarray) -> Records:
-        """The rows a mask or an index array picks, with their chunks."""
-        idx = np.flatnonzero(which) if which.dtype == bool else which
-        rows = self.rows[idx]
-        chunks = self.chunk_us[_segments(self.chunk_offsets(), idx)]
-        tokens = self.chunk_tokens[_segments(self.token_offsets(), idx)]
+        """The rows a mask or an index array picks, with their chunks: the table itself when a mask picks
+        every row (a table is never changed in place once made)."""
+        if which.dtype == bool:
+            if which.all():  # the usual case at 10M rows (every request measured, or ok): no copy at all
+                return self
+            idx = np.flatnonzero(which)
+        else:
+            idx = which
+        if len(idx) and idx[-1] - idx[0] + 1 == len(idx) and (idx[1:] > idx[:-1]).all():
+            return self._slice(int(idx[0]), int(idx[-1]) + 1)  # after the warm-up, say: a view, no copy
+        rows = np.take(self.rows, idx)  # several times faster than fancy indexing on a structured array
+        chunks, tokens = self.chunk_us, self.chunk_tokens  # none (a non-streamed run): nothing to pick
+        if len(chunks):
+            chunks = chunks[_segments(self.chunk_offsets(), idx)]
+        if len(tokens):
+            tokens = tokens[_segments(self.token_offsets(), idx)]
         return Records(rows, chunks, tokens, self.names, self.t0)
+
+    def _slice(self, lo: int, hi: int) -> Records:
+        c, t = self.chunk_offsets(), self.token_offsets()
+        chunks, tokens = self.chunk_us[c[lo] : c[hi]], self.chunk_tokens[t[lo] : t[hi]]
+        return Records(self.rows[lo:hi], chunks, tokens, self.names, self.t0)
 
     def sorted(self) -> Records:
         """In intended-send order (requests never sent last), as runs have always listed them."""

@@ -117,42 +117,57 @@ def from_arrow(table: pa.Table) -> Records:
     missing = [f.name for f in SCHEMA if f.name not in table.column_names]
     if missing:
         raise RecordsError(f"not a records table: no column {', '.join(missing)}")
-    n = table.num_rows
-    rows = np.zeros(n, ROW)
-
-    def col(name: str) -> pa.Array:
-        return table.column(name).combine_chunks()
-
-    def plain(name: str, fill: float | int) -> np.ndarray:
-        values: np.ndarray = col(name).fill_null(fill).to_numpy(zero_copy_only=False)
-        return values
-
-    for field in TIMES:
-        v = col(f"{field}_us")
-        rows[field] = np.where(v.is_null().to_numpy(zero_copy_only=False), np.nan, v.fill_null(0).to_numpy() / 1e6)
-    chunk_col, token_col = col("chunk_us"), col("chunk_tokens")
-    rows["n_chunks"] = chunk_col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-    rows["n_chunk_tokens"] = token_col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-    rows["status"] = plain("status", 0)
-    rows["warmup"] = plain("warmup", False)
-    rows["prompt_tokens"] = plain("prompt_tokens", -1)
-    rows["output_tokens"] = plain("output_tokens", -1)
-    rows["items"] = plain("items", 0)
-    rows["nbytes"] = plain("bytes", 0)
-    rows["recall"] = plain("recall", np.nan)
-    rows["server_decode_s"] = plain("server_decode_s", np.nan)
-    rows["replica"] = plain("replica", 0)
+    rows = np.zeros(table.num_rows, ROW)
     names: dict[str, list[str | None]] = {}
-    for field in ("error", "op", "tokens_from"):
-        codes, names[field] = _codes(col(field), field == "error")
-        rows[field] = codes
+    codes: dict[str, np.ndarray] = {}
+    for field in ("error", "op", "tokens_from"):  # whole columns: one dictionary for every batch
+        codes[field], names[field] = _codes(table.column(field).combine_chunks(), field == "error")
+    lo = 0
+    for batch in table.to_batches(max_chunksize=_BATCH):
+        hi = lo + batch.num_rows
+        part = rows[lo:hi]
+        _fill(part, batch)
+        for field, coded in codes.items():
+            part[field] = coded[lo:hi]
+        lo = hi
+    chunk_col, token_col = table.column("chunk_us"), table.column("chunk_tokens")
     return Records(
         rows,
-        chunk_col.flatten().to_numpy(zero_copy_only=False).astype(np.uint32),
-        token_col.flatten().to_numpy(zero_copy_only=False).astype(np.int32),
+        _flat(chunk_col).astype(np.uint32, copy=False),
+        _flat(token_col).astype(np.int32, copy=False),
         names,
         0.0,
     )
+
+
+# Rows are filled a batch at a time: one column after another over a block that stays in the CPU's cache
+# (a whole 10M-row table, field after field, is 17 passes over 880 MB; this is one).
+_BATCH = 1 << 15
+
+
+def _fill(part: np.ndarray, batch: pa.RecordBatch) -> None:
+    def plain(name: str, fill: float | int) -> np.ndarray:
+        values: np.ndarray = batch.column(name).fill_null(fill).to_numpy(zero_copy_only=False)
+        return values
+
+    for field in TIMES:  # int64 µs, null where none: as float64 µs with NaN, exact below 2**53
+        part[field] = batch.column(f"{field}_us").to_numpy(zero_copy_only=False) / 1e6
+    part["n_chunks"] = batch.column("chunk_us").value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    part["n_chunk_tokens"] = batch.column("chunk_tokens").value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    part["status"] = plain("status", 0)
+    part["warmup"] = plain("warmup", False)
+    part["prompt_tokens"] = plain("prompt_tokens", -1)
+    part["output_tokens"] = plain("output_tokens", -1)
+    part["items"] = plain("items", 0)
+    part["nbytes"] = plain("bytes", 0)
+    part["recall"] = plain("recall", np.nan)
+    part["server_decode_s"] = plain("server_decode_s", np.nan)
+    part["replica"] = plain("replica", 0)
+
+
+def _flat(column: pa.ChunkedArray) -> np.ndarray:
+    values: np.ndarray = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return values
 
 
 def _codes(arr: pa.Array, none_is_null: bool) -> tuple[np.ndarray, list[str | None]]:

@@ -157,6 +157,15 @@ def test_take_sort_shift_and_concat_keep_each_request_with_its_own_chunks() -> N
         _same(recs[i], rec)
     mask = table["replica"] == 2
     assert [r.replica for r in table.take(mask)] == [2] * int(mask.sum())
+    # A contiguous run of rows (what the warm-up's end leaves) and a mask that picks every row: each
+    # request still with its own chunks.
+    for lo, hi in ((0, len(recs)), (37, 512), (799, 800)):
+        run = np.zeros(len(table), bool)
+        run[lo:hi] = True
+        for picked in (table.take(run), table.take(np.arange(lo, hi))):
+            assert len(picked) == hi - lo
+            for a, b in zip(recs[lo:hi], picked, strict=True):
+                _same(a, b)
     shuffled = table.take(rng.permutation(len(table)))
     for a, b in zip(recs, shuffled.sorted(), strict=True):
         _same(a, b)
@@ -171,6 +180,19 @@ def test_take_sort_shift_and_concat_keep_each_request_with_its_own_chunks() -> N
     for a, b in zip(expect, both, strict=True):
         assert b.error == a.error and b.op == a.op
     assert both.counts("error") == Records.of(recs).counts("error")
+
+
+def test_a_parquet_file_of_many_batches_reads_back_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are filled a batch at a time: requests on either side of a batch's edge keep their fields,
+    chunks and strings (each batch's codes from one dictionary)."""
+    monkeypatch.setattr(record_files, "_BATCH", 64)
+    recs = _random_records(1000, seed=5)
+    write_parquet(tmp_path / "r.parquet", Records.of(recs, T0))
+    back = read_parquet(tmp_path / "r.parquet")
+    back.t0 = T0
+    assert len(back) == len(recs)
+    for a, b in zip(recs, back, strict=True):
+        _same(a, b)
 
 
 def test_old_json_lines_runs_still_read(tmp_path: Path) -> None:
