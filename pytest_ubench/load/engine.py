@@ -302,7 +302,7 @@ class _Engine:
         saturated = plan.saturated_in_flight if plan.saturated_in_flight is not None else -1
         tasks: set[asyncio.Task[None]] = set()
         sleep = asyncio.sleep
-        for offset, idx in zip(sched.offsets.tolist(), sched.requests.tolist(), strict=True):
+        for offset, idx in sched.pairs():
             if self.stopped is not None:
                 break
             intended = t0 + offset

@@ -7,7 +7,8 @@ client processes share one schedule exactly: each takes every n-th arrival (``de
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,14 @@ class Schedule:
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    def pairs(self, block: int = 4096) -> Iterator[tuple[float, int]]:
+        """(offset, request) in order, as Python numbers a block at a time: a whole hour's arrivals as
+        Python objects would be ~70 bytes each (250 MB for 30 minutes at 2,000/s), held for the run."""
+        return itertools.chain.from_iterable(
+            zip(self.offsets[lo : lo + block].tolist(), self.requests[lo : lo + block].tolist(), strict=True)
+            for lo in range(0, len(self), block)
+        )
 
     def head(self, n: int) -> Schedule:
         return Schedule(self.offsets[:n], self.requests[:n])

@@ -19,7 +19,6 @@ from .names import PERCENTILES
 LATENCIES = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "send_lag_ms")
 _HIGHEST_US = 3600 * 1_000_000  # an hour: no request latency is longer
 _DIGITS = 2
-_SUB_BITS = 7  # HdrHistogram's resolution at 2 digits: 2^7 sub-buckets per half power of two
 
 
 def _histogram() -> HdrHistogram:
@@ -27,14 +26,25 @@ def _histogram() -> HdrHistogram:
 
 
 def _record(h: HdrHistogram, us: np.ndarray) -> None:
-    """Values in µs, each reduced to its bucket first, so a block of thousands is a few hundred calls."""
+    """Values in µs, all at once: their counts added to the histogram's own counts array.
+
+    ``record_value`` is pure Python (~4 µs a call): a block of 8,192 requests took ~4 ms of the load's
+    event loop, which showed as bursts of late sends at 10,000 req/s. This computes the same counts index
+    as ``HdrHistogram._counts_index_for`` (its three lines, vectorised; a unit test holds the two equal
+    over the whole range) and updates what ``record_value`` updates: the counts, the total, min and max.
+    """
     v = np.clip(np.rint(us), 1, _HIGHEST_US).astype(np.int64)
     if not len(v):
         return
-    shift = np.maximum(np.floor(np.log2(v)).astype(np.int64) - _SUB_BITS, 0)
-    values, counts = np.unique((v >> shift) << shift, return_counts=True)
-    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-        h.record_value(value, count)
+    half_mag, unit = h.sub_bucket_half_count_magnitude, h.unit_magnitude
+    pow2ceiling = np.frexp((v | h.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)  # bit length, exact
+    bucket = pow2ceiling - unit - (half_mag + 1)
+    index = ((bucket + 1) << half_mag) + (v >> (bucket + unit)) - h.sub_bucket_half_count
+    counts = np.ctypeslib.as_array(h.counts)  # a view: the histogram's own storage
+    counts += np.bincount(index, minlength=h.counts_len)[: h.counts_len].astype(counts.dtype)
+    h.total_count += len(v)
+    h.min_value = min(h.min_value, int(v.min()))
+    h.max_value = max(h.max_value, int(v.max()))
 
 
 class Live:
@@ -51,30 +61,35 @@ class Live:
 
     def fold(self, rows: np.ndarray, chunk_us: np.ndarray, errors: list[str | None]) -> None:
         """Rows of finished requests (``columns.ROW``) and their chunks (µs after each one's intended send);
-        ``errors``: the strings of the rows' error codes."""
-        measured, ok_all = ~rows["warmup"], rows["error"] == 0
-        self.warmup += int(len(rows) - measured.sum())
-        # gaps between consecutive chunks of one request, for the measured successful ones
-        owner = np.repeat(np.arange(len(rows)), rows["n_chunks"].astype(np.int64))
-        same = owner[1:] == owner[:-1]
-        gaps, gap_owner = np.diff(chunk_us.astype(np.int64))[same], owner[1:][same]
-        _record(self.hist["itl_ms"], gaps[measured[gap_owner] & ok_all[gap_owner]])
+        ``errors``: the strings of the rows' error codes. Column by column (never a copy of rows: picking
+        rows of a structured array is slow), so a block of 8,192 costs the event loop well under 1 ms."""
+        measured, error = ~rows["warmup"], rows["error"]
+        ok_all = error == 0
+        n_measured = int(np.count_nonzero(measured))
+        self.warmup += len(rows) - n_measured
+        if len(chunk_us):  # gaps between consecutive chunks of one request, for the measured successful ones
+            owner = np.repeat(np.arange(len(rows)), rows["n_chunks"].astype(np.int64))
+            same = owner[1:] == owner[:-1]
+            gaps, gap_owner = np.diff(chunk_us.astype(np.int64))[same], owner[1:][same]
+            _record(self.hist["itl_ms"], gaps[measured[gap_owner] & ok_all[gap_owner]])
         dropped = errors.index("dropped") if "dropped" in errors else -1
-        sent = measured & (rows["error"] != dropped)
-        self.dropped += int(measured.sum() - sent.sum())
-        rows, ok = rows[sent], ok_all[sent]
-        self.total += len(rows)
-        self.ok += int(ok.sum())
-        for code, count in zip(*np.unique(rows["error"][~ok], return_counts=True), strict=True):
+        sent = measured & (error != dropped)
+        n_sent = int(np.count_nonzero(sent))
+        self.dropped += n_measured - n_sent
+        ok = sent & ok_all
+        self.total += n_sent
+        self.ok += int(np.count_nonzero(ok))
+        for code, count in zip(*np.unique(error[sent & ~ok_all], return_counts=True), strict=True):
             self.errors[errors[int(code)] or ""] += int(count)
-        good = rows[ok]
-        self.output_tokens += int(np.clip(good["output_tokens"], 0, None).sum())
-        e2e = (good["end"] - good["intended"]) * 1e6
-        ttft = (good["first"] - good["intended"]) * 1e6
-        out = good["output_tokens"].astype(np.float64)
+        intended = rows["intended"][ok]
+        out = rows["output_tokens"][ok]
+        self.output_tokens += int(np.clip(out, 0, None).sum())
+        e2e = (rows["end"][ok] - intended) * 1e6
+        ttft = (rows["first"][ok] - intended) * 1e6
+        out_f = out.astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            tpot = np.where(out > 1, (e2e - ttft) / (out - 1), np.nan)
-        lag = (good["start"] - good["intended"]) * 1e6
+            tpot = np.where(out_f > 1, (e2e - ttft) / (out_f - 1), np.nan)
+        lag = (rows["start"][ok] - intended) * 1e6
         for name, values in (("e2e_ms", e2e), ("ttft_ms", ttft), ("tpot_ms", tpot), ("send_lag_ms", lag)):
             _record(self.hist[name], values[~np.isnan(values)])
 

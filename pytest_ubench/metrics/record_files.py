@@ -150,7 +150,7 @@ def _fill(part: np.ndarray, batch: pa.RecordBatch) -> None:
         values: np.ndarray = batch.column(name).fill_null(fill).to_numpy(zero_copy_only=False)
         return values
 
-    for field in TIMES:  # int64 µs, null where none: as float64 µs with NaN, exact below 2**53
+    for field in TIMES:  # int64 µs, null where none: pyarrow gives float64 with NaN (exact below 2**53)
         part[field] = batch.column(f"{field}_us").to_numpy(zero_copy_only=False) / 1e6
     part["n_chunks"] = batch.column("chunk_us").value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
     part["n_chunk_tokens"] = batch.column("chunk_tokens").value_lengths().fill_null(0).to_numpy(zero_copy_only=False)

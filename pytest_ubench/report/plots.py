@@ -51,10 +51,11 @@ def cdfs(series: dict[str, np.ndarray]) -> str:
     )
     for ax, (name, values) in zip(axes[0], shown.items(), strict=False):
         xs = np.sort(values)
-        ys = np.arange(1, len(xs) + 1) / len(xs)
+        ranks = np.arange(len(xs))
         if len(xs) > CURVE_POINTS:  # a long run's millions of points: the curve at evenly spaced ranks
             ranks = np.linspace(0, len(xs) - 1, CURVE_POINTS).round().astype(np.int64)
-            xs, ys = xs[ranks], ys[ranks]
+            xs = xs[ranks]
+        ys = (ranks + 1) / len(values)
         ax.plot(xs, ys, lw=1.5)
         ax.set_title(f"{name} CDF")
         ax.set_xlabel("ms")

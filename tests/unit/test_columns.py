@@ -283,3 +283,25 @@ def test_running_figures_agree_with_the_exact_ones_over_the_same_requests() -> N
     again = Live()
     again.add(pickle.loads(pickle.dumps(live)))
     assert again.figures(1.0) == got
+
+
+def test_running_histograms_count_as_the_librarys_own_record_value() -> None:
+    """Live adds a block's values to HdrHistogram's counts at once (its index formula, vectorised): the
+    counts, total, min and max equal the library's own ``record_value`` one value at a time, over the whole
+    range (powers of two and their neighbours, where a bucket changes)."""
+    from pytest_ubench.metrics.live import _HIGHEST_US, _histogram, _record
+
+    rng = np.random.default_rng(2)
+    edges = np.concatenate([2 ** np.arange(0, 32), 2 ** np.arange(1, 32) - 1, 2 ** np.arange(1, 32) + 1])
+    values = np.concatenate([rng.integers(1, _HIGHEST_US, 50_000), np.arange(1, 3000), edges[edges <= _HIGHEST_US]])
+    one_by_one, at_once = _histogram(), _histogram()
+    for v in values.tolist():
+        one_by_one.record_value(v)
+    _record(at_once, values.astype(np.float64))
+    assert np.array_equal(np.ctypeslib.as_array(one_by_one.counts), np.ctypeslib.as_array(at_once.counts))
+    assert (at_once.total_count, at_once.min_value, at_once.max_value) == (
+        one_by_one.total_count,
+        one_by_one.min_value,
+        one_by_one.max_value,
+    )
+    assert at_once.get_value_at_percentile(99.9) == one_by_one.get_value_at_percentile(99.9)

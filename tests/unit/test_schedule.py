@@ -68,3 +68,13 @@ def test_dealt_parts_add_up_to_the_whole_schedule():
     # every arrival keeps the request the single-process run would have sent
     assert sorted(np.concatenate([p.requests for p in parts]).tolist()) == list(range(len(whole)))
     assert np.all(np.diff(parts[1].offsets) >= 0)
+
+
+@pytest.mark.parametrize("block", [1, 7, 4096])
+def test_pairs_walk_the_whole_schedule_in_order(block: int) -> None:
+    """The engine reads the schedule a block at a time: every arrival once, with its own request, in order,
+    whatever the block's edges."""
+    sched = build(np.concatenate([arrivals(300.0, 2.0, seed=4), bursts(0.5, 3, 2.0)]))
+    got = list(sched.pairs(block))
+    assert len(got) == len(sched)
+    assert got == [(float(o), int(r)) for o, r in zip(sched.offsets, sched.requests, strict=True)]
