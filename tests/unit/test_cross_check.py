@@ -71,3 +71,45 @@ def test_durations_are_written_as_prometheus_reads_them() -> None:
 
     assert [duration(s) for s in (1, 0.5, 4.8, 15.0)] == ["1s", "500ms", "4800ms", "15s"]
     assert "[4800ms]" in resolve(["vllm"], {}, 1.2, "j")["output_tokens_per_s"]
+
+
+class WithMean(Histogram):
+    """... that also knows the histogram's ``_sum`` (seconds) and ``_count`` at the start and end."""
+
+    def __init__(self, before: dict[str, float], after: dict[str, float], sums: tuple[float, float]) -> None:
+        super().__init__(before, after)
+        self.sums = sums
+
+    def instant(self, query: str, at: float) -> float | None:
+        end = at >= 1.0
+        if "_sum" in query:
+            return self.sums[end]
+        assert "_count" in query
+        return self.at[1.0 if end else 0.0]["+Inf"]
+
+
+def test_a_quantiles_margin_is_its_histograms_mean_margin(monkeypatch) -> None:
+    """The front end's queueing is added to each request by the load: a low quantile gets the mean check's
+    margin (max(10 ms, 25 % of the server's mean)), not one from its bucket's top. Here: 10 requests in the
+    run, 6 in (40, 60] ms, 4 in (100, 250]; server mean 84 ms, so the margin is 21 ms (the bucket's top
+    would give 15)."""
+    import pytest_ubench.monitor.cross_check as cc
+
+    before = {"0.04": 0, "0.06": 0, "0.1": 0, "0.25": 0, "+Inf": 0}
+    after = {"0.04": 0, "0.06": 6, "0.1": 6, "0.25": 10, "+Inf": 10}
+    prom = WithMean(before, after, (0.0, 0.84))
+    checks = [
+        CrossCheck("h", "h_seconds", "ttft_ms", "mean"),
+        CrossCheck("h.p", "h_seconds", "ttft_ms", "quantile", 0.5),
+    ]
+    monkeypatch.setitem(cc.CROSS_CHECKS, "h", checks)
+    monkeypatch.setattr(cc.time, "time", lambda: 2.0)
+
+    def run(ttft_ms: list[float]) -> dict:
+        out, complete = cross_checks(prom, ["h"], "j", requests(ttft_ms), 0.0)  # type: ignore[arg-type]
+        assert complete and round(out["h"]["server"], 6) == 84.0
+        return out["h.p"]
+
+    inside = run([70, 72, 74, 76, 78, 78.5, 140, 150, 160, 170])  # p50 (nearest rank) 78 ms: 18 past the top
+    assert inside["server_bucket"] == [40.0, 60.0] and round(inside["client"], 6) == 78 and inside["agrees"] is True
+    assert run([80, 81, 82, 83, 84, 85, 140, 150, 160, 170])["agrees"] is False  # p50 84 ms: 24 past the top
