@@ -185,8 +185,13 @@ class Records:
         return Records(rows, chunks, tokens, self.names, self.t0)
 
     def _slice(self, lo: int, hi: int) -> Records:
-        c, t = self.chunk_offsets(), self.token_offsets()
-        chunks, tokens = self.chunk_us[c[lo] : c[hi]], self.chunk_tokens[t[lo] : t[hi]]
+        chunks, tokens = self.chunk_us, self.chunk_tokens  # none (a non-streamed run): no offsets to count
+        if len(chunks):
+            c = self.chunk_offsets()
+            chunks = chunks[c[lo] : c[hi]]
+        if len(tokens):
+            t = self.token_offsets()
+            tokens = tokens[t[lo] : t[hi]]
         return Records(self.rows[lo:hi], chunks, tokens, self.names, self.t0)
 
     def sorted(self) -> Records:

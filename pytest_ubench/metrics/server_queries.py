@@ -102,7 +102,8 @@ CROSS_CHECKS: dict[str, list[CrossCheck]] = {
         CrossCheck("vllm.e2e_ms", "vllm:e2e_request_latency_seconds", "e2e_ms", "mean"),
         # per token: needs the tokens of each chunk (params: stream_options.continuous_usage_stats)
         CrossCheck("vllm.itl_token_ms", "vllm:inter_token_latency_seconds", "itl_token_ms", "mean"),
-        # Quantiles as far as the buckets resolve them (TTFT's from 1 ms; E2E's from 300 ms, so coarse)
+        # Quantiles as far as the buckets resolve them (TTFT's from 1 ms; E2E's from 300 ms, so coarse); after
+        # the means of the same histograms, whose margin they take (monitor/cross_check.py)
         CrossCheck("vllm.ttft_ms.p50", "vllm:time_to_first_token_seconds", "ttft_ms", "quantile", 0.5),
         CrossCheck("vllm.ttft_ms.p90", "vllm:time_to_first_token_seconds", "ttft_ms", "quantile", 0.9),
         CrossCheck("vllm.e2e_ms.p50", "vllm:e2e_request_latency_seconds", "e2e_ms", "quantile", 0.5),
