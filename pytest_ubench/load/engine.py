@@ -231,11 +231,13 @@ class _Engine:
         rec.end = perf_counter()
 
     async def _exchange(self, rec: Record, sink: Sink, payload: bytes) -> None:
-        """Send once; resend once if a reused keep-alive connection was closed under us; over replicas, go
-        to another one when this one refuses the connection (it has died).
+        """Send once; resend once, on a new connection, if a reused keep-alive connection was closed under
+        us; over replicas, go to another one when this one refuses the connection (it has died).
 
         Servers (llama.cpp's among them) may close an idle keep-alive connection just as it is
-        reused; no byte of the response has arrived then, so the request was never served.
+        reused; no byte of the response has arrived then, so the request was never served. The resend
+        takes no idle connection: another one closed the same way would fail it too (a CI run lost a
+        request so over two llama.cpp replicas).
         """
         router = self.router
         k = router.route()
@@ -244,7 +246,7 @@ class _Engine:
             pool = router.pools[k]
             rec.replica = k
             try:
-                conn = pool.take() or await pool.connect()
+                conn = (None if resent else pool.take()) or await pool.connect()
             except RequestFailed as exc:
                 if (k := router.failover(k, str(exc))) >= 0:
                     continue
@@ -263,7 +265,7 @@ class _Engine:
                 if exc.kind in ("disconnected", "connection_closed") and reused and rec.status == 0 and not resent:
                     resent = True
                     if pool.reuse:
-                        pool.reuse = False
+                        pool.stop_reusing()
                         logger.info("server closed a reused keep-alive connection: one connection per request now")
                     continue
                 raise router.broken(k, rec, exc) from None

@@ -151,6 +151,15 @@ class Pool:
         self._all.add(conn)
         return conn
 
+    def stop_reusing(self) -> None:
+        """The server closes connections it announced as keep-alive: none is reused from here on, and the
+        idle ones are closed now (each would only fail its next request)."""
+        self.reuse = False
+        for conn in self._idle:
+            conn.close()
+            self._all.discard(conn)
+        self._idle.clear()
+
     def release(self, conn: Connection) -> None:
         if not self.reuse:
             conn.close()

@@ -9,7 +9,9 @@ statuses can break in the ways real servers and proxies break.
 ``--content-type``; ``--chunked`` sends it with chunked encoding. Faults (``--fault``): ``close``
 (headers, then the connection closed), ``reset`` (RST after the request), ``drip`` (one byte a second),
 ``huge-frame`` (an SSE event of ``--huge-mb`` MB with no separator), ``keepalive-close`` (answers, then
-closes a connection it announced as keep-alive), ``storm`` (alternating 503 and 429 with Retry-After).
+closes a connection it announced as keep-alive), ``one-per-connection`` (answers the first request on a
+connection it keeps alive, and closes it when a second one comes), ``storm`` (alternating 503 and 429 with
+Retry-After).
 Side endpoints: ``--health`` and ``--tokenize`` take ``ok``, ``drip`` (one byte a second, forever),
 ``hang`` (headers never sent), ``nonjson`` (200 with text that is not JSON).
 """
@@ -56,6 +58,7 @@ class Hostile:
         self.storm = itertools.cycle([(503, ""), (429, "Retry-After: 1\r\n")])
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
         try:
             while True:
                 req = _Request()
@@ -67,6 +70,9 @@ class Hostile:
                     parser.feed_data(data)
                 req.method = parser.get_method()
                 path = req.url.split(b"?")[0].decode(LATIN)
+                if self.args.fault == "one-per-connection" and served:
+                    return  # kept alive, as announced, yet closed when used again (llama.cpp after a stream)
+                served += 1
                 if not await self.answer(path, req.method, writer):
                     return
         except (ConnectionError, httptools.HttpParserError):
@@ -148,8 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--status", type=int, default=200)
     ap.add_argument("--content-type", default="application/json")
     ap.add_argument("--chunked", action="store_true")
-    ap.add_argument("--fault", choices=["none", "close", "reset", "drip", "huge-frame", "keepalive-close", "storm"],
-                    default="none")  # fmt: skip
+    faults = ["none", "close", "reset", "drip", "huge-frame", "keepalive-close", "one-per-connection", "storm"]
+    ap.add_argument("--fault", choices=faults, default="none")
     ap.add_argument("--huge-mb", type=int, default=16)
     ap.add_argument("--health", choices=["ok", "drip", "hang", "nonjson"], default="ok")
     ap.add_argument("--tokenize", choices=["ok", "drip", "hang", "nonjson"], default="ok")

@@ -181,3 +181,20 @@ def test_a_server_closing_kept_alive_connections_costs_no_request(serve, tmp_pat
     assert done.returncode == 0, done.stderr
     result, records = _failed_records(tmp_path)
     assert len(records) == 200 and result["requests"]["failed"] == 0
+
+
+def test_a_resend_never_takes_another_connection_the_server_has_closed(serve, tmp_path: Path) -> None:
+    """A burst leaves idle kept-alive connections that this server closes when they are used again (each
+    serves one request, as llama.cpp's after a stream). The first reuse fails before any byte and is resent:
+    on a new connection, not on the next idle one, which would fail the same way (4 requests of 48 were lost
+    so before the fix, every run). Oracle: the schedule's own count, 20/s x 1.2 s plus 3 bursts of 8."""
+    event = 'data: {"choices": [{"delta": {"content": "x"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    url = serve("--fault", "one-per-connection", "--content-type", SSE, "--body", event)
+    load = {"mode": "open", "rate": 20, "arrival": "constant", "bursts": {"every_s": 0.5, "size": 8}}
+    recipe = {"name": "hostile", "service": {"url": url, "health": {"kind": "tcp"}},
+              "workload": _workload("openai-chat", True, load=load, duration_s=1.2, max_requests=None),
+              "slo": ["error_rate < 0.01"]}  # fmt: skip
+    done, _ = _run(tmp_path, recipe, url)
+    result, records = _failed_records(tmp_path)
+    assert done.returncode == 0, (done.stderr, result["requests"])
+    assert len(records) == 48 and result["requests"]["failed"] == 0, result["requests"]
