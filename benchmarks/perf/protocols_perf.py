@@ -4,7 +4,7 @@ Not a test: prints figures. Needs Debian's redis-server (with redis-benchmark) a
 
     .venv/bin/python benchmarks/perf/protocols_perf.py [--seconds 5]
 
-1. Redis GET, 16 connections, no pipelining: our redis adapter (redis-py asyncio; 1 and N worker
+1. Redis GET, 16 connections, no pipelining: our redis adapter (RESP on asyncio + hiredis; 1 and N worker
    processes) against redis-benchmark.
 2. PostgreSQL TPC-B-like transactions, 8 connections, scale 1: our postgres adapter (psycopg 3 async pool)
    against pgbench on the same server and tables.

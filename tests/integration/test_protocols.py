@@ -13,6 +13,7 @@ from pytest_ubench import Services, expand, run_case
 from pytest_ubench import load_recipe as load
 from pytest_ubench.load.planning import PlanError
 from pytest_ubench.orchestrators.base import ServiceError
+from pytest_ubench.orchestrators.local import LocalOrchestrator
 
 pytestmark = pytest.mark.integration
 
@@ -102,10 +103,31 @@ def _redis(name: str, kv: dict, *server_args: str, **workload: object) -> dict:
     return {"name": name, "service": {"command": [*REDIS, *server_args], "health": {"kind": "tcp"}}, "workload": wl}
 
 
+def _command_calls(url: str) -> dict[str, int]:
+    """The server's own count of each command it ran (INFO commandstats, through redis-py)."""
+    import redis
+
+    host, port = url.split("//")[-1].rsplit(":", 1)
+    with redis.Redis(host=host, port=int(port)) as client:
+        stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
 def test_redis_get_set_mix_reports_each_operation(write_recipe, tmp_path):
-    recipe = _redis("kv", {"keys": 500, "value_bytes": 64, "mix": {"get": 0.8, "set": 0.2}})
-    recipe["slo"] = ["ops.get.latency_ms.p99 < 500", "ops.set.per_s > 1", "error_rate < 0.01"]
-    res = run_recipe(write_recipe, tmp_path, recipe)
+    """Oracle: the server's own count of GET and SET calls (INFO commandstats) against the client's records,
+    warm-up included, plus the preload's one SET a key."""
+    dep = start(REDIS, tmp_path / "svc", "redis", health={"kind": "tcp"})
+    try:
+        recipe = _redis("kv", {"keys": 500, "value_bytes": 64, "mix": {"get": 0.8, "set": 0.2}})
+        recipe["service"] = {"url": dep.endpoint.url, "health": {"kind": "tcp"}}
+        recipe["slo"] = ["ops.get.latency_ms.p99 < 500", "ops.set.per_s > 1", "error_rate < 0.01"]
+        res = run_recipe(write_recipe, tmp_path, recipe)
+        calls = _command_calls(dep.endpoint.url)
+    finally:
+        LocalOrchestrator().stop(dep)
+    rows = record_rows(res.run_dir)
+    assert calls["get"] == sum(x["op"] == "get" for x in rows) > 100, calls
+    assert calls["set"] == sum(x["op"] == "set" for x in rows) + 500, calls
     r = res.result
     ops = r["ops"]
     assert set(ops) == {"get", "set"} and r["requests"]["failed"] == 0
