@@ -170,8 +170,8 @@ class RedisAdapter:
         return b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n" % (len(name), name) + self._set_tail
 
     async def _connect(self) -> Connection:
-        """A new connection, logged in and on the recipe's database (the password is sent, never kept in
-        a command that outlives the call)."""
+        """A new connection, logged in and on the recipe's database (the password, read from the environment
+        when the run opens, is held in memory only, for connections made again after one broke)."""
         assert self._reader is not None
         loop = asyncio.get_running_loop()
         reader = self._reader
@@ -180,7 +180,7 @@ class RedisAdapter:
                 loop.create_connection(lambda: Connection(reader()), self.spec.host, self.spec.port), 5.0
             )
         except (OSError, TimeoutError) as exc:
-            raise RequestFailed("connect", f"{self.where}: {exc}") from None
+            raise RequestFailed("connect", str(exc) or type(exc).__name__) from None
         self._all.add(conn)
         setup = []
         if self._password is not None:
@@ -217,9 +217,9 @@ class RedisAdapter:
             self._idle.put_nowait(first)
             for _ in range(max(1, connections) - 1):
                 self._idle.put_nowait(await self._connect())
-        except RequestFailed as exc:
+        except RequestFailed as exc:  # "connect: [Errno 111] ...", "disconnected: ..."
             await self.close()
-            raise ServiceError(f"{self.where}: cannot connect: {exc}") from None
+            raise ServiceError(f"{self.where}: {exc}") from None
         except ReplyFailed as exc:
             await self.close()
             raise ServiceError(f"{self.where}: {exc}") from None
