@@ -5,7 +5,8 @@ during the benchmark. A recipe that names the variable its server reads a key fr
 (``service.api_key_env: VLLM_API_KEY``) gets a fresh key for every deployment. The key lives in a file of
 the user's own (mode 0600, in the state directory, which a cluster's nodes share through ``$HOME``); the
 batch job and the load clients read it from there, so it never appears in a script, on a command line,
-in a log or in results. The file is removed when the deployment stops.
+in a log or in results. The file is removed when the deployment stops, and by the watchdog when the
+harness dies first (a deployment left running on purpose keeps it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from loguru import logger
 
 from ..recipes.deployment import ServiceSpec
+from . import watchdog
 from .base import ServiceError
 from .registry import state_dir
 
@@ -35,9 +37,10 @@ def keyed(spec: ServiceSpec) -> bool:
     return spec.api_key_env is not None or spec.key_front
 
 
-def for_service(spec: ServiceSpec, name: str) -> Path | None:
+def for_service(spec: ServiceSpec, name: str, detach: bool) -> Path | None:
     """A new key file when the recipe asks for a key (one replica of several: the key they share); a warning
-    when it listens beyond loopback without."""
+    when it listens beyond loopback without. Unless the deployment is to outlive the harness (``detach``),
+    the file goes with the harness however it ends."""
     if keyed(spec) and spec.replica is not None and spec.replica.key_file is not None:
         return Path(spec.replica.key_file)
     if not keyed(spec):
@@ -54,6 +57,8 @@ def for_service(spec: ServiceSpec, name: str) -> Path | None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(secrets.token_urlsafe(32))
+    if not detach:
+        watchdog.guard_file(path)
     return path
 
 
@@ -77,6 +82,7 @@ def read(path: str | Path) -> str:
 def remove(path: str | Path | None) -> None:
     if path is not None:
         Path(path).unlink(missing_ok=True)
+        watchdog.release_file(path)
 
 
 def discard(spec: ServiceSpec, path: Path | None) -> None:

@@ -157,7 +157,7 @@ class LocalOrchestrator:
             contained = spec.model_copy(update={"container": container})
         command = [expand(a, values) for a in spec.command]
         service_env = {k: expand(v, values) for k, v in spec.env.items()}
-        key_file = keys.for_service(spec, name)
+        key_file = keys.for_service(spec, name, detach)
         if key_file is not None and spec.api_key_env is not None:
             service_env[spec.api_key_env] = keys.read(key_file)
         argv, extra_env = self._command(contained, command, service_env, binary)

@@ -123,7 +123,7 @@ class Replicated:
         if spec.front is not None and self.remote:
             raise ServiceError(f"{name}: service.front starts nginx on this machine; on a cluster the load "
                                "clients spread the requests (leave out 'front', choose service.routing)")  # fmt: skip
-        key = keys.for_service(spec, name)
+        key = keys.for_service(spec, name, detach)
         group = Group([], spec, detach, str(key) if key else None)
         try:
             self._add(group, name, run_dir, count)

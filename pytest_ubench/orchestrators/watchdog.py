@@ -4,11 +4,11 @@
 started live on under init. So the harness hands every process group it starts (and every helper
 process that is not in one) to a watchdog: a small process of its own session, reading a pipe whose only
 writer is the harness. The pipe's end (EOF) is the harness's death, however it died: the watchdog then
-stops every group and process still registered (SIGTERM, then SIGKILL after a grace) and exits. A
-normal stop unregisters what it stopped; services left running on purpose (``server start``) are never
-registered.
+stops every group and process still registered (SIGTERM, then SIGKILL after a grace), removes the files
+registered (a deployment's key), and exits. A normal stop unregisters what it stopped; services left
+running on purpose (``server start``) are never registered.
 
-    python -m pytest_ubench.orchestrators.watchdog      (started by ``guard``; reads +g/-g/+p/-p lines)
+    python -m pytest_ubench.orchestrators.watchdog      (started by ``guard``; reads +g/-g/+p/-p/+f/-f lines)
 """
 
 from __future__ import annotations
@@ -65,6 +65,15 @@ def release_process(pid: int) -> None:
     _send(f"-p{pid}", start=False)
 
 
+def guard_file(path: str | os.PathLike[str]) -> None:
+    """Remove this file (a key only a running deployment needs) if the harness dies first."""
+    _send(f"+f{os.fsencode(path).hex()}")  # hex: any path fits on one line
+
+
+def release_file(path: str | os.PathLike[str]) -> None:
+    _send(f"-f{os.fsencode(path).hex()}", start=False)
+
+
 def _alive(kind: str, ident: int) -> bool:
     try:
         os.killpg(ident, 0) if kind == "g" else os.kill(ident, 0)
@@ -83,9 +92,20 @@ def _signal(kind: str, ident: int, sig: int) -> None:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the pipe's end stops it
     watched: set[tuple[str, int]] = set()
+    files: set[bytes] = set()
     for raw in sys.stdin.buffer:
         line = raw.decode(errors="replace").strip()
-        if len(line) < 3 or line[0] not in "+-" or line[1] not in "gp" or not line[2:].isdigit():
+        if len(line) < 3 or line[0] not in "+-":
+            continue
+        if line[1] == "f":
+            with contextlib.suppress(ValueError):
+                path = bytes.fromhex(line[2:])
+                if line[0] == "+":
+                    files.add(path)
+                else:
+                    files.discard(path)
+            continue
+        if line[1] not in "gp" or not line[2:].isdigit():
             continue
         entry = (line[1], int(line[2:]))
         if line[0] == "+":
@@ -100,6 +120,9 @@ def main() -> int:
         time.sleep(0.1)
     for kind, ident in watched:
         _signal(kind, ident, signal.SIGKILL)
+    for path in files:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
     return 0
 
 

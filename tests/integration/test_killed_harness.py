@@ -45,6 +45,7 @@ def _wait_for(path: Path, timeout_s: float = 60.0) -> Path:
 def _recipe(tmp_path: Path, **workload: object) -> Path:
     recipe = truth_recipe("killed", duration_s=120.0, **workload)
     recipe["service"]["command"] = TREE
+    recipe["service"]["api_key_env"] = "UBENCH_TEST_KEY"  # a key file per deployment, in the state directory
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -52,17 +53,22 @@ def _recipe(tmp_path: Path, **workload: object) -> Path:
 
 @pytest.mark.parametrize("harness", ["ubenchai", "pytest"])
 def test_the_whole_service_tree_dies_with_a_killed_harness(harness: str, tmp_path: Path) -> None:
+    """The service's whole group is stopped, and its key file (a secret only the deployment needs) removed."""
     recipe, out = _recipe(tmp_path), tmp_path / "out"
+    state = tmp_path / "state"
     if harness == "ubenchai":
         cmd = [sys.executable, "-m", "pytest_ubench", "client", "run", "--recipe", str(recipe), "--output", str(out)]
     else:
         (tmp_path / "test_bench.py").write_text("def test_llm(ubench_case, ubench):\n    ubench.run(ubench_case)\n")
         cmd = [sys.executable, "-m", "pytest", str(tmp_path / "test_bench.py"), f"--ubench-recipe={recipe}",
                f"--ubench-output={out}", "-p", "no:cacheprovider"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = os.environ | {"UBENCHAI_STATE_DIR": str(state)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         endpoint = _wait_for(out / "services" / "killed" / "endpoint.json")
         pgid = json.loads(endpoint.read_text())["pid"]
+        key_file = Path(json.loads(endpoint.read_text())["key_file"])
+        assert key_file.parent == state / "keys" and key_file.exists()
         deadline = time.monotonic() + 30
         while len(_group(pgid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -72,9 +78,9 @@ def test_the_whole_service_tree_dies_with_a_killed_harness(harness: str, tmp_pat
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     deadline = time.monotonic() + 15
-    while _group(pgid) and time.monotonic() < deadline:
+    while (_group(pgid) or key_file.exists()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _group(pgid) == []
+    assert _group(pgid) == [] and list((state / "keys").iterdir()) == []
 
 
 @pytest.mark.slurm

@@ -136,7 +136,7 @@ class SlurmOrchestrator:
         run_dir.mkdir(parents=True, exist_ok=True)
         if spec.container is not None:  # here, on the submitting node, before the job asks for its nodes
             self.pull(spec.container.image)
-        key_file = keys.for_service(spec, name)
+        key_file = keys.for_service(spec, name, detach)
         try:
             text = self.dry_run(spec, name, run_dir, detach, key_file)
         except BaseException:
