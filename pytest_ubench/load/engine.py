@@ -236,8 +236,8 @@ class _Engine:
 
         Servers (llama.cpp's among them) may close an idle keep-alive connection just as it is
         reused; no byte of the response has arrived then, so the request was never served. The resend
-        takes no idle connection: another one closed the same way would fail it too (a CI run lost a
-        request so over two llama.cpp replicas).
+        takes no idle connection: another one closed the same way would fail it too (the one way found
+        for a request a CI run lost over two llama.cpp replicas).
         """
         router = self.router
         k = router.route()
