@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
+from loguru import logger
 from pydantic import Field
 
 from ..load.http import RequestFailed
@@ -255,6 +256,11 @@ class Postgres(BaseProtocol):
         assert endpoint is not None
         sql = case.recipe.workload.part_as(Sql)
         setup, statements = tpcb(sql.scale) if not sql.statements else ([], [])
+        if not sql.statements and case.concurrency > sql.scale:
+            logger.warning("{}: sql.scale {} is below {} connections: every TPC-B transaction updates one of "
+                           "{} branch rows, so the figures are mostly their lock queue (pgbench's guidance: a "
+                           "scale at least the number of clients)", case.id, sql.scale, case.concurrency,
+                           sql.scale)  # fmt: skip
         for st in sql.statements:
             params = {k: (v.random[0], v.random[1]) if isinstance(v, RandomInt) else v for k, v in st.params.items()}
             statements.append(Statement(st.name, tuple([st.sql] if isinstance(st.sql, str) else st.sql), st.weight,

@@ -189,14 +189,35 @@ def test_a_concurrency_sweep_on_llamacpp_shows_its_saturation(llama_server, writ
     assert points[-1]["e2e_p50_ms"] > 4 * points[0]["e2e_p50_ms"], sweep
 
 
+def _tokens_predicted(url: str) -> float:
+    """llama.cpp's own count of the tokens it generated, from its /metrics."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("llamacpp:tokens_predicted_total")
+    )
+
+
 def test_max_rate_under_slo_on_llamacpp(llama_server, write_recipe, tmp_path):
+    url = llama_server.endpoint.url
+    # The reference is the server's capacity on this host in this run, not a figure from another day: this
+    # VM's hypervisor takes 30-50 % of its CPUs under load on some days, and llama.cpp's saturation moved
+    # from 70-100 req/s to ~11 between sessions (a fixed range of 16-110 then failed in CI with a right
+    # answer). Eight closed users keep its 4 slots full; its own token counter says they were served.
+    before = _tokens_predicted(url)
+    closed = _run(write_recipe, tmp_path / "capacity", _llama("capacity", url, {"mode": "closed", "concurrency": 8}))
+    served = closed.result["requests"]["ok"]
+    assert _tokens_predicted(url) - before >= 32 * served > 0
+    capacity = closed.result["throughput"]["requests_per_s"]
     search = {"mode": "search", "low": 2, "high": 128, "precision": 0.2, "probe_s": 3.0, "arrival": "constant",
               "slo": ["e2e_ms.p95 < 300"]}  # fmt: skip
-    res = _run(write_recipe, tmp_path, _llama("maxrate", llama_server.endpoint.url, search, warmup_s=0.3))
+    res = _run(write_recipe, tmp_path, _llama("maxrate", url, search, warmup_s=0.3))
     found = res.result["search"]
-    # Measured here: 70-100 req/s at saturation (13 ms per 32-token request, 4 slots on 2 cores); the
-    # answer must sit below that and well above a single slot's share.
-    assert found["max_passing"] is not None and 16 <= found["max_passing"] <= 110, found
+    # The answer must sit below saturation (with room for the 30 % its throughput moves between 3 s runs
+    # here) and above a single slot's share of it.
+    assert found["max_passing"] is not None and capacity / 4 <= found["max_passing"] <= 1.5 * capacity, (
+        capacity,
+        found,
+    )
     best = next(p for p in found["probes"] if p["value"] == found["max_passing"])
     assert best["e2e_p95_ms"] < 300 and best["requests_per_s"] > 0.8 * found["max_passing"]
 

@@ -178,15 +178,25 @@ def _pg(name: str, sql: dict, env: dict | None = None, **workload: object) -> di
 
 def test_postgres_tpcb_default_commits_every_transaction(write_recipe, tmp_path):
     import psycopg
+    from loguru import logger
 
     recipe = _pg("tpcb", {"scale": 1})
     recipe["slo"] = ["ops.tpcb.per_s > 10", "error_rate < 0.01"]
     (case,) = expand(load(write_recipe(recipe)))
-    with Services(tmp_path / "out", monitoring=False) as services:
-        res = run_case(case, services)
-        ep = services.get(case).endpoint
-        with psycopg.connect(host=ep.host, port=ep.port, dbname="postgres", user="postgres") as conn:
-            (history,) = conn.execute("SELECT count(*) FROM pgbench_history").fetchone()
+    warnings: list[str] = []
+    sink = logger.add(warnings.append, level="WARNING", format="{message}")
+    logger.enable("pytest_ubench")  # the library is quiet until its CLI or plugin says otherwise
+    try:
+        with Services(tmp_path / "out", monitoring=False) as services:
+            res = run_case(case, services)
+            ep = services.get(case).endpoint
+            with psycopg.connect(host=ep.host, port=ep.port, dbname="postgres", user="postgres") as conn:
+                (history,) = conn.execute("SELECT count(*) FROM pgbench_history").fetchone()
+    finally:
+        logger.remove(sink)
+        logger.disable("pytest_ubench")
+    # scale 1 under 4 connections: the user is told the figures are the one branch row's lock queue
+    assert any("sql.scale 1 is below 4 connections" in w for w in warnings), warnings
     jsonschema.validate(res.result, SCHEMA)
     r = res.result
     assert set(r["ops"]) == {"tpcb"} and r["requests"]["failed"] == 0 and r["requests"]["ok"] > 20
