@@ -113,3 +113,54 @@ def test_a_quantiles_margin_is_its_histograms_mean_margin(monkeypatch) -> None:
     inside = run([70, 72, 74, 76, 78, 78.5, 140, 150, 160, 170])  # p50 (nearest rank) 78 ms: 18 past the top
     assert inside["server_bucket"] == [40.0, 60.0] and round(inside["client"], 6) == 78 and inside["agrees"] is True
     assert run([80, 81, 82, 83, 84, 85, 140, 150, 160, 170])["agrees"] is False  # p50 84 ms: 24 past the top
+
+
+class Means:
+    """A Prometheus that knows histograms' ``_sum`` (seconds) and ``_count`` at the run's start and end
+    (None: the series did not exist yet)."""
+
+    def __init__(self, series: dict[str, tuple[tuple[float, float] | None, tuple[float, float]]]) -> None:
+        self.series = series
+        self.queries: list[str] = []
+
+    def instant(self, query: str, at: float) -> float | None:
+        self.queries.append(query)
+        for name, (before, after) in self.series.items():
+            for part, index in (("_sum", 0), ("_count", 1)):
+                if f"{name}{part}{{" in query:
+                    point = after if at >= 1.0 else before
+                    return None if point is None else point[index]
+        raise AssertionError(f"unexpected query {query}")
+
+
+def test_the_servers_front_end_share_widens_the_margin_of_the_timers_inside_it(monkeypatch) -> None:
+    """vLLM's engine timers start after its HTTP front end has parsed, templated and tokenised a request,
+    and stop before it streams the last token out; its own HTTP timer covers both. The difference of the
+    two means is the server's own account of that time, and a TTFT check allows it on top of its margin.
+    Here: engine TTFT mean 50 ms (margin max(10, 12.5)), engine E2E 1,000 ms, HTTP 1,020 ms (a per-handler
+    series, born at the run's first request: absent at its start), so 20 ms more."""
+    import pytest_ubench.monitor.cross_check as cc
+    from pytest_ubench.metrics.server_queries import FrontEnd
+
+    prom = Means({"ttft_seconds": ((0.0, 0.0), (0.5, 10.0)), "e2e_seconds": ((1.0, 1.0), (11.0, 11.0)),
+                  "http_seconds": (None, (10.2, 10.0))})  # fmt: skip
+    monkeypatch.setitem(
+        cc.CROSS_CHECKS, "h", [CrossCheck("h.ttft", "ttft_seconds", "ttft_ms", "mean", inside_front_end=True)]
+    )
+    monkeypatch.setitem(cc.FRONT_END, "h", FrontEnd("http_seconds", 'handler="/v1/x"', "e2e_seconds"))
+    monkeypatch.setattr(cc.time, "time", lambda: 2.0)
+
+    def ttft(ms: float) -> dict:
+        out, complete = cross_checks(prom, ["h"], "j", requests([ms] * 10), 0.0)  # type: ignore[arg-type]
+        assert complete
+        return out["h.ttft"]
+
+    got = ttft(75.0)  # 25 ms above the engine's mean: past 12.5, within 12.5 + 20
+    assert round(got["server"], 6) == 50.0 and round(got["front_end_ms"], 6) == 20.0 and got["agrees"] is True
+    assert any('handler="/v1/x"' in q and "http_seconds_sum" in q for q in prom.queries)
+    assert ttft(83.0)["agrees"] is False  # 33 ms above: past both
+    assert ttft(49.0)["agrees"] is False  # below the engine's own timer: never
+    monkeypatch.setitem(cc.FRONT_END, "h", FrontEnd("missing_seconds", "", "e2e_seconds"))
+    prom.series["missing_seconds"] = (None, (0.0, 0.0))  # a server without the HTTP timer's requests
+    no_front = ttft(75.0)
+    assert no_front["front_end_ms"] is None and no_front["agrees"] is False  # the fixed margin alone
