@@ -369,12 +369,13 @@ async def run_async(
     plan: LoadPlan,
     progress: Progress | None = None,
     observer: Observer | None = None,
-    start_at: float | None = None,
+    start: Callable[[], float] | None = None,
     spill_prefix: str = "part",
     checkpoint: Checkpoint | None = None,
 ) -> Run:
-    """``start_at``: a ``perf_counter`` time to start at, so client processes on one host (one
-    monotonic clock) share a start and their records merge exactly; ``spill_prefix`` names this process's
+    """``start``: called once this process is set up (its adapter connected and preloaded), returns the
+    ``perf_counter`` time to start at, so client processes on one host (one monotonic clock) share a start
+    after every one's setup, and their records merge exactly; ``spill_prefix`` names this process's
     blocks in ``plan.spill_dir`` (several processes share it)."""
     engine = _Engine([target] if isinstance(target, Target) else list(target), plan, spill_prefix)
     set_frame_limit(plan.max_frame_bytes)
@@ -391,9 +392,10 @@ async def run_async(
             ) from None
     if observer is not None:
         observer.attach(engine)
-    if start_at is not None and (wait := start_at - perf_counter()) > 0:
+    start_at = perf_counter() if start is None else await asyncio.to_thread(start)
+    if (wait := start_at - perf_counter()) > 0:
         await asyncio.sleep(wait)
-    t0 = start_at if start_at is not None else perf_counter()
+    t0 = start_at
     engine.collector.t0 = t0
     # A full (generation 2) collection walks every record made so far: measured at 10,000 req/s, it
     # stalled the loop for up to 40 ms (send lag p99 18 ms). Objects from before the run are frozen out
@@ -476,13 +478,13 @@ def run(
     plan: LoadPlan,
     progress: Progress | None = None,
     observer: Observer | None = None,
-    start_at: float | None = None,
+    start: Callable[[], float] | None = None,
     spill_prefix: str = "part",
     checkpoint: Checkpoint | None = None,
 ) -> Run:
     """Run a load plan on a fresh event loop (one loop per process; uvloop's where installed)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(run_async(target, plan, progress, observer, start_at, spill_prefix, checkpoint))
+        return runner.run(run_async(target, plan, progress, observer, start, spill_prefix, checkpoint))
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -85,7 +85,7 @@ def run(
     so_far: dict[int, tuple[Live, float]] = {}
     interrupted = False
     try:
-        _await_ready(queue, procs)
+        _await_ready(queue, procs, STARTUP_TIMEOUT_S + plan.setup_timeout_s)
         start_at = perf_counter() + 0.05
         for conn in pipes:
             conn.send(start_at)
@@ -129,15 +129,22 @@ def run(
     return merged
 
 
-def _await_ready(queue: Any, procs: list[Any]) -> None:
-    ready, deadline = 0, perf_counter() + STARTUP_TIMEOUT_S
+def _await_ready(queue: Any, procs: list[Any], timeout_s: float) -> None:
+    """Until every process is set up (started, its adapter connected and preloaded): the clock starts
+    after the slowest setup, never during one (a preload of 17 MiB objects that outlasted a 3 s window
+    once left a process no request in it)."""
+    ready, deadline = 0, perf_counter() + timeout_s
     while ready < len(procs):
         try:
-            kind, _, _ = queue.get(timeout=0.5)
+            kind, index, payload = queue.get(timeout=0.5)
         except Empty:
             if any(not p.is_alive() for p in procs) or perf_counter() > deadline:
                 raise ServiceError("a load client process failed to start") from None
             continue
+        if kind == "error":  # its setup failed: its message, and the others need not wait for a start
+            for p in procs:
+                p.kill()
+            raise ServiceError(f"load client process {index}: {payload}")
         ready += kind == "ready"
 
 
@@ -149,9 +156,13 @@ def _interrupt(procs: list[Any]) -> None:
 
 
 def _child(index: int, target: routing.Targets, plan: engine.LoadPlan, conn: Connection, queue: Any) -> None:
-    queue.put(("ready", index, None))
-    start_at = conn.recv()
+    def start() -> float:
+        """Set up: say so, and start when the parent says every process is."""
+        queue.put(("ready", index, None))
+        return float(conn.recv())
+
     if idle(plan):
+        start_at = start()
         end = start_at + plan.warmup_s + plan.duration_s
         run = engine.Run(Records.empty(start_at), start_at, 0.0, start_at + plan.warmup_s, end)
     else:
@@ -160,7 +171,7 @@ def _child(index: int, target: routing.Targets, plan: engine.LoadPlan, conn: Con
                 target,
                 plan,
                 lambda snap: queue.put(("progress", index, snap)),
-                start_at=start_at,
+                start=start,
                 spill_prefix=f"proc{index}",
                 # pickled here: the queue's feeder thread would pickle it later, while it changes
                 checkpoint=lambda live, at: queue.put(("checkpoint", index, (pickle.dumps(live), at))),
