@@ -8,9 +8,11 @@ gRPC server (``milvus-lite server``) locally, which has FLAT (exact), HNSW and I
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from loguru import logger
 
 from ...load.http import RequestFailed
 from ...orchestrators.base import ServiceError
@@ -21,7 +23,7 @@ INDEX = {"hnsw": "HNSW", "flat": "FLAT", "auto": "AUTOINDEX"}
 METRIC = {"l2": "L2", "cosine": "COSINE", "ip": "IP"}
 INDEX_TIMEOUT_S = 600.0
 # The narrowest search an index allows, for telling its answers from brute force's (``_until_searched``).
-NARROWEST: dict[str, Any] = {"hnsw": lambda k: {"ef": k}}
+NARROWEST: dict[str, Callable[[int], dict[str, int]]] = {"hnsw": lambda k: {"ef": k}}
 SWITCH_WAIT_S = 60.0
 
 
@@ -96,7 +98,7 @@ class Milvus:
         ``settle_s`` of 2 s let a CI run's first case, on a crowded host, measure brute force. The narrowest
         search of 32 points between stored vectors is exact while brute force answers: wait until it is not
         (at most SWITCH_WAIT_S, for an index that answers even these exactly)."""
-        from loguru import logger
+        from pymilvus.exceptions import MilvusException
 
         from . import exact_top_k, vectors
 
@@ -110,8 +112,11 @@ class Milvus:
         truth = [set(t.tolist()) for t in exact_top_k(base, probes, k, self.spec.metric)]
         t0 = time.monotonic()
         while True:
-            hits = self.client.search(self.spec.collection, data=probes.tolist(), limit=k, output_fields=[],
-                                      search_params={"params": narrowest(k)})  # fmt: skip
+            try:
+                hits = self.client.search(self.spec.collection, data=probes.tolist(), limit=k, output_fields=[],
+                                          search_params={"params": narrowest(k)})  # fmt: skip
+            except MilvusException as exc:
+                raise ServiceError(f"{self.spec.where}: a search after the index was built: {exc.message}") from None
             if any({int(h["id"]) for h in found} != want for found, want in zip(hits, truth, strict=True)):
                 logger.debug("{}: searches use the index {:.1f} s after it was reported built", self.spec.where,
                              time.monotonic() - t0)  # fmt: skip
