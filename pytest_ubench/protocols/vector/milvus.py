@@ -8,7 +8,6 @@ gRPC server (``milvus-lite server``) locally, which has FLAT (exact), HNSW and I
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,9 @@ from . import VectorSearch
 INDEX = {"hnsw": "HNSW", "flat": "FLAT", "auto": "AUTOINDEX"}
 METRIC = {"l2": "L2", "cosine": "COSINE", "ip": "IP"}
 INDEX_TIMEOUT_S = 600.0
-# The narrowest search an index allows, for telling its answers from brute force's (``_until_searched``).
-NARROWEST: dict[str, Callable[[int], dict[str, int]]] = {"hnsw": lambda k: {"ef": k}}
+# The search parameter that narrows an index's search, set to top_k: the narrowest search it allows, for
+# telling its answers from brute force's (``_until_searched``).
+NARROWEST = {"hnsw": "ef"}
 SWITCH_WAIT_S = 60.0
 
 
@@ -102,8 +102,8 @@ class Milvus:
 
         from . import exact_top_k, vectors
 
-        narrowest = NARROWEST.get(self.spec.index)
-        if narrowest is None:
+        param = NARROWEST.get(self.spec.index)
+        if param is None:
             return
         base = vectors(self.spec)[0]
         rng = np.random.default_rng(0)
@@ -114,7 +114,7 @@ class Milvus:
         while True:
             try:
                 hits = self.client.search(self.spec.collection, data=probes.tolist(), limit=k, output_fields=[],
-                                          search_params={"params": narrowest(k)})  # fmt: skip
+                                          search_params={"params": {param: k}})  # fmt: skip
             except MilvusException as exc:
                 raise ServiceError(f"{self.spec.where}: a search after the index was built: {exc.message}") from None
             if any({int(h["id"]) for h in found} != want for found, want in zip(hits, truth, strict=True)):
