@@ -22,7 +22,7 @@ from pathlib import Path
 
 from gate_rates import NEIGHBOUR
 
-from pytest_ubench.metrics.slo import SLOSyntaxError, parse
+from pytest_ubench.metrics.slo import SLO, SLOSyntaxError, parse
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--set", "workload.duration_s=1.5", "--set", "workload.warmup_s=0.5"]  # as test_shipped_recipes.py
@@ -43,8 +43,7 @@ def run_once(name: str, out: Path, extra: list[str]) -> dict[tuple[str, str], fl
     return measured
 
 
-def headroom(expression: str, value: float) -> float:
-    slo = parse(expression)
+def headroom(slo: SLO, value: float) -> float:
     if slo.op in ("<", "<="):
         return slo.threshold / value if value else float("inf")
     if slo.op in (">", ">="):
@@ -72,10 +71,10 @@ def main() -> None:
             print(f"\n{name}: {args.runs} runs, {where}")
             for (case, expression), seen in sorted(values.items()):
                 try:
-                    parse(expression)
+                    slo = parse(expression)
                 except SLOSyntaxError:  # a verdict of the run's own ("client is not the bottleneck")
                     continue
-                rooms = [headroom(expression, v) for v in seen]
+                rooms = [headroom(slo, v) for v in seen]
                 worst = seen[rooms.index(min(rooms))]
                 failed = sum(r <= 1 for r in rooms)
                 print(f"  {case:40s} {expression:42s} worst {worst:10.4g}  headroom {min(rooms):5.2f}  "
